@@ -1,0 +1,119 @@
+"""A bounded FIFO of pending records, in records and in bytes, with a policy for when it is full.
+
+Many application threads put; one worker takes from the head. Every record put is either
+accepted or reported back as dropped, so the handler can count it: nothing disappears here.
+Sequence numbers let ``flush()`` know when everything put before it has left the buffer and been
+settled. Pure: no I/O, nothing else from the package.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Deque, Generic, List, Tuple, TypeVar
+
+T = TypeVar("T")
+
+OVERFLOW_POLICIES = ("drop_newest", "drop_oldest", "block")
+
+
+class RecordBuffer(Generic[T]):
+    """Bounded by ``max_items`` and ``max_bytes`` (sizes as the caller estimates them)."""
+
+    def __init__(self, max_items: int, max_bytes: int, overflow: str) -> None:
+        if overflow not in OVERFLOW_POLICIES:
+            raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}, not {overflow!r}")
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self.overflow = overflow
+        self._items: Deque[Tuple[T, int]] = deque()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        #: How many records were ever accepted; the next accepted record gets this number.
+        self.accepted_total = 0
+        #: How many records were ever removed from the head (taken or evicted).
+        self.removed_total = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._bytes
+
+    def put(self, item: T, size: int, block_timeout: float = 0.0) -> int:
+        """Append ``item``; return how many records were dropped to keep the bounds (0 or more).
+
+        ``drop_newest`` drops ``item`` itself (returns 1); ``drop_oldest`` evicts from the head
+        until ``item`` fits; ``block`` waits up to ``block_timeout`` seconds for room, then drops
+        ``item``. A record larger than ``max_bytes`` on its own can never fit and is dropped.
+        """
+        with self._lock:
+            if self._fits(size):
+                self._append(item, size)
+                return 0
+            if size > self.max_bytes:
+                return 1
+            if self.overflow == "drop_oldest":
+                evicted = 0
+                while self._items and not self._fits(size):
+                    _, old_size = self._items.popleft()
+                    self._bytes -= old_size
+                    evicted += 1
+                self.removed_total += evicted
+                self._append(item, size)
+                return evicted
+            if (
+                self.overflow == "block"
+                and block_timeout > 0
+                and self._room.wait_for(lambda: self._fits(size), block_timeout)
+            ):
+                self._append(item, size)
+                return 0
+            return 1
+
+    def _fits(self, size: int) -> bool:
+        return len(self._items) < self.max_items and self._bytes + size <= self.max_bytes
+
+    def _append(self, item: T, size: int) -> None:
+        self._items.append((item, size))
+        self._bytes += size
+        self.accepted_total += 1
+
+    def take(self, max_count: int) -> Tuple[int, List[T]]:
+        """Remove up to ``max_count`` records from the head: (first one's sequence number, them)."""
+        with self._lock:
+            first_seq = self.removed_total
+            count = min(max_count, len(self._items))
+            taken: List[T] = []
+            freed = 0
+            for _ in range(count):
+                item, size = self._items.popleft()
+                taken.append(item)
+                freed += size
+            self._bytes -= freed
+            self.removed_total += count
+            if count and self.overflow == "block":
+                self._room.notify_all()
+            return first_seq, taken
+
+    def drain(self) -> int:
+        """Remove everything; return how many records were removed."""
+        with self._lock:
+            count = len(self._items)
+            self._items.clear()
+            self._bytes = 0
+            self.removed_total += count
+            self._room.notify_all()
+            return count
+
+    def head_seq(self) -> int:
+        """Sequence number of the oldest record still in the buffer (or the next one to come)."""
+        return self.removed_total
+
+    def wake_blocked(self) -> None:
+        """Let threads waiting for room re-check (used when the handler closes)."""
+        with self._lock:
+            self._room.notify_all()
+

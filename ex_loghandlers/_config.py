@@ -1,0 +1,219 @@
+"""Constructor arguments -> one validated, immutable ``Config``.
+
+Every option is checked here, at configuration time, with an error that names the option and
+what it accepts, so that nothing about the options can go wrong later inside ``emit()``. Values
+arrive from code, ``dictConfig`` (JSON/YAML/TOML: lists where code would pass tuples) and
+``fileConfig`` INI ``args``.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from urllib.parse import unquote, urlsplit
+
+from ._buffer import OVERFLOW_POLICIES
+from ._mapping import program_name
+from ._wire import WIRE_FORMATS
+
+METHODS = ("GET", "POST")
+REDACTED = "***"
+
+
+@dataclass(frozen=True)
+class Config:
+    url: str
+    display_url: str  # the URL with secrets replaced by ***: for repr() and loss lines
+    method: str
+    prefix: str
+    app_name: str
+    wire_format: str
+    batch_size: int
+    flush_interval: float
+    max_queue_size: int
+    max_queue_bytes: int
+    overflow: str
+    timeout: float
+    max_retry_time: float
+    shutdown_timeout: float
+    headers: Mapping[str, str]
+    compress: bool
+    verify: Union[bool, str]
+    cert: Union[str, Tuple[str, str], None]
+    credentials: Optional[Tuple[str, str]]
+    context: Optional[ssl.SSLContext]
+
+
+def build_config(
+    host: Optional[str],
+    url: str,
+    method: str,
+    secure: bool,
+    credentials: Any,
+    context: Any,
+    options: Dict[str, Any],
+) -> Config:
+    full_url = target_url(host, url, _flag("secure", secure))
+    wire_format = _choice("wire_format", options["wire_format"], WIRE_FORMATS)
+    return Config(
+        url=full_url,
+        display_url=display_url(full_url),
+        method=checked_method(method, wire_format),
+        prefix=_text("prefix", options["prefix"]),
+        app_name=_app_name(options["app_name"], full_url),
+        wire_format=wire_format,
+        batch_size=_count("batch_size", options["batch_size"]),
+        flush_interval=_seconds("flush_interval", options["flush_interval"]),
+        max_queue_size=_count("max_queue_size", options["max_queue_size"]),
+        max_queue_bytes=_count("max_queue_bytes", options["max_queue_bytes"]),
+        overflow=_choice("overflow", options["overflow"], OVERFLOW_POLICIES),
+        timeout=_seconds("timeout", options["timeout"], positive=True),
+        max_retry_time=_seconds("max_retry_time", options["max_retry_time"]),
+        shutdown_timeout=_seconds("shutdown_timeout", options["shutdown_timeout"]),
+        headers=_headers(options["headers"]),
+        compress=_flag("compress", options["compress"]),
+        verify=_verify(options["verify"]),
+        cert=_cert(options["cert"]),
+        credentials=_credentials(credentials),
+        context=_context(context),
+    )
+
+
+def target_url(host: Optional[str], url: str, secure: bool) -> str:
+    """The stdlib's ``host`` + ``url`` (+ ``secure``), or a full URL on its own."""
+    if not isinstance(url, str) or not url:
+        raise TypeError(f"url must be a non-empty str (a path or a full URL), not {url!r}")
+    if host is None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(
+                "url must be a full http:// or https:// URL when host is not given"
+                f" (or give host='server:port' and a path), not {display_url(url)!r}"
+            )
+        return url
+    if not isinstance(host, str) or not host or "/" in host:
+        raise ValueError(f"host must be 'server' or 'server:port' (no scheme), not {host!r}")
+    if not url.startswith("/"):
+        raise ValueError(f"url must be a path starting with '/' when host is given, not {url!r}")
+    return f"{'https' if secure else 'http'}://{host}{url}"
+
+
+def display_url(url: str) -> str:
+    """``url`` without what may be secret: user info, query, and the key of ``/sink/<key>/``."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc.rpartition("@")[2]
+        segments = parts.path.split("/")
+        for i, segment in enumerate(segments[:-1]):
+            if segment == "sink" and i + 1 < len(segments) - 1:
+                segments[i + 1] = REDACTED
+        query = f"?{REDACTED}" if parts.query else ""
+        return f"{parts.scheme}://{netloc}{'/'.join(segments)}{query}"
+    except Exception:
+        return "<url>"
+
+
+def sink_app_name(url: str) -> Optional[str]:
+    """The ``<app_name>`` of a Logy ``/sink/<api_key>/<app_name>`` URL."""
+    segments = urlsplit(url).path.split("/")
+    for i, segment in enumerate(segments):
+        if segment == "sink" and len(segments) == i + 3 and segments[i + 2]:
+            return unquote(segments[i + 2])
+    return None
+
+
+def checked_method(method: Any, wire_format: str) -> str:
+    if not isinstance(method, str) or method.upper() not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, not {method!r}")
+    upper = method.upper()
+    if upper == "GET" and wire_format != "form":
+        raise ValueError(f"method 'GET' works only with wire_format 'form', not {wire_format!r}")
+    return upper
+
+
+def _app_name(value: Any, url: str) -> str:
+    if value is None:
+        return sink_app_name(url) or program_name()
+    return _text("app_name", value)
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    return value
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, not {value!r}")
+    return value
+
+
+def _choice(name: str, value: Any, accepted: Tuple[str, ...]) -> str:
+    if value not in accepted:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, accepted))}, not {value!r}")
+    return str(value)
+
+
+def _count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
+    return value
+
+
+def _seconds(name: str, value: Any, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise ValueError(f"{name} must be a number of seconds, not {value!r}")
+    if value < 0 or (positive and value == 0):
+        bound = "greater than 0" if positive else "0 or more"
+        raise ValueError(f"{name} must be {bound} seconds, not {value!r}")
+    return float(value)
+
+
+def _headers(value: Any) -> Mapping[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise TypeError("headers must be a dict of str to str, e.g. {'Authorization': 'Bearer …'}")
+    return dict(value)
+
+
+def _pair(name: str, value: Any, example: str) -> Tuple[str, str]:
+    if (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, str) for v in value)
+    ):
+        return (value[0], value[1])
+    raise TypeError(f"{name} must be None or a pair of str {example}")
+
+
+def _credentials(value: Any) -> Optional[Tuple[str, str]]:
+    return None if value is None else _pair("credentials", value, "(user, password)")
+
+
+def _cert(value: Any) -> Union[str, Tuple[str, str], None]:
+    if value is None or isinstance(value, str):
+        return value
+    return _pair("cert", value, "(cert_file, key_file), or a path to a PEM file")
+
+
+def _verify(value: Any) -> Union[bool, str]:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value:
+        if not os.path.exists(value):
+            raise ValueError(f"verify must be True, False or the path of a CA bundle; "
+                             f"no file or directory at {value!r}")
+        return value
+    raise TypeError(f"verify must be True, False or the path of a CA bundle, not {value!r}")
+
+
+def _context(value: Any) -> Optional[ssl.SSLContext]:
+    if value is None or isinstance(value, ssl.SSLContext):
+        return value
+    raise TypeError(f"context must be None or an ssl.SSLContext, not {type(value).__name__}")

@@ -1,0 +1,323 @@
+"""The background worker: wait for a batch, encode it, send it, retry it, account for it.
+
+One daemon thread per handler, started on the first record. It sleeps on a doorbell event (rung
+by ``emit()`` when a batch is full or the buffer stops being empty, and by ``flush()`` and
+``close()``) and decides what to do from state, never from why it woke, so a spurious ring is
+harmless and a fake clock can ring it. It never takes the handler's lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Deque, List, Optional, Sequence, Set
+
+from ._buffer import RecordBuffer
+from ._clock import Clock
+from ._report import LossReporter
+from ._retry import FAIL, RETRY, SENT, SPLIT, RetryPolicy
+from ._stats import SHUTDOWN_DEADLINE, Counters
+from ._transport import HTTPTransport
+from ._wire import Encoder, Fields, Payload
+
+#: Thread ids of every live worker: their own log records (urllib3's debug lines) are refused.
+WORKER_THREAD_IDS: Set[int] = set()
+
+#: Seconds ``close()`` waits for the thread beyond the deadline it gave the worker.
+JOIN_GRACE = 0.5
+
+
+@dataclass(frozen=True)
+class DeliveryOptions:
+    batch_size: int
+    flush_interval: float
+    timeout: float
+    thread_name: str
+
+
+class Delivery:
+    """Moves records from the buffer to the server and accounts for each one."""
+
+    def __init__(
+        self,
+        *,
+        buffer: RecordBuffer[Any],
+        prepare: Callable[[Any], Fields],
+        encode: Encoder,
+        transport: HTTPTransport,
+        method: Callable[[], str],
+        policy: RetryPolicy,
+        counters: Counters,
+        reporter: LossReporter,
+        clock: Clock,
+        options: DeliveryOptions,
+    ) -> None:
+        self.buffer = buffer
+        self._prepare = prepare
+        self._encode = encode
+        self._transport = transport
+        self._method = method
+        self._policy = policy
+        self._counters = counters
+        self._reporter = reporter
+        self._clock = clock
+        self._options = options
+        self.doorbell = threading.Event()
+        self._progress = threading.Condition(threading.Lock())
+        self._start_lock = threading.Lock()
+        self._thread: Optional[threading.Thread] = None
+        self._closing = False
+        self._deadline: Optional[float] = None
+        self._abandoned = False
+        self._flush_target = 0
+        #: Sequence number of the first record of the batch being sent, and its size.
+        self._in_flight_first: Optional[int] = None
+        self._in_flight_count = 0
+
+    # -- called from the application's threads -------------------------------------------------
+
+    def ensure_started(self) -> None:
+        """Start the worker on the first record (never at import or construction)."""
+        if self._thread is None and not self._closing:
+            self._start()
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                install_chatter_filter()
+                thread = threading.Thread(
+                    target=self._run, name=self._options.thread_name, daemon=True
+                )
+                thread.start()
+                self._thread = thread
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight_count
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every record accepted before the call is settled; False when time is up."""
+        target = self.buffer.accepted_total
+        with self._progress:
+            if self._settled() >= target:
+                return True
+            self._flush_target = max(self._flush_target, target)
+        self.ensure_started()
+        self.doorbell.set()
+        with self._progress:
+            return self._progress.wait_for(lambda: self._settled() >= target, timeout)
+
+    def close(self, deadline: float) -> None:
+        """Send what is queued until ``deadline`` (on the clock), then stop; drop what is left."""
+        with self._progress:
+            self._closing = True
+            self._deadline = deadline
+        self.doorbell.set()
+        self.buffer.wake_blocked()
+        if self._thread is None and len(self.buffer):
+            self._start()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - self._clock.monotonic()) + JOIN_GRACE)
+            if thread.is_alive():
+                self._abandon()
+        self._reporter.report(final=True)
+        self._transport.close()
+
+    # -- the worker ------------------------------------------------------------------------------
+
+    def _settled(self) -> int:
+        """All records with a smaller sequence number are sent, failed or dropped."""
+        first = self._in_flight_first
+        return first if first is not None else self.buffer.head_seq()
+
+    def _run(self) -> None:
+        ident = threading.get_ident()
+        WORKER_THREAD_IDS.add(ident)
+        try:
+            while True:
+                batch = self._next_batch()
+                if batch is None:
+                    break
+                if batch:
+                    self._send_batch(batch)
+                with self._progress:
+                    self._in_flight_first = None
+                    self._in_flight_count = 0
+                    self._progress.notify_all()
+                self._reporter.report()
+        finally:
+            self._drop_remaining()
+            with self._progress:
+                self._in_flight_first = None
+                self._in_flight_count = 0
+                self._progress.notify_all()
+            WORKER_THREAD_IDS.discard(ident)
+
+    def _take(self) -> List[Any]:
+        with self._progress:
+            first, batch = self.buffer.take(self._options.batch_size)
+            if batch:
+                self._in_flight_first = first
+                self._in_flight_count = len(batch)
+            return batch
+
+    def _next_batch(self) -> Optional[List[Any]]:
+        """Wait until a batch is due; None when the worker should stop."""
+        partial_since: Optional[float] = None
+        while True:
+            self.doorbell.clear()
+            queued = len(self.buffer)
+            now = self._clock.monotonic()
+            if self._closing:
+                if queued == 0 or self._past_deadline(now):
+                    return None
+                return self._take()
+            if queued >= self._options.batch_size or (queued and self._flush_requested()):
+                return self._take()
+            if queued == 0:
+                partial_since = None
+                self._reporter.report()
+                self._clock.wait(self.doorbell, None)
+                continue
+            if partial_since is None:
+                partial_since = now
+            remaining = partial_since + self._options.flush_interval - now
+            if remaining <= 0:
+                return self._take()
+            self._clock.wait(self.doorbell, remaining)
+
+    def _flush_requested(self) -> bool:
+        return self._flush_target > self.buffer.head_seq()
+
+    def _past_deadline(self, now: float) -> bool:
+        return self._deadline is not None and now >= self._deadline
+
+    def _send_batch(self, batch: Sequence[Any]) -> None:
+        records: List[Fields] = []
+        for item in batch:
+            try:
+                records.append(self._prepare(item))
+            except Exception as exc:
+                self._fail(f"record could not be mapped: {type(exc).__name__}", 1)
+        try:
+            pending: Deque[Payload] = deque(self._encode(records))
+        except Exception as exc:
+            self._fail(f"records could not be encoded: {type(exc).__name__}", len(records))
+            return
+        method = self._method()
+        while pending:
+            payload = pending.popleft()
+            if not self._deliver(payload, method, pending):
+                self._count_dropped(len(payload.records) + sum(len(p.records) for p in pending))
+                return
+
+    def _deliver(self, payload: Payload, method: str, pending: Deque[Payload]) -> bool:
+        """Send one payload until it is sent, failed or split; False if the deadline passed."""
+        schedule = self._policy.schedule(method, self._clock.monotonic())
+        count = len(payload.records)
+        while True:
+            now = self._clock.monotonic()
+            if self._past_deadline(now):
+                return False
+            outcome = self._transport.send(payload, method, self._request_timeout(now))
+            now = self._clock.monotonic()
+            decision = schedule.decide(outcome, now, count)
+            if decision.action == SENT:
+                self._account(lambda: self._counters.succeeded(count, time.time()))
+                return True
+            if decision.action == SPLIT:
+                half = count // 2
+                halves = self._encode(payload.records[:half]) + self._encode(payload.records[half:])
+                pending.extendleft(reversed(halves))
+                return True
+            if decision.action == FAIL:
+                self._fail(decision.reason, count)
+                self._reporter.report()
+                return True
+            assert decision.action == RETRY
+            self._counters.retrying(decision.reason)
+            self._reporter.report()
+            if not self._wait(decision.delay):
+                return False
+
+    def _request_timeout(self, now: float) -> float:
+        timeout = self._options.timeout
+        if self._deadline is not None:
+            timeout = min(timeout, max(0.05, self._deadline - now))
+        return timeout
+
+    def _wait(self, delay: float) -> bool:
+        """Wait ``delay`` seconds before a retry; False if the shutdown deadline comes first."""
+        until = self._clock.monotonic() + delay
+        while True:
+            self.doorbell.clear()
+            now = self._clock.monotonic()
+            limit = until
+            if self._closing and self._deadline is not None:
+                if now >= self._deadline:
+                    return False
+                limit = min(until, self._deadline)
+            if now >= until:
+                return True
+            self._clock.wait(self.doorbell, limit - now)
+
+    # -- accounting at the end -------------------------------------------------------------------
+
+    def _account(self, update: Callable[[], None]) -> None:
+        """Apply a count unless ``close()`` gave up on this worker and counted its records."""
+        with self._progress:
+            if not self._abandoned:
+                update()
+
+    def _fail(self, reason: str, count: int) -> None:
+        self._account(lambda: self._counters.failed(reason, count, reason))
+
+    def _count_dropped(self, count: int) -> None:
+        self._account(lambda: self._counters.dropped(SHUTDOWN_DEADLINE, count))
+
+    def _drop_remaining(self) -> None:
+        """At the end of the worker: whatever is still queued was not sent in time."""
+        self._count_dropped(self.buffer.drain())
+
+    def _abandon(self) -> None:
+        """The worker is stuck past the deadline: count its batch and the queue as dropped now."""
+        with self._progress:
+            if self._abandoned:
+                return
+            self._abandoned = True
+            stranded = self._in_flight_count + self.buffer.drain()
+            self._counters.dropped(SHUTDOWN_DEADLINE, stranded)
+            self._in_flight_first = None
+            self._in_flight_count = 0
+            self._progress.notify_all()
+
+
+class _NotFromWorkers(logging.Filter):
+    """Refuses records made on a delivery worker's thread (the HTTP library's own chatter)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return threading.get_ident() not in WORKER_THREAD_IDS
+
+
+_CHATTER_FILTER = _NotFromWorkers()
+_CHATTY_LIBRARIES = ("urllib3", "requests", "charset_normalizer")
+
+
+def install_chatter_filter() -> None:
+    """Keep the worker's HTTP chatter out of every handler, the application's included.
+
+    A logger's filters apply only to records made on that very logger, so the filter goes on
+    each logger of the HTTP libraries. The same libraries used by the application's own threads
+    log as before.
+    """
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if (
+            isinstance(logger, logging.Logger)
+            and name.split(".")[0] in _CHATTY_LIBRARIES
+            and _CHATTER_FILTER not in logger.filters
+        ):
+            logger.addFilter(_CHATTER_FILTER)

@@ -1,0 +1,302 @@
+"""``ExHTTPHandler``: a ``logging.Handler`` whose ``emit()`` only queues; a worker does the rest.
+
+``emit()`` copies the record, fixes its message and appends it to a bounded buffer: no network,
+no disk, no waiting (unless ``overflow='block'``), no exception. The worker maps, encodes, sends
+and retries (``_delivery``). ``flush()``/``close()`` wait for it within ``shutdown_timeout``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from typing import Any, Dict, Optional, Tuple, Union
+
+from ._buffer import RecordBuffer
+from ._clock import SYSTEM_CLOCK, Clock
+from ._config import Config, build_config, checked_method
+from ._delivery import WORKER_THREAD_IDS, Delivery, DeliveryOptions
+from ._mapping import Enrichment, snapshot, to_fields
+from ._report import LossReporter
+from ._retry import RetryPolicy
+from ._stats import HANDLER_CLOSED, QUEUE_FULL, Counters, Stats
+from ._transport import HTTPTransport, TransportOptions
+from ._wire import encoder_for
+
+#: Estimated bytes a queued record holds beyond its message (its copied attribute dict), and
+#: beyond that for one carrying a traceback (the frames it keeps alive). Measured with
+#: tracemalloc on CPython 3.11; ``max_queue_bytes`` bounds the sum of these estimates.
+RECORD_OVERHEAD = 512
+TRACEBACK_OVERHEAD = 4096
+
+_get_ident = threading.get_ident
+
+
+class ExHTTPHandler(logging.Handler):
+    """Ships log records to a central log server over HTTP, from a background thread.
+
+    A drop-in for ``logging.handlers.HTTPHandler`` (same first six arguments) and for the
+    original ``ex_loghandlers`` 0.1; see the README for every option.
+    """
+
+    def __init__(
+        self,
+        host: Optional[str] = None,
+        url: str = "/",
+        method: str = "POST",
+        secure: bool = False,
+        credentials: Optional[Tuple[str, str]] = None,
+        context: Any = None,
+        *,
+        prefix: str = "_ex_",
+        app_name: Optional[str] = None,
+        wire_format: str = "form",
+        batch_size: int = 100,
+        flush_interval: float = 1.0,
+        max_queue_size: int = 100_000,
+        max_queue_bytes: int = 64 * 1024 * 1024,
+        overflow: str = "drop_newest",
+        timeout: float = 5.0,
+        max_retry_time: float = 60.0,
+        shutdown_timeout: float = 5.0,
+        headers: Optional[Dict[str, str]] = None,
+        compress: bool = False,
+        verify: Union[bool, str] = True,
+        cert: Union[str, Tuple[str, str], None] = None,
+        spool_path: Optional[str] = None,
+        _clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        if spool_path is not None:
+            raise ValueError(
+                "spool_path: the durable on-disk queue is not available in this version;"
+                " leave spool_path=None"
+            )
+        self._config: Config = build_config(
+            host, url, method, secure, credentials, context,
+            {
+                "prefix": prefix, "app_name": app_name, "wire_format": wire_format,
+                "batch_size": batch_size, "flush_interval": flush_interval,
+                "max_queue_size": max_queue_size, "max_queue_bytes": max_queue_bytes,
+                "overflow": overflow, "timeout": timeout, "max_retry_time": max_retry_time,
+                "shutdown_timeout": shutdown_timeout, "headers": headers,
+                "compress": compress, "verify": verify, "cert": cert,
+            },
+        )
+        super().__init__()
+        self._method = self._config.method
+        self._clock = _clock
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._flush_started: Optional[float] = None
+        # A subclass that overrides mapLogRecord gets it called on the caller's thread, as in the
+        # stdlib, and its dict is sent as it is; otherwise mapping happens on the worker.
+        self._user_mapping = type(self).mapLogRecord is not ExHTTPHandler.mapLogRecord
+        self._block_timeout = self._config.timeout if overflow == "block" else 0.0
+        self._batch_size = self._config.batch_size
+        self._new_delivery()
+        _register_fork_hook(self)
+
+    # -- public API ---------------------------------------------------------------------------
+
+    @property
+    def method(self) -> str:
+        return self._method
+
+    @method.setter
+    def method(self, value: str) -> None:
+        # The stdlib's own tests switch an HTTPHandler between GET and POST after construction.
+        self._method = checked_method(value, self._config.wire_format)
+
+    @property
+    def url(self) -> str:
+        """The full URL records are sent to (may contain the API key: do not log it)."""
+        return self._config.url
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @property
+    def stats(self) -> Stats:
+        """A snapshot of what happened to every record so far."""
+        delivery = self._delivery
+        return self._counters.snapshot(
+            accepted=delivery.buffer.accepted_total,
+            queued=len(delivery.buffer) + delivery.in_flight,
+        )
+
+    def mapLogRecord(self, record: logging.LogRecord) -> Dict[str, Any]:
+        """The fields sent for ``record``: stdlib attributes, ``message``, ``<prefix>*`` fields.
+
+        Override it (as with the stdlib ``HTTPHandler``) to change what is sent; an override runs
+        on the logging thread and its dict is sent as it is.
+        """
+        return to_fields(snapshot(record), self._enrichment, self._otlp)
+
+    def handle(self, record: logging.LogRecord) -> Any:
+        """Filter and emit without the handler's lock: ``emit()`` is thread-safe on its own.
+
+        Records made on a delivery worker's thread are refused first, so the worker never waits
+        on a lock that ``logging.shutdown()`` holds while it waits for the worker.
+        """
+        if _get_ident() in WORKER_THREAD_IDS:
+            return False
+        rv = self.filter(record)
+        if isinstance(rv, logging.LogRecord):  # Python 3.12+: a filter may return a new record
+            record = rv
+        if rv:
+            self.emit(record)
+        return rv
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Queue the record for the worker. Never raises, never does I/O, never waits."""
+        try:
+            if self._closed:
+                self._counters.dropped(HANDLER_CLOSED, 1, refused=True)
+                return
+            item: Dict[str, Any]
+            if self._user_mapping:
+                item = self.mapLogRecord(record)
+                message = item.get("message")
+            else:
+                item = snapshot(record)
+                message = item["message"]
+            size = RECORD_OVERHEAD + (len(message) if isinstance(message, str) else 0)
+            if record.exc_info:
+                size += TRACEBACK_OVERHEAD
+            delivery = self._delivery
+            buffer = delivery.buffer
+            dropped = buffer.put(item, size, self._block_timeout)
+            if dropped:
+                self._count_overflow(dropped, size)
+            queued = len(buffer)
+            # Ring only when the buffer stops being empty (the worker starts its flush_interval)
+            # or a batch is full: not once per record.
+            if queued == 1 or queued >= self._batch_size:
+                doorbell = delivery.doorbell
+                if not doorbell.is_set():
+                    doorbell.set()
+            delivery.ensure_started()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def flush(self, timeout: Optional[float] = None) -> bool:  # type: ignore[override]
+        """Wait until every record emitted before the call is sent or accounted for.
+
+        Returns True when it is, False when ``timeout`` seconds (None: ``shutdown_timeout``)
+        pass first. The stdlib's ``Handler.flush`` returns None; the bool is what makes an honest
+        flush useful, hence the ignored override.
+        """
+        if timeout is None:
+            self._flush_started = self._clock.monotonic()
+            timeout = self._config.shutdown_timeout
+        return self._delivery.flush(max(0.0, timeout))
+
+    def close(self) -> None:
+        """Send what is queued within what is left of ``shutdown_timeout``, then stop. Idempotent.
+
+        A ``flush()`` without a timeout just before (as ``logging.shutdown()`` does) shares the
+        same ``shutdown_timeout``, so the two together never take longer.
+        """
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            now = self._clock.monotonic()
+            budget = self._config.shutdown_timeout
+            deadline = now + budget
+            started = self._flush_started
+            if started is not None and now - started < budget:
+                deadline = started + budget
+            self._delivery.close(deadline)
+        finally:
+            super().close()
+
+    def __repr__(self) -> str:
+        level = logging.getLevelName(self.level)
+        return (
+            f"<{type(self).__name__} {self._config.display_url}"
+            f" ({self._config.wire_format}) ({level})>"
+        )
+
+    # -- internals ----------------------------------------------------------------------------
+
+    @property
+    def _otlp(self) -> bool:
+        return self._config.wire_format == "otlp"
+
+    def _count_overflow(self, dropped: int, size: int) -> None:
+        if size > self._config.max_queue_bytes:
+            reason = "record larger than max_queue_bytes"
+        elif self._config.overflow == "block":
+            reason = f"{QUEUE_FULL} after waiting {self._block_timeout:g} s"
+        else:
+            reason = QUEUE_FULL
+        refused = self._config.overflow != "drop_oldest" or size > self._config.max_queue_bytes
+        self._counters.dropped(reason, dropped, refused=refused)
+        self._delivery.doorbell.set()  # let the worker report the loss
+
+    def _new_delivery(self) -> None:
+        """Everything per process: buffer, counters, worker, HTTP session."""
+        config = self._config
+        self._enrichment = Enrichment.for_this_process(config.prefix, config.app_name)
+        self._counters = Counters()
+        buffer: RecordBuffer[Dict[str, Any]] = RecordBuffer(
+            config.max_queue_size, config.max_queue_bytes, config.overflow
+        )
+        enrichment, otlp = self._enrichment, self._otlp
+
+        def prepare(item: Dict[str, Any]) -> Dict[str, Any]:
+            return item if self._user_mapping else to_fields(item, enrichment, otlp)
+
+        self._delivery = Delivery(
+            buffer=buffer,
+            prepare=prepare,
+            encode=encoder_for(config.wire_format, config.compress, config.prefix),
+            transport=HTTPTransport(
+                TransportOptions(
+                    url=config.url,
+                    headers=config.headers,
+                    auth=config.credentials,
+                    verify=config.verify,
+                    cert=config.cert,
+                    context=config.context,
+                )
+            ),
+            method=lambda: self._method,
+            policy=RetryPolicy(max_retry_time=config.max_retry_time),
+            counters=self._counters,
+            reporter=LossReporter(self._counters, config.display_url, self._clock),
+            clock=self._clock,
+            options=DeliveryOptions(
+                batch_size=config.batch_size,
+                flush_interval=config.flush_interval,
+                timeout=config.timeout,
+                thread_name=f"ex_loghandlers-worker-{id(self):x}",
+            ),
+        )
+
+    def _after_fork_in_child(self) -> None:
+        """The child starts empty: the parent's queued records are the parent's to send."""
+        self._close_lock = threading.Lock()
+        if self._closed:
+            return
+        self._flush_started = None
+        self._new_delivery()
+
+
+def _register_fork_hook(handler: ExHTTPHandler) -> None:
+    if not hasattr(os, "register_at_fork"):
+        return
+    method = weakref.WeakMethod(handler._after_fork_in_child)
+
+    def after_fork_in_child() -> None:
+        bound = method()
+        if bound is not None:
+            bound()
+
+    os.register_at_fork(after_in_child=after_fork_in_child)

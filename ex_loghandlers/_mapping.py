@@ -1,0 +1,149 @@
+"""LogRecord -> flat dict of fields, in two steps that split the work between threads.
+
+``snapshot()`` runs on the application's thread inside ``emit()``: it copies the record's
+attributes (so later changes by other handlers or formatters cannot reach us) and formats the
+message with its arguments while they are still what the caller passed. It is deliberately tiny.
+
+``to_fields()`` runs on the delivery worker: it adds the enrichment fields, formats the traceback
+(a traceback's frames and line numbers are fixed once raised, so formatting it later gives the
+same text) and makes every value safe to encode. Nothing here does I/O beyond the source lines
+``traceback`` reads through ``linecache``, and nothing imports the rest of the package.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import socket
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional
+
+#: Fields that are JSON-native and may stay as they are in the ``json``/``ndjson`` formats.
+_NATIVE = (str, int, float, bool, type(None))
+
+
+@dataclass(frozen=True)
+class Enrichment:
+    """The constant fields added to every record: computed once per handler (and per fork)."""
+
+    prefix: str
+    hostname: str
+    username: str
+    app: str
+
+    @classmethod
+    def for_this_process(cls, prefix: str, app: str) -> Enrichment:
+        return cls(prefix=prefix, hostname=_hostname(), username=_username(), app=app)
+
+
+def _hostname() -> str:
+    try:
+        return socket.gethostname()
+    except Exception:
+        return ""
+
+
+def _username() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        # No login name in the environment and no passwd entry (e.g. a container's random uid).
+        return str(os.getuid()) if hasattr(os, "getuid") else ""
+
+
+def program_name() -> str:
+    """The default app name when the URL does not say: the running program's file name."""
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    name = os.path.splitext(os.path.basename(argv0))[0]
+    return name if name and name != "-c" else "python"
+
+
+def snapshot(record: logging.LogRecord) -> Dict[str, Any]:
+    """Copy the record's attributes and fix its message; the caller's thread pays only for this."""
+    fields = record.__dict__.copy()
+    fields["message"] = formatted_message(record)
+    return fields
+
+
+def formatted_message(record: logging.LogRecord) -> str:
+    """``record.getMessage()``, or a message that still shows ``msg`` and ``args`` if that fails."""
+    try:
+        return record.getMessage()
+    except Exception as exc:
+        return (
+            f"{safe_repr(record.msg)} % {safe_repr(record.args)}"
+            f" [message formatting failed: {type(exc).__name__}: {safe_str(exc)}]"
+        )
+
+
+def safe_str(value: object) -> str:
+    """``str(value)`` that never raises: falls back to ``repr`` and then to the type's name."""
+    if type(value) is str:
+        return value
+    try:
+        return str(value)
+    except Exception:
+        return safe_repr(value)
+
+
+def safe_repr(value: object) -> str:
+    """``repr(value)`` that never raises."""
+    try:
+        return repr(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__} object>"
+
+
+def format_traceback(exc_info: object) -> Optional[str]:
+    """The full ``traceback.format_exception`` text (chained causes included), or None."""
+    if not isinstance(exc_info, tuple) or len(exc_info) != 3 or exc_info[1] is None:
+        return None
+    exc_type, exc, tb = exc_info
+    try:
+        return "".join(traceback.format_exception(exc_type, exc, tb)).rstrip("\n")
+    except Exception as error:
+        # format_exception calls str() on each exception; one whose __str__ raises still
+        # deserves a line saying what it was.
+        return (
+            f"{getattr(exc_type, '__name__', safe_str(exc_type))}: <traceback unavailable:"
+            f" {type(error).__name__}: {safe_str(error)}>"
+        )
+
+
+def to_fields(
+    snap: Mapping[str, Any], enrichment: Enrichment, exception_details: bool = False
+) -> Dict[str, Any]:
+    """The record as it goes on the wire: stdlib fields + ``message`` + ``<prefix>*`` enrichment.
+
+    Values that are not JSON-native are turned into text here, once, with ``safe_str``. The
+    process id comes from the record, so a record made in a forked child carries the child's.
+    ``exception_details`` adds ``<prefix>exc_type`` and ``<prefix>exc_message`` for formats
+    (OTLP) that carry them separately.
+    """
+    fields: Dict[str, Any] = {}
+    for key, value in snap.items():
+        fields[key] = value if isinstance(value, _NATIVE) else safe_str(value)
+    prefix = enrichment.prefix
+    fields[prefix + "hostname"] = enrichment.hostname
+    fields[prefix + "username"] = enrichment.username
+    fields[prefix + "pid"] = snap.get("process")
+    fields[prefix + "app"] = enrichment.app
+    exc_info = snap.get("exc_info")
+    if exc_info:
+        tb_text = format_traceback(exc_info)
+        if tb_text is None and snap.get("exc_text"):
+            tb_text = safe_str(snap["exc_text"])
+        if tb_text is not None:
+            fields[prefix + "traceback"] = tb_text
+        if exception_details and isinstance(exc_info, tuple) and len(exc_info) == 3:
+            exc = exc_info[1]
+            if exc is not None:
+                fields[prefix + "exc_type"] = type(exc).__name__
+                fields[prefix + "exc_message"] = safe_str(exc)
+    stack = snap.get("stack_info")
+    if stack:
+        fields[prefix + "stack"] = safe_str(stack)
+    return fields

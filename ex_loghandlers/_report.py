@@ -1,0 +1,71 @@
+"""Loss you can see: concise, rate-limited lines on stderr that name the count and the cause.
+
+The reporter compares the handler's loss counters with what it already reported. The first loss
+of a cause is reported at once; later ones of the same cause are gathered and reported at most
+once per ``interval`` seconds, and whatever is left when the handler closes. It runs on the
+worker (and in ``close()``), never on the application's thread inside ``emit()``.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Callable, Dict, Optional, TextIO, Tuple
+
+from ._clock import Clock
+from ._stats import Counters
+
+Cause = Tuple[str, str]
+
+
+def _stderr() -> Optional[TextIO]:
+    return sys.stderr
+
+
+class LossReporter:
+    def __init__(
+        self,
+        counters: Counters,
+        destination: str,
+        clock: Clock,
+        interval: float = 60.0,
+        stream: Callable[[], Optional[TextIO]] = _stderr,
+    ) -> None:
+        self._counters = counters
+        self._destination = destination
+        self._clock = clock
+        self._interval = interval
+        self._stream = stream
+        self._lock = threading.Lock()
+        self._reported: Dict[Cause, int] = {}
+        self._last_line_at: Dict[Cause, float] = {}
+
+    def report(self, final: bool = False) -> None:
+        """Write a line per cause with unreported losses whose interval has passed (or all)."""
+        with self._lock:
+            now = self._clock.monotonic()
+            for cause, total in self._counters.losses().items():
+                new = total - self._reported.get(cause, 0)
+                if new <= 0:
+                    continue
+                last = self._last_line_at.get(cause)
+                if not final and last is not None and now - last < self._interval:
+                    continue
+                self._reported[cause] = total
+                self._last_line_at[cause] = now
+                self._write(self.line(cause, new))
+
+    def line(self, cause: Cause, count: int) -> str:
+        kind, reason = cause
+        noun = "record" if count == 1 else "records"
+        return f"ex_loghandlers: {count} {noun} {kind} ({reason}) for {self._destination}"
+
+    def _write(self, line: str) -> None:
+        stream = self._stream()
+        if stream is None:  # interpreter shutdown, or a process without stderr
+            return
+        try:
+            stream.write(line + "\n")
+            stream.flush()
+        except Exception:
+            pass
