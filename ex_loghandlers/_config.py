@@ -96,7 +96,9 @@ def target_url(host: Optional[str], url: str, secure: bool) -> str:
     if not isinstance(host, str) or not host or "/" in host:
         raise ValueError(f"host must be 'server' or 'server:port' (no scheme), not {host!r}")
     if not url.startswith("/"):
-        raise ValueError(f"url must be a path starting with '/' when host is given, not {url!r}")
+        raise ValueError(
+            f"url must be a path starting with '/' when host is given, not {display_url(url)!r}"
+        )
     return f"{'https' if secure else 'http'}://{host}{url}"
 
 
@@ -110,7 +112,8 @@ def display_url(url: str) -> str:
             if segment == "sink" and i + 1 < len(segments) - 1:
                 segments[i + 1] = REDACTED
         query = f"?{REDACTED}" if parts.query else ""
-        return f"{parts.scheme}://{netloc}{'/'.join(segments)}{query}"
+        origin = f"{parts.scheme}://{netloc}" if parts.scheme or netloc else ""
+        return f"{origin}{'/'.join(segments)}{query}"
     except Exception:
         return "<url>"
 

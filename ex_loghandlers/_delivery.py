@@ -13,7 +13,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, List, Optional, Sequence, Set
+from typing import Any, Callable, Deque, List, Optional, Sequence, Set, Tuple
 
 from ._buffer import RecordBuffer
 from ._clock import Clock
@@ -66,13 +66,16 @@ class Delivery:
         self._clock = clock
         self._options = options
         self.doorbell = threading.Event()
-        self._progress = threading.Condition(threading.Lock())
+        #: Guards the in-flight batch's bounds, the flush waiters and the accounting after close.
+        self._progress = threading.Lock()
         self._start_lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
         self._closing = False
         self._deadline: Optional[float] = None
         self._abandoned = False
         self._flush_target = 0
+        #: Each waiting flush(): the sequence number it waits for, and the event that wakes it.
+        self._flush_waiters: List[Tuple[int, threading.Event]] = []
         #: Sequence number of the first record of the batch being sent, and its size.
         self._in_flight_first: Optional[int] = None
         self._in_flight_count = 0
@@ -99,16 +102,34 @@ class Delivery:
         return self._in_flight_count
 
     def flush(self, timeout: float) -> bool:
-        """Wait until every record accepted before the call is settled; False when time is up."""
+        """Wait until every record accepted before the call is settled; False when time is up.
+
+        The wait is on an event of this call's own, through the clock, so a fake clock can make
+        the timeout pass in tests.
+        """
         target = self.buffer.accepted_total
+        done = threading.Event()
+        waiter = (target, done)
         with self._progress:
             if self._settled() >= target:
                 return True
             self._flush_target = max(self._flush_target, target)
-        self.ensure_started()
-        self.doorbell.set()
-        with self._progress:
-            return self._progress.wait_for(lambda: self._settled() >= target, timeout)
+            self._flush_waiters.append(waiter)
+        try:
+            self.ensure_started()
+            self.doorbell.set()
+            deadline = self._clock.monotonic() + timeout
+            while True:
+                with self._progress:
+                    if self._settled() >= target:
+                        return True
+                now = self._clock.monotonic()
+                if now >= deadline:
+                    return False
+                self._clock.wait(done, deadline - now)
+        finally:
+            with self._progress:
+                self._flush_waiters.remove(waiter)
 
     def close(self, deadline: float) -> None:
         """Send what is queued until ``deadline`` (on the clock), then stop; drop what is left."""
@@ -144,18 +165,26 @@ class Delivery:
                     break
                 if batch:
                     self._send_batch(batch)
-                with self._progress:
-                    self._in_flight_first = None
-                    self._in_flight_count = 0
-                    self._progress.notify_all()
-                self._reporter.report()
+                self._batch_done()
+                if not self._closing:  # close() reports once, at the end
+                    self._reporter.report()
         finally:
             self._drop_remaining()
-            with self._progress:
-                self._in_flight_first = None
-                self._in_flight_count = 0
-                self._progress.notify_all()
+            self._batch_done()
             WORKER_THREAD_IDS.discard(ident)
+
+    def _batch_done(self) -> None:
+        """The batch in flight is settled: wake the flushes it completes."""
+        with self._progress:
+            self._in_flight_first = None
+            self._in_flight_count = 0
+            self._wake_flushers()
+
+    def _wake_flushers(self) -> None:
+        settled = self._settled()
+        for target, done in self._flush_waiters:
+            if settled >= target:
+                done.set()
 
     def _take(self) -> List[Any]:
         with self._progress:
@@ -293,7 +322,7 @@ class Delivery:
             self._counters.dropped(SHUTDOWN_DEADLINE, stranded)
             self._in_flight_first = None
             self._in_flight_count = 0
-            self._progress.notify_all()
+            self._wake_flushers()
 
 
 class _NotFromWorkers(logging.Filter):

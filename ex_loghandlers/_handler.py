@@ -88,7 +88,8 @@ class ExHTTPHandler(logging.Handler):
         self._clock = _clock
         self._closed = False
         self._close_lock = threading.Lock()
-        self._flush_started: Optional[float] = None
+        #: When the last flush(None) started and ended: close() soon after shares its budget.
+        self._last_exit_flush: Optional[Tuple[float, float]] = None
         # A subclass that overrides mapLogRecord gets it called on the caller's thread, as in the
         # stdlib, and its dict is sent as it is; otherwise mapping happens on the worker.
         self._user_mapping = type(self).mapLogRecord is not ExHTTPHandler.mapLogRecord
@@ -190,10 +191,13 @@ class ExHTTPHandler(logging.Handler):
         pass first. The stdlib's ``Handler.flush`` returns None; the bool is what makes an honest
         flush useful, hence the ignored override.
         """
-        if timeout is None:
-            self._flush_started = self._clock.monotonic()
-            timeout = self._config.shutdown_timeout
-        return self._delivery.flush(max(0.0, timeout))
+        if timeout is not None:
+            return self._delivery.flush(max(0.0, timeout))
+        started = self._clock.monotonic()
+        try:
+            return self._delivery.flush(self._config.shutdown_timeout)
+        finally:
+            self._last_exit_flush = (started, self._clock.monotonic())
 
     def close(self) -> None:
         """Send what is queued within what is left of ``shutdown_timeout``, then stop. Idempotent.
@@ -209,9 +213,10 @@ class ExHTTPHandler(logging.Handler):
             now = self._clock.monotonic()
             budget = self._config.shutdown_timeout
             deadline = now + budget
-            started = self._flush_started
-            if started is not None and now - started < budget:
-                deadline = started + budget
+            if self._last_exit_flush is not None:
+                started, ended = self._last_exit_flush
+                if now - ended <= budget:  # close() follows flush() closely, as at exit
+                    deadline = started + budget
             self._delivery.close(deadline)
         finally:
             super().close()
@@ -285,7 +290,7 @@ class ExHTTPHandler(logging.Handler):
         self._close_lock = threading.Lock()
         if self._closed:
             return
-        self._flush_started = None
+        self._last_exit_flush = None
         self._new_delivery()
 
 

@@ -58,6 +58,8 @@ def program_name() -> str:
     """The default app name when the URL does not say: the running program's file name."""
     argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
     name = os.path.splitext(os.path.basename(argv0))[0]
+    if name == "__main__":  # python -m package: the package's name says more
+        name = os.path.basename(os.path.dirname(os.path.abspath(argv0)))
     return name if name and name != "-c" else "python"
 
 

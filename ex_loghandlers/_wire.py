@@ -111,8 +111,15 @@ def encode_json(records: Sequence[Fields]) -> List[Payload]:
     return [Payload(utf8(json_text(list(records))), JSON_CONTENT_TYPE, records)]
 
 
+#: Line breaks other than "\n" that JSON allows raw in strings but line splitters (Python's
+#: ``str.splitlines`` among them) break on: escaped, so one record stays one line.
+_UNICODE_LINE_BREAKS = {ord(c): f"\\u{ord(c):04x}" for c in "\x85\u2028\u2029"}
+
+
 def encode_ndjson(records: Sequence[Fields]) -> List[Payload]:
     body = "".join(json_text(fields) + "\n" for fields in records)
+    if not body.isascii():
+        body = body.translate(_UNICODE_LINE_BREAKS)
     return [Payload(utf8(body), NDJSON_CONTENT_TYPE, records)]
 
 

@@ -1,0 +1,378 @@
+"""Delivery against real HTTP servers on 127.0.0.1: faults, retries, order, flush and close.
+
+Time that matters (backoff, Retry-After, flush_interval) runs on a fake clock; everything else
+synchronises on ``flush(timeout)``, the servers' condition variables and events.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import threading
+from contextlib import redirect_stderr
+from typing import Any, Iterator, List
+
+import pytest
+from fakeclock import FakeClock
+from faultserver import Action, FaultServer, ReceivedRequest, fail_first, seeded_mix, sequence
+
+from ex_loghandlers import ExHTTPHandler
+
+
+@pytest.fixture
+def logger(request: pytest.FixtureRequest) -> Iterator[logging.Logger]:
+    log = logging.getLogger(f"delivery.{request.node.name}")
+    log.propagate = False
+    log.setLevel(logging.DEBUG)
+    yield log
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+
+
+@pytest.fixture
+def server() -> Iterator[FaultServer]:
+    with FaultServer() as srv:
+        yield srv
+
+
+def attach(logger: logging.Logger, server: FaultServer, **options: Any) -> ExHTTPHandler:
+    handler = ExHTTPHandler(url=server.url_for("/sink/TEST/tests"), **options)
+    logger.addHandler(handler)
+    return handler
+
+
+def messages(server: FaultServer) -> List[str]:
+    return [str(r["message"]) for r in server.accepted_records()]
+
+
+def assert_accounted(handler: ExHTTPHandler) -> None:
+    stats = handler.stats
+    assert stats.emitted == stats.sent + stats.dropped + stats.failed + stats.queued, stats
+
+
+@pytest.mark.parametrize("wire_format", ["form", "json", "ndjson", "otlp"])
+def test_records_arrive_in_order_in_every_format(
+    logger: logging.Logger, server: FaultServer, wire_format: str
+) -> None:
+    handler = attach(logger, server, wire_format=wire_format, batch_size=7)
+    for i in range(30):
+        logger.info("record %d", i)
+    assert handler.flush(timeout=10)
+    if wire_format == "otlp":
+        bodies = [r.body for r in server.accepted()]
+        found = [int(m) for body in bodies for m in re.findall(rb"record (\d+)", body)]
+        assert found == list(range(30))
+    else:
+        assert messages(server) == [f"record {i}" for i in range(30)]
+    expected_requests = 30 if wire_format == "form" else 5  # 7+7+7+7+2
+    assert len(server.accepted()) == expected_requests
+    assert handler.stats.sent == 30 and handler.stats.queued == 0
+    assert_accounted(handler)
+
+
+def test_form_requests_reuse_one_kept_alive_connection(
+    logger: logging.Logger, server: FaultServer
+) -> None:
+    handler = attach(logger, server)
+    for i in range(20):
+        logger.info("record %d", i)
+    assert handler.flush(timeout=10)
+    assert {r.connection for r in server.accepted()} == {1}
+
+
+def test_server_down_for_a_while_then_up_loses_nothing_and_keeps_order(
+    logger: logging.Logger, server: FaultServer
+) -> None:
+    clock = FakeClock()
+    handler = attach(logger, server, wire_format="json", batch_size=10, flush_interval=3600,
+                     _clock=clock)
+    server.refuse_connections()
+    for i in range(25):
+        logger.info("record %d", i)
+    # The worker tried, failed, retried at once, failed, and now backs off on the fake clock.
+    assert clock.wait_for_waiter(timeout=10, shorter_than=100)
+    assert handler.stats.retried >= 2
+    assert messages(server) == []
+    for i in range(25, 40):
+        logger.info("record %d", i)
+    server.accept_connections()
+    clock.advance(60)
+    assert handler.flush(timeout=10)
+    assert messages(server) == [f"record {i}" for i in range(40)]
+    stats = handler.stats
+    assert (stats.sent, stats.dropped, stats.failed) == (40, 0, 0)
+    assert stats.last_error == "connection refused"
+    assert_accounted(handler)
+
+
+@pytest.mark.parametrize("wire_format", ["form", "json"])
+def test_503s_and_resets_lose_nothing_and_duplicate_nothing(
+    logger: logging.Logger, wire_format: str
+) -> None:
+    with FaultServer(seeded_mix(seed=7, p_status=0.3, status=503, p_reset=0.1)) as server:
+        handler = attach(logger, server, wire_format=wire_format, batch_size=20)
+        count = 300 if wire_format == "form" else 1000
+        for i in range(count):
+            logger.info("record %d", i)
+        assert handler.flush(timeout=30)
+        assert messages(server) == [f"record {i}" for i in range(count)]
+        refused = [r for r in server.requests() if not r.accepted]
+        assert refused, "the script should have refused some requests"
+        assert handler.stats.retried == len(refused)
+        assert handler.stats.sent == count and handler.stats.failed == 0
+
+
+def test_retry_after_is_honoured(logger: logging.Logger) -> None:
+    clock = FakeClock()
+    with FaultServer(fail_first(1, Action.status(503, retry_after="120"))) as server:
+        handler = attach(logger, server, _clock=clock, max_retry_time=300)
+        logger.warning("patience")
+        assert not handler.flush(timeout=0)  # sends the partial batch now; time stands still
+        assert server.wait_for_requests(1, timeout=10)
+        assert clock.wait_for_waiter(timeout=10)
+        assert clock.timed_waits[-1] == pytest.approx(120)
+        clock.advance(119)
+        assert not server.wait_for_requests(2, timeout=0.05)  # still waiting
+        clock.advance(1)
+        assert handler.flush(timeout=10)
+        assert messages(server) == ["patience"]
+
+
+def test_retries_end_at_max_retry_time_and_the_queue_moves_on(logger: logging.Logger) -> None:
+    clock = FakeClock()
+
+    def script(index: int, request: ReceivedRequest) -> Action:
+        if b"poisoned" in request.body:
+            return Action.status(503, retry_after="10")
+        return Action.ok()
+
+    with FaultServer(script) as server:
+        handler = attach(logger, server, _clock=clock, max_retry_time=30)
+        logger.info("poisoned")
+        logger.info("fine afterwards")
+        assert not handler.flush(timeout=0)  # sends the partial batch now
+        for _ in range(4):
+            assert clock.wait_for_waiter(timeout=10)
+            clock.advance(10)
+        assert handler.flush(timeout=10)
+        assert messages(server) == ["fine afterwards"]
+        stats = handler.stats
+        assert stats.failed_by_reason == {"retries exhausted: HTTP 503": 1}
+        assert stats.sent == 1
+
+
+def test_403_is_reported_once_and_the_queue_keeps_moving(logger: logging.Logger) -> None:
+    def script(index: int, request: ReceivedRequest) -> Action:
+        return Action.status(403) if b"bad" in request.body else Action.ok()
+
+    with FaultServer(script) as server:
+        stderr = io.StringIO()
+        with redirect_stderr(stderr):
+            handler = attach(logger, server)
+            for i in range(10):
+                logger.info("%s %d", "bad" if i % 2 else "good", i)
+            assert handler.flush(timeout=10)
+            lines_before_close = stderr.getvalue().splitlines()
+            handler.close()
+        assert messages(server) == [f"good {i}" for i in range(0, 10, 2)]
+        assert handler.stats.failed_by_reason == {
+            "HTTP 403: the server rejected the API key": 5
+        }
+        assert len(server.requests()) == 10  # never retried
+        assert len(lines_before_close) == 1  # the first one, at once; the rest gathered
+        assert "the server rejected the API key" in lines_before_close[0]
+        assert "TEST" not in stderr.getvalue()  # the API key never appears
+        all_lines = stderr.getvalue().splitlines()
+        assert sum(int(line.split()[1]) for line in all_lines) == 5
+
+
+def test_413_splits_a_batch_until_it_fits(logger: logging.Logger) -> None:
+    def script(index: int, request: ReceivedRequest) -> Action:
+        return Action.status(413) if len(request.records()) > 3 else Action.ok()
+
+    with FaultServer(script) as server:
+        handler = attach(logger, server, wire_format="json", batch_size=10)
+        for i in range(10):
+            logger.info("record %d", i)
+        assert handler.flush(timeout=10)
+        assert messages(server) == [f"record {i}" for i in range(10)]
+        assert handler.stats.failed == 0
+
+
+def test_a_slow_server_never_makes_the_caller_wait(logger: logging.Logger) -> None:
+    release = threading.Event()
+    with FaultServer(sequence([Action.hang(release)])) as server:
+        handler = attach(logger, server, batch_size=5)
+        logger.info("first")
+        assert server.wait_for_requests(1, timeout=10)  # the worker is stuck on the server
+        for i in range(2000):  # would hang here if emit() waited on the network
+            logger.info("record %d", i)
+        assert handler.stats.queued == 2001
+        assert not handler.flush(timeout=0.05)  # honest: not sent yet
+        release.set()
+        assert handler.flush(timeout=30)
+        assert len(messages(server)) == 2001
+
+
+def test_flush_without_records_is_true_at_once(logger: logging.Logger, server: FaultServer) -> None:
+    handler = attach(logger, server)
+    assert handler.flush(timeout=0)
+
+
+def test_a_partial_batch_waits_for_flush_interval(logger: logging.Logger) -> None:
+    clock = FakeClock()
+    with FaultServer() as server:
+        handler = attach(logger, server, batch_size=100, flush_interval=2.0, _clock=clock)
+        logger.info("lonely")
+        assert clock.wait_for_waiter(timeout=10)
+        assert clock.timed_waits[-1] == pytest.approx(2.0)
+        assert not server.wait_for_requests(1, timeout=0.05)
+        clock.advance(2.0)
+        assert server.wait_for_accepted_records(1, timeout=10)
+        assert handler.flush(timeout=10)
+
+
+def test_a_full_batch_goes_without_waiting_for_the_interval(logger: logging.Logger) -> None:
+    clock = FakeClock()
+    with FaultServer() as server:
+        handler = attach(logger, server, wire_format="json", batch_size=5, flush_interval=3600,
+                         _clock=clock)
+        for i in range(5):
+            logger.info("record %d", i)
+        assert server.wait_for_accepted_records(5, timeout=10)
+        assert handler.flush(timeout=10)
+
+
+def test_overflow_drop_newest_counts_every_drop(logger: logging.Logger) -> None:
+    release = threading.Event()
+    with FaultServer(sequence([Action.hang(release)])) as server:
+        stderr = io.StringIO()
+        with redirect_stderr(stderr):
+            handler = attach(logger, server, max_queue_size=10, batch_size=1)
+            logger.info("in flight")
+            assert server.wait_for_requests(1, timeout=10)
+            for i in range(25):
+                logger.info("record %d", i)
+            release.set()
+            assert handler.flush(timeout=10)
+            handler.close()
+        assert messages(server) == ["in flight"] + [f"record {i}" for i in range(10)]
+        assert handler.stats.dropped_by_reason == {"queue full": 15}
+        assert "15 records dropped (queue full)" in stderr.getvalue()
+        assert_accounted(handler)
+
+
+def test_overflow_drop_oldest_keeps_the_newest(logger: logging.Logger) -> None:
+    release = threading.Event()
+    with FaultServer(sequence([Action.hang(release)])) as server:
+        with redirect_stderr(io.StringIO()):
+            handler = attach(logger, server, max_queue_size=10, batch_size=1,
+                             overflow="drop_oldest")
+            logger.info("in flight")
+            assert server.wait_for_requests(1, timeout=10)
+            for i in range(25):
+                logger.info("record %d", i)
+            release.set()
+            assert handler.flush(timeout=10)
+        assert messages(server) == ["in flight"] + [f"record {i}" for i in range(15, 25)]
+        assert handler.stats.dropped == 15
+        assert_accounted(handler)
+
+
+def test_overflow_block_waits_for_room(logger: logging.Logger) -> None:
+    with FaultServer() as server:
+        handler = attach(logger, server, max_queue_size=2, batch_size=1, overflow="block",
+                         timeout=10)
+        for i in range(50):
+            logger.info("record %d", i)
+        assert handler.flush(timeout=10)
+        assert messages(server) == [f"record {i}" for i in range(50)]
+        assert handler.stats.dropped == 0
+
+
+def test_close_is_bounded_by_shutdown_timeout_when_the_server_is_down(
+    logger: logging.Logger,
+) -> None:
+    clock = FakeClock()
+    with FaultServer() as server:
+        handler = attach(logger, server, shutdown_timeout=5, wire_format="json", _clock=clock)
+        server.refuse_connections()
+        for i in range(100):
+            logger.info("record %d", i)
+        stderr = io.StringIO()
+        with redirect_stderr(stderr):
+            closer = threading.Thread(target=handler.close)
+            closer.start()
+            assert clock.wait_for_waiter(timeout=10)
+            clock.advance(5)
+            closer.join(10)
+            assert not closer.is_alive()
+        assert handler.stats.dropped_by_reason == {"shutdown deadline": 100}
+        assert "100 records dropped (shutdown deadline)" in stderr.getvalue()
+        handler.close()  # idempotent
+        logger.info("after close")
+        assert handler.stats.dropped_by_reason["handler closed"] == 1
+        assert_accounted(handler)
+
+
+def test_flush_then_close_share_one_shutdown_timeout(logger: logging.Logger) -> None:
+    clock = FakeClock()
+    with FaultServer() as server:
+        handler = attach(logger, server, shutdown_timeout=5, flush_interval=3600, _clock=clock)
+        server.refuse_connections()
+        logger.info("never sent")
+        results: List[bool] = []
+        flusher = threading.Thread(target=lambda: results.append(handler.flush()))
+        flusher.start()
+        assert clock.wait_for_waiter(timeout=10, shorter_than=5.001)  # flush() or a backoff
+        clock.advance(5)  # flush(None) waits shutdown_timeout on the clock, then gives up
+        flusher.join(10)
+        assert results == [False]
+        with redirect_stderr(io.StringIO()):
+            handler.close()  # what is left of the shared 5 s is nothing: no further wait
+        assert handler.stats.dropped_by_reason == {"shutdown deadline": 1}
+        assert clock.monotonic() == 1005.0
+
+
+def test_a_user_mapping_runs_on_the_callers_thread_and_is_sent_as_is(
+    logger: logging.Logger, server: FaultServer
+) -> None:
+    threads = []
+
+    class Custom(ExHTTPHandler):
+        def mapLogRecord(self, record: logging.LogRecord) -> dict:
+            threads.append(threading.current_thread())
+            fields = super().mapLogRecord(record)
+            return {"message": fields["message"], "who": "custom"}
+
+    handler = Custom(url=server.url_for("/x"))
+    logger.addHandler(handler)
+    logger.info("mapped %s", "by me")
+    assert handler.flush(timeout=10)
+    assert server.accepted_records() == [{"message": "mapped by me", "who": "custom"}]
+    assert threads == [threading.current_thread()]
+
+
+def test_the_lock_trap_flush_with_the_handler_lock_held_and_urllib3_at_debug(
+    server: FaultServer,
+) -> None:
+    root = logging.getLogger()
+    handler = ExHTTPHandler(url=server.url_for("/sink/TEST/app"))
+    root.addHandler(handler)
+    old_level = root.level
+    root.setLevel(logging.DEBUG)
+    try:
+        logging.getLogger("trap").info("one")
+        handler.acquire()  # as logging.shutdown() does around flush() and close()
+        try:
+            assert handler.flush(timeout=10)
+            handler.close()
+        finally:
+            handler.release()
+    finally:
+        root.setLevel(old_level)
+        root.removeHandler(handler)
+    names = [r["name"] for r in server.accepted_records()]
+    assert names == ["trap"]
