@@ -42,6 +42,11 @@ class RecordBuffer(Generic[T]):
     def queued_bytes(self) -> int:
         return self._bytes
 
+    def put_beyond_bounds(self, item: T, size: int) -> None:
+        """Append ``item`` even if the buffer is full: for the rare record that tells of losses."""
+        with self._lock:
+            self._append(item, size)
+
     def put(self, item: T, size: int, block_timeout: float = 0.0) -> int:
         """Append ``item``; return how many records were dropped to keep the bounds (0 or more).
 

@@ -54,8 +54,10 @@ class Delivery:
         reporter: LossReporter,
         clock: Clock,
         options: DeliveryOptions,
+        notice: Callable[[str], Tuple[Any, int]],
     ) -> None:
         self.buffer = buffer
+        self._notice = notice
         self._prepare = prepare
         self._encode = encode
         self._transport = transport
@@ -257,6 +259,7 @@ class Delivery:
             decision = schedule.decide(outcome, now, count)
             if decision.action == SENT:
                 self._account(lambda: self._counters.succeeded(count, time.time()))
+                self._tell_of_losses()
                 return True
             if decision.action == SPLIT:
                 half = count // 2
@@ -272,6 +275,14 @@ class Delivery:
             self._reporter.report()
             if not self._wait(decision.delay):
                 return False
+
+    def _tell_of_losses(self) -> None:
+        """The server is back: queue a record of our own saying what was lost meanwhile."""
+        text = self._reporter.recovery_notice()
+        if text is None:
+            return
+        # At most one a minute: it may go beyond the buffer's bounds rather than be lost itself.
+        self.buffer.put_beyond_bounds(*self._notice(text))
 
     def _request_timeout(self, now: float) -> float:
         timeout = self._options.timeout

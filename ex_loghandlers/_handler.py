@@ -277,6 +277,7 @@ class ExHTTPHandler(logging.Handler):
             counters=self._counters,
             reporter=LossReporter(self._counters, config.display_url, self._clock),
             clock=self._clock,
+            notice=self._notice_item,
             options=DeliveryOptions(
                 batch_size=config.batch_size,
                 flush_interval=config.flush_interval,
@@ -284,6 +285,14 @@ class ExHTTPHandler(logging.Handler):
                 thread_name=f"ex_loghandlers-worker-{id(self):x}",
             ),
         )
+
+    def _notice_item(self, text: str) -> Tuple[Dict[str, Any], int]:
+        """A record of the handler's own (logger ``ex_loghandlers``, WARNING), ready to queue."""
+        record = logging.LogRecord(
+            "ex_loghandlers", logging.WARNING, __file__, 0, text, None, None, "deliver"
+        )
+        item = self.mapLogRecord(record) if self._user_mapping else snapshot(record)
+        return item, RECORD_OVERHEAD + len(text)
 
     def _after_fork_in_child(self) -> None:
         """The child starts empty: the parent's queued records are the parent's to send."""

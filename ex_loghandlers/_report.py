@@ -4,6 +4,9 @@ The reporter compares the handler's loss counters with what it already reported.
 of a cause is reported at once; later ones of the same cause are gathered and reported at most
 once per ``interval`` seconds, and whatever is left when the handler closes. It runs on the
 worker (and in ``close()``), never on the application's thread inside ``emit()``.
+
+stderr is not where people look for their logs, so when deliveries succeed again after a loss,
+the reporter also words a notice that the handler sends as an ordinary record of its own.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ class LossReporter:
         self._lock = threading.Lock()
         self._reported: Dict[Cause, int] = {}
         self._last_line_at: Dict[Cause, float] = {}
+        self._noticed: Dict[Cause, int] = {}
+        self._last_notice_at: Optional[float] = None
 
     def report(self, final: bool = False) -> None:
         """Write a line per cause with unreported losses whose interval has passed (or all)."""
@@ -54,6 +59,30 @@ class LossReporter:
                 self._reported[cause] = total
                 self._last_line_at[cause] = now
                 self._write(self.line(cause, new))
+
+    def recovery_notice(self) -> Optional[str]:
+        """After a successful delivery: the text of a record telling of losses not yet told.
+
+        At most one per ``interval``; the losses of a quieter moment wait for the next one.
+        """
+        with self._lock:
+            now = self._clock.monotonic()
+            if self._last_notice_at is not None and now - self._last_notice_at < self._interval:
+                return None
+            totals = self._counters.losses()
+            new = {c: n - self._noticed.get(c, 0) for c, n in totals.items()}
+            new = {c: n for c, n in new.items() if n > 0}
+            if not new:
+                return None
+            self._noticed = totals
+            self._last_notice_at = now
+        lost = sum(new.values())
+        causes = "; ".join(f"{n} {kind} ({reason})" for (kind, reason), n in new.items())
+        noun = "record was" if lost == 1 else "records were"
+        return (
+            f"{lost} log {noun} lost before this delivery to {self._destination}"
+            f" succeeded: {causes}"
+        )
 
     def line(self, cause: Cause, count: int) -> str:
         kind, reason = cause

@@ -10,7 +10,6 @@ from typing import Dict, Mapping, Optional, Tuple
 QUEUE_FULL = "queue full"
 SHUTDOWN_DEADLINE = "shutdown deadline"
 HANDLER_CLOSED = "handler closed"
-FORK = "fork"
 # ... and why one failed (sent, and the server or the network said no for good).
 RETRIES_EXHAUSTED = "retries exhausted"
 TLS = "TLS"

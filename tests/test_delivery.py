@@ -19,6 +19,8 @@ from faultserver import Action, FaultServer, ReceivedRequest, fail_first, seeded
 
 from ex_loghandlers import ExHTTPHandler
 
+NOTICE_LOGGER = "ex_loghandlers"
+
 
 @pytest.fixture
 def logger(request: pytest.FixtureRequest) -> Iterator[logging.Logger]:
@@ -44,7 +46,12 @@ def attach(logger: logging.Logger, server: FaultServer, **options: Any) -> ExHTT
 
 
 def messages(server: FaultServer) -> List[str]:
-    return [str(r["message"]) for r in server.accepted_records()]
+    """The messages the application logged (not the handler's own loss notices)."""
+    return [str(r["message"]) for r in server.accepted_records() if r["name"] != NOTICE_LOGGER]
+
+
+def notices(server: FaultServer) -> List[str]:
+    return [str(r["message"]) for r in server.accepted_records() if r["name"] == NOTICE_LOGGER]
 
 
 def assert_accounted(handler: ExHTTPHandler) -> None:
@@ -158,9 +165,14 @@ def test_retries_end_at_max_retry_time_and_the_queue_moves_on(logger: logging.Lo
             clock.advance(10)
         assert handler.flush(timeout=10)
         assert messages(server) == ["fine afterwards"]
+        assert handler.flush(timeout=10)  # the notice queued after that success
+        assert notices(server) == [
+            f"1 log record was lost before this delivery to {server.url}/sink/***/tests"
+            " succeeded: 1 failed (retries exhausted: HTTP 503)"
+        ]
         stats = handler.stats
         assert stats.failed_by_reason == {"retries exhausted: HTTP 503": 1}
-        assert stats.sent == 1
+        assert stats.sent == 2
 
 
 def test_403_is_reported_once_and_the_queue_keeps_moving(logger: logging.Logger) -> None:
@@ -180,7 +192,9 @@ def test_403_is_reported_once_and_the_queue_keeps_moving(logger: logging.Logger)
         assert handler.stats.failed_by_reason == {
             "HTTP 403: the server rejected the API key": 5
         }
-        assert len(server.requests()) == 10  # never retried
+        assert len(server.requests()) == 10 + 1  # never retried; one notice of the loss
+        (notice,) = notices(server)  # at most one a minute, however many losses
+        assert "1 failed (HTTP 403: the server rejected the API key)" in notice
         assert len(lines_before_close) == 1  # the first one, at once; the rest gathered
         assert "the server rejected the API key" in lines_before_close[0]
         assert "TEST" not in stderr.getvalue()  # the API key never appears

@@ -1,0 +1,300 @@
+"""Constructor options: validation, defaults, what ``repr()`` shows, and the public names."""
+
+from __future__ import annotations
+
+import re
+import socket
+import ssl
+import sys
+import threading
+from typing import Any, Dict, Iterator, List
+
+import pytest
+from faultserver import FaultServer
+
+import ex_loghandlers
+from ex_loghandlers import ExHTTPHandler
+
+BASE: Dict[str, Any] = {"host": "localhost:5000", "url": "/sink/TEST/myapp"}
+
+
+@pytest.fixture
+def handlers() -> Iterator[List[ExHTTPHandler]]:
+    """Handlers a test makes, closed after it."""
+    made: List[ExHTTPHandler] = []
+    yield made
+    for handler in made:
+        handler.close()
+
+
+# -- every option is validated, and the error names it --------------------------------------
+
+BAD_VALUES = [
+    # (option named in the error, keyword arguments replacing BASE's, exception type)
+    ("batch_size", {"batch_size": 0}, ValueError),
+    ("batch_size", {"batch_size": True}, ValueError),
+    ("batch_size", {"batch_size": 2.5}, ValueError),
+    ("flush_interval", {"flush_interval": -1}, ValueError),
+    ("flush_interval", {"flush_interval": "1"}, ValueError),
+    ("max_queue_size", {"max_queue_size": 0}, ValueError),
+    ("max_queue_bytes", {"max_queue_bytes": -1}, ValueError),
+    ("overflow", {"overflow": "x"}, ValueError),
+    ("wire_format", {"wire_format": "xml"}, ValueError),
+    ("timeout", {"timeout": 0}, ValueError),
+    ("timeout", {"timeout": float("nan")}, ValueError),
+    ("max_retry_time", {"max_retry_time": -0.5}, ValueError),
+    ("shutdown_timeout", {"shutdown_timeout": -1}, ValueError),
+    ("shutdown_timeout", {"shutdown_timeout": None}, ValueError),
+    ("headers", {"headers": {"a": 1}}, TypeError),
+    ("headers", {"headers": [("a", "b")]}, TypeError),
+    ("verify", {"verify": 123}, TypeError),
+    ("verify", {"verify": "/no/such/file"}, ValueError),
+    ("cert", {"cert": ("a",)}, TypeError),
+    ("credentials", {"credentials": "user"}, TypeError),
+    ("credentials", {"credentials": ("user", 1)}, TypeError),
+    ("context", {"context": "x"}, TypeError),
+    ("secure", {"secure": "yes"}, TypeError),
+    ("host", {"host": "http://x"}, ValueError),
+    ("url", {"url": "sink"}, ValueError),
+    ("url", {"host": None, "url": "logs.example/sink/KEY/app"}, ValueError),
+    ("url", {"host": None, "url": "ftp://logs.example/sink/KEY/app"}, ValueError),
+    ("url", {"url": ""}, TypeError),
+    ("compress", {"compress": "yes"}, TypeError),
+    ("prefix", {"prefix": 1}, TypeError),
+    ("app_name", {"app_name": 7}, TypeError),
+    ("spool_path", {"spool_path": "/tmp/x"}, ValueError),
+    ("method", {"method": "PUT"}, ValueError),
+    ("method", {"method": None}, ValueError),
+]
+
+
+@pytest.mark.parametrize(
+    ("option", "changes", "error"),
+    BAD_VALUES,
+    ids=[f"{option}={changes[option]!r}" for option, changes, _ in BAD_VALUES],
+)
+def test_a_bad_value_is_refused_with_an_error_naming_the_option(
+    option: str, changes: Dict[str, Any], error: type
+) -> None:
+    with pytest.raises(error) as info:
+        ExHTTPHandler(**{**BASE, **changes})
+    assert type(info.value) is error
+    assert re.search(rf"\b{option}\b", str(info.value)), str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["sink/SECRETKEY/app", "https://user:hunter2@logs.example/sink/SECRETKEY/app"]
+)
+def test_the_url_error_with_a_host_never_shows_a_secret(url: str) -> None:
+    with pytest.raises(ValueError, match="url") as info:
+        ExHTTPHandler(host="logs.example", url=url)
+    assert "SECRETKEY" not in str(info.value)
+    assert "hunter2" not in str(info.value)
+
+
+def test_the_url_error_redacts_the_key_when_host_is_none() -> None:
+    with pytest.raises(ValueError, match="url") as info:
+        ExHTTPHandler(url="logs.example/sink/SECRETKEY/app")
+    assert "SECRETKEY" not in str(info.value)
+
+
+# -- defaults ---------------------------------------------------------------------------------
+
+
+def test_defaults(handlers: List[ExHTTPHandler]) -> None:
+    handler = ExHTTPHandler(host="localhost:5000", url="/sink/TEST/myapp")
+    handlers.append(handler)
+    config = handler.config
+    assert config.app_name == "myapp"
+    assert config.url == handler.url == "http://localhost:5000/sink/TEST/myapp"
+    assert handler.method == config.method == "POST"
+    assert (config.wire_format, config.prefix, config.overflow) == ("form", "_ex_", "drop_newest")
+    assert (config.compress, config.verify, config.cert) == (False, True, None)
+    assert (config.credentials, config.context, dict(config.headers)) == (None, None, {})
+    assert config.batch_size >= 1 and config.max_queue_size >= config.batch_size
+    assert config.flush_interval > 0 and config.timeout > 0 and config.shutdown_timeout > 0
+    assert handler.level == 0
+
+
+def test_secure_gives_https(handlers: List[ExHTTPHandler]) -> None:
+    handler = ExHTTPHandler(host="logs.example:8443", url="/sink/TEST/myapp", secure=True)
+    handlers.append(handler)
+    assert handler.url == "https://logs.example:8443/sink/TEST/myapp"
+
+
+def test_a_full_url_gives_its_sink_app_name(handlers: List[ExHTTPHandler]) -> None:
+    handler = ExHTTPHandler(url="https://logs.example/sink/KEY/app2")
+    handlers.append(handler)
+    assert handler.config.app_name == "app2"
+    assert handler.url == "https://logs.example/sink/KEY/app2"
+
+
+def test_the_sink_app_name_is_percent_decoded(handlers: List[ExHTTPHandler]) -> None:
+    handler = ExHTTPHandler(url="https://logs.example/sink/KEY/caf%C3%A9")
+    handlers.append(handler)
+    assert handler.config.app_name == "caf\u00e9"
+
+
+def test_app_name_overrides_the_url(handlers: List[ExHTTPHandler]) -> None:
+    handler = ExHTTPHandler(url="https://logs.example/sink/KEY/app2", app_name="billing")
+    handlers.append(handler)
+    assert handler.config.app_name == "billing"
+
+
+@pytest.mark.parametrize(
+    ("argv0", "expected"),
+    [("/srv/app/billing.py", "billing"), ("/usr/local/bin/worker", "worker"), ("-c", "python")],
+)
+def test_without_a_sink_path_the_app_is_the_program_name(
+    argv0: str, expected: str, monkeypatch: pytest.MonkeyPatch, handlers: List[ExHTTPHandler]
+) -> None:
+    monkeypatch.setattr(sys, "argv", [argv0])
+    handler = ExHTTPHandler(url="https://collector.example/v1/logs")
+    handlers.append(handler)
+    assert handler.config.app_name == expected
+
+
+def test_the_program_name_of_python_dash_m_is_the_package(
+    monkeypatch: pytest.MonkeyPatch, handlers: List[ExHTTPHandler]
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["/srv/app/billing/__main__.py"])
+    handler = ExHTTPHandler(url="https://collector.example/v1/logs")
+    handlers.append(handler)
+    assert handler.config.app_name == "billing"
+
+
+# -- secrets stay out of repr() and display_url --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "secrets", "shown"),
+    [
+        (
+            {"host": "logs.example", "url": "/sink/SECRETKEY/app"},
+            ["SECRETKEY"],
+            "http://logs.example/sink/***/app",
+        ),
+        (
+            {"url": "https://user:hunter2pw@logs.example/sink/SECRETKEY/app"},
+            ["hunter2pw", "SECRETKEY"],
+            "https://logs.example/sink/***/app",
+        ),
+        (
+            {"url": "https://collector.example/v1/logs?token=TOPSECRETTOKEN"},
+            ["TOPSECRETTOKEN", "token="],
+            "https://collector.example/v1/logs?***",
+        ),
+    ],
+    ids=["api-key", "password", "query"],
+)
+def test_repr_and_display_url_hide_secrets(
+    kwargs: Dict[str, Any], secrets: List[str], shown: str, handlers: List[ExHTTPHandler]
+) -> None:
+    handler = ExHTTPHandler(**kwargs, credentials=("user", "credpw"))
+    handlers.append(handler)
+    text = repr(handler)
+    assert handler.config.display_url == shown
+    assert shown in text
+    for secret in [*secrets, "credpw"]:
+        assert secret not in text
+        assert secret not in handler.config.display_url
+        assert secret not in str(handler)
+    # The secret is still what is used to send: only the display hides it.
+    assert secrets[0] in handler.url
+
+
+# -- construction is inert -----------------------------------------------------------------------
+
+
+def test_construction_starts_no_thread_and_touches_no_network(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with FaultServer() as server:
+        before = set(threading.enumerate())
+        network: List[str] = []
+        real_connect = socket.socket.connect
+
+        def connect(sock: socket.socket, address: Any) -> None:
+            network.append(f"connect {address!r}")
+            real_connect(sock, address)
+
+        def getaddrinfo(*args: Any, **kwargs: Any) -> Any:
+            network.append(f"getaddrinfo {args!r}")
+            raise socket.gaierror("no lookups expected here")
+
+        monkeypatch.setattr(socket.socket, "connect", connect)
+        monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+        made = [
+            ExHTTPHandler(host=server.host, url="/sink/TEST/myapp"),
+            ExHTTPHandler(url=server.url_for("/ingest"), wire_format="ndjson", batch_size=5),
+            ExHTTPHandler(host="logs.invalid:443", url="/x", secure=True),
+        ]
+        after = set(threading.enumerate())
+        try:
+            assert after == before
+            assert network == []
+            assert server.requests() == []
+        finally:
+            for handler in made:
+                handler.close()  # nothing queued: closing starts nothing either
+        assert set(threading.enumerate()) == before
+        assert network == []
+        assert server.requests() == []
+
+
+def test_a_context_is_kept_as_given(handlers: List[ExHTTPHandler]) -> None:
+    context = ssl.create_default_context()
+    handler = ExHTTPHandler(host="logs.example", url="/x", secure=True, context=context)
+    handlers.append(handler)
+    assert handler.config.context is context
+
+
+def test_plain_values_from_json_are_accepted(handlers: List[ExHTTPHandler]) -> None:
+    handler = ExHTTPHandler(
+        url="https://logs.example/ingest",
+        wire_format="ndjson",
+        batch_size=10,
+        flush_interval=0,
+        timeout=2,
+        headers={"Authorization": "Bearer abc"},
+        credentials=["user", "pw"],
+        cert=["client.pem", "client.key"],
+        compress=True,
+        verify=False,
+    )
+    handlers.append(handler)
+    config = handler.config
+    assert (config.batch_size, config.flush_interval, config.timeout) == (10, 0.0, 2.0)
+    assert isinstance(config.timeout, float)
+    assert config.credentials == ("user", "pw")
+    assert config.cert == ("client.pem", "client.key")
+    assert dict(config.headers) == {"Authorization": "Bearer abc"}
+    assert "Bearer abc" not in repr(handler)
+
+
+# -- the public names -----------------------------------------------------------------------------
+
+
+def test_all_is_sorted_and_importable() -> None:
+    names = ex_loghandlers.__all__
+    assert list(names) == sorted(names)
+    assert len(set(names)) == len(names)
+    assert {"ExHTTPHandler", "Stats", "__version__"} <= set(names)
+    namespace: Dict[str, Any] = {}
+    for name in names:
+        exec(f"from ex_loghandlers import {name}", namespace)
+        assert namespace[name] is getattr(ex_loghandlers, name)
+
+
+def test_every_public_attribute_is_in_all() -> None:
+    public = {
+        name
+        for name, value in vars(ex_loghandlers).items()
+        if not name.startswith("_") and type(value).__name__ != "module"
+    }
+    assert public <= set(ex_loghandlers.__all__)
+
+
+def test_version_is_a_str() -> None:
+    assert isinstance(ex_loghandlers.__version__, str)
+    assert re.fullmatch(r"\d+\.\d+\.\d+\S*", ex_loghandlers.__version__)

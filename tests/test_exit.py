@@ -1,0 +1,265 @@
+"""The process exits within ``shutdown_timeout``, whatever the server does, and says what it lost.
+
+These tests run a small application in a fresh interpreter (the venv's, where the package is
+installed) and let it exit normally: ``logging.shutdown()`` at exit must flush and close the
+handler. ``subprocess.run(timeout=...)`` is the hang bound. The wall-clock bounds below are
+deliberate: how long the exit takes *is* the behaviour under test. They have a generous margin
+over the handler's own ``shutdown_timeout`` (interpreter start-up included) and only fail a hang.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Iterator, List
+
+import pytest
+import requests
+from faultserver import Action, FaultServer
+
+from ex_loghandlers import ExHTTPHandler
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+HANG_BOUND = 20.0  # seconds: subprocess.run kills a child that takes longer
+WAIT = 10.0  # a failure bound for in-process waits
+EXIT_MARGIN = 1.5  # seconds an exit may take beyond shutdown_timeout (start-up included)
+
+BLOG_MESSAGES = [
+    "Quick zephyrs blow, vexing daft Jim.",
+    "How quickly daft jumping zebras vex.",
+    "Jail zesty vixen who grabbed pay from quack.",
+    "The five boxing wizards jump quickly.",
+    "Huston, we've got a problem",
+    "Everything goes fine, now.",
+]
+
+
+def _load_logy_sink() -> ModuleType:
+    """``examples/logy_sink.py``, imported by path (the examples folder is not a package)."""
+    name = "logy_sink"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / "logy_sink.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass(frozen=True)
+class Exit:
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    def loss_lines(self) -> List[str]:
+        return [line for line in self.stderr.splitlines() if line.startswith("ex_loghandlers:")]
+
+
+def run_app(tmp_path: Path, code: str) -> Exit:
+    """Run ``code`` as ``app.py`` in a fresh interpreter; time it from start to exit."""
+    script = tmp_path / "app.py"
+    script.write_text(textwrap.dedent(code), encoding="utf-8")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    env.pop("PYTHONWARNINGS", None)  # the app runs as users run it, not under -W error
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=HANG_BOUND,
+        env=env,
+        cwd=str(tmp_path),
+        check=False,
+    )
+    return Exit(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+
+
+def free_port() -> int:
+    """A port where nothing listens (bound, read, closed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def sink() -> Iterator[Any]:
+    with _load_logy_sink().LogySink() as running:
+        yield running
+
+
+# -- the server is down for good ----------------------------------------------------------------
+
+SHUTDOWN_TIMEOUT = 2.0
+
+DOWN_APP = """
+import logging
+from ex_loghandlers import ExHTTPHandler
+
+handler = ExHTTPHandler(host="127.0.0.1:{port}", url="/sink/TEST/app", shutdown_timeout={timeout})
+log = logging.getLogger("app")
+log.setLevel(logging.INFO)
+log.addHandler(handler)
+for i in range(1000):
+    log.info("record %d", i)
+"""
+
+
+def test_exit_with_the_server_down_for_good(tmp_path: Path) -> None:
+    port = free_port()
+    done = run_app(tmp_path, DOWN_APP.format(port=port, timeout=SHUTDOWN_TIMEOUT))
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    # A timing bound used as a hang bound: logging.shutdown() (flush, then close) may take
+    # shutdown_timeout in all; the margin covers interpreter start-up.
+    assert done.seconds <= SHUTDOWN_TIMEOUT + EXIT_MARGIN, done
+    [line] = done.loss_lines()
+    assert line.startswith("ex_loghandlers: 1000 records dropped (shutdown deadline) for "), line
+    assert line.endswith(f"http://127.0.0.1:{port}/sink/***/app"), line
+    assert "TEST" not in line  # the API key segment
+
+
+# -- the lock trap --------------------------------------------------------------------------------
+
+BLOG_APP = """
+import logging
+import sys
+
+from ex_loghandlers import ExHTTPHandler
+
+logger = logging.getLogger()
+logger.setLevel(logging.DEBUG)
+logger.addHandler(logging.StreamHandler(sys.stderr))
+logger.addHandler(
+    ExHTTPHandler(host="{host}", url="/sink/TEST/myapp", method="POST", shutdown_timeout=5)
+)
+
+logger1 = logging.getLogger("myapp.area1")
+logger2 = logging.getLogger("myapp.area2")
+
+logger1.debug("Quick zephyrs blow, vexing daft Jim.")
+logger2.info("How quickly daft jumping zebras vex.")
+logger2.warning("Jail zesty vixen who grabbed pay from quack.")
+logger2.error("The five boxing wizards jump quickly.")
+
+try:
+    raise Exception("Boom")
+except Exception:
+    logger1.fatal("Huston, we've got a problem", exc_info=True)
+
+logger1.info("Everything goes fine, now.")
+"""
+
+
+def test_blog_app_on_the_root_logger_exits_at_once_without_chatter(
+    tmp_path: Path, sink: Any
+) -> None:
+    done = run_app(tmp_path, BLOG_APP.replace("{host}", sink.host))
+    assert done.returncode == 0, done.stderr
+    # shutdown_timeout is 5 s: an exit that waited on a lock would take all of it.
+    assert done.seconds < 4.0, done
+    records = sink.records()
+    assert [r["message"] for r in records] == BLOG_MESSAGES
+    assert [r["name"] for r in records] == ["myapp.area1"] + ["myapp.area2"] * 3 + [
+        "myapp.area1"
+    ] * 2
+    assert not [r for r in records if r["name"].startswith(("urllib3", "requests"))]
+    assert "Exception: Boom" in records[4]["_ex_traceback"]
+    assert {r["_ex_app"] for r in records} == {"myapp"}
+    # The application's StreamHandler shows the app's records and none of the worker's chatter.
+    for message in BLOG_MESSAGES:
+        assert message in done.stderr
+    assert "Starting new HTTP connection" not in done.stderr
+    assert "urllib3" not in done.stderr
+    assert done.loss_lines() == []
+
+
+class ListHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: List[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_the_apps_own_urllib3_records_still_log() -> None:
+    """Only the worker's chatter is kept out: the application's own use of urllib3 logs."""
+    urllib3_logger = logging.getLogger("urllib3")
+    saved_level = urllib3_logger.level
+    capture = ListHandler()
+    urllib3_logger.addHandler(capture)
+    urllib3_logger.setLevel(logging.DEBUG)
+    app_logger = logging.getLogger("test_exit.app")
+    app_logger.propagate = False
+    with FaultServer() as server:
+        handler = ExHTTPHandler(url=server.url_for("/sink/TEST/app"))
+        app_logger.addHandler(handler)
+        try:
+            app_logger.error("makes the worker connect")
+            assert handler.flush(WAIT) is True
+            assert server.wait_for_accepted(1, WAIT)
+            assert capture.records == []  # the worker's "Starting new HTTP connection" is not here
+
+            me = threading.get_ident()
+            requests.get(server.url_for("/ping"), timeout=WAIT).raise_for_status()
+            logging.getLogger("urllib3.connectionpool").debug("the app's own %s", "record")
+            messages = [r.getMessage() for r in capture.records]
+            assert any(m.startswith("Starting new HTTP connection") for m in messages), messages
+            assert "the app's own record" in messages
+            assert {r.thread for r in capture.records} == {me}
+        finally:
+            app_logger.removeHandler(handler)
+            app_logger.propagate = True
+            handler.close()
+            urllib3_logger.removeHandler(capture)
+            urllib3_logger.setLevel(saved_level)
+
+
+# -- the server never answers ----------------------------------------------------------------------
+
+HANG_APP = """
+import logging
+from ex_loghandlers import ExHTTPHandler
+
+handler = ExHTTPHandler(url="{url}", timeout=30, shutdown_timeout={timeout})
+log = logging.getLogger("app")
+log.setLevel(logging.INFO)
+log.addHandler(handler)
+for i in range(10):
+    log.info("record %d", i)
+"""
+
+
+def test_exit_with_a_server_that_never_answers(tmp_path: Path) -> None:
+    never = threading.Event()  # FaultServer.stop() releases it at the end
+    with FaultServer(lambda index, request: Action.hang(never)) as server:
+        code = HANG_APP.format(url=server.url_for("/sink/TEST/app"), timeout=SHUTDOWN_TIMEOUT)
+        done = run_app(tmp_path, code)
+        assert server.wait_for_requests(1, WAIT)
+        # The request reached the server and no answer came: slow, not unreachable.
+        assert [r.answered for r in server.requests()] == [None]
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    # A timing bound used as a hang bound: shutdown_timeout plus start-up, not the 30 s timeout.
+    assert done.seconds <= SHUTDOWN_TIMEOUT + EXIT_MARGIN, done
+    [line] = done.loss_lines()
+    assert line.startswith("ex_loghandlers: 10 records dropped (shutdown deadline) for "), line
+    assert line.endswith("/sink/***/app"), line

@@ -1,0 +1,261 @@
+"""ExHTTPHandler configured the ways services configure logging: dictConfig and fileConfig.
+
+Every dictConfig value here is a plain string/number/bool/list/dict, as JSON, YAML, TOML or a
+Django ``LOGGING`` setting would give it. The servers are the Logy-compatible sink from
+``examples/`` (imported by path) and pytest-httpserver for the batch formats.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import io
+import json
+import logging
+import logging.config
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Dict, Iterator, List
+
+import pytest
+from pytest_httpserver import HTTPServer
+
+from ex_loghandlers import ExHTTPHandler
+
+WAIT = 10.0  # a failure bound: a passing flush returns in milliseconds
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _load_logy_sink() -> ModuleType:
+    """``examples/logy_sink.py``, imported by path (the examples folder is not a package)."""
+    name = "logy_sink"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / "logy_sink.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def sink() -> Iterator[Any]:
+    with _load_logy_sink().LogySink() as running:
+        yield running
+
+
+class LoggingState:
+    """Remembers the root logger, restores it and the loggers a test configures."""
+
+    def __init__(self) -> None:
+        self.root = logging.getLogger()
+        self._root_handlers = list(self.root.handlers)
+        self._root_level = self.root.level
+        self._loggers: List[str] = []
+
+    def configured(self, *names: str) -> None:
+        self._loggers.extend(names)
+
+    def restore(self) -> None:
+        touched = [logging.getLogger(name) for name in self._loggers]
+        for logger in [*touched, self.root]:
+            for handler in list(logger.handlers):
+                if logger is self.root and handler in self._root_handlers:
+                    continue
+                logger.removeHandler(handler)
+                handler.close()
+        for logger in touched:
+            logger.setLevel(logging.NOTSET)
+            logger.propagate = True
+            logger.disabled = False
+        self.root.handlers[:] = self._root_handlers
+        self.root.setLevel(self._root_level)
+
+
+@pytest.fixture
+def logging_state() -> Iterator[LoggingState]:
+    state = LoggingState()
+    try:
+        yield state
+    finally:
+        state.restore()
+
+
+def ex_handler_of(logger: logging.Logger) -> ExHTTPHandler:
+    [handler] = [h for h in logger.handlers if isinstance(h, ExHTTPHandler)]
+    return handler
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
+# -- dictConfig ------------------------------------------------------------------------------------
+
+
+def test_dictconfig_host_and_url_to_the_logy_sink(sink: Any, logging_state: LoggingState) -> None:
+    logging_state.configured("myapp.dict")
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": {
+            "logy": {
+                "class": "ex_loghandlers.ExHTTPHandler",
+                "level": "DEBUG",
+                "host": sink.host,
+                "url": "/sink/TEST/myapp",
+                "method": "POST",
+                "wire_format": "form",
+                "batch_size": 3,
+                "flush_interval": 0.5,
+                "shutdown_timeout": 5.0,
+                "overflow": "drop_oldest",
+                "headers": {"X-Request-Source": "dictconfig"},
+                "credentials": ["user", "pw"],
+            }
+        },
+        "loggers": {"myapp.dict": {"level": "DEBUG", "handlers": ["logy"], "propagate": False}},
+    }
+    logging.config.dictConfig(json.loads(json.dumps(config)))  # exactly what JSON gives
+    log = logging.getLogger("myapp.dict")
+    handler = ex_handler_of(log)
+    assert handler.config.batch_size == 3
+    assert handler.config.flush_interval == 0.5
+    assert handler.config.shutdown_timeout == 5.0
+    assert handler.config.overflow == "drop_oldest"
+    assert handler.config.credentials == ("user", "pw")
+    assert dict(handler.config.headers) == {"X-Request-Source": "dictconfig"}
+    assert handler.level == logging.DEBUG
+
+    log.debug("debug %d", 1)
+    log.info("info %s", "two")
+    log.warning("warning")
+    try:
+        1 / 0  # noqa: B018
+    except ZeroDivisionError:
+        log.exception("boom")
+    log.error("after the exception")
+    assert handler.flush(WAIT) is True
+
+    records = sink.records()
+    assert [r["message"] for r in records] == [
+        "debug 1", "info two", "warning", "boom", "after the exception"
+    ]
+    assert [r["levelname"] for r in records] == ["DEBUG", "INFO", "WARNING", "ERROR", "ERROR"]
+    assert {r["name"] for r in records} == {"myapp.dict"}
+    assert {r["_ex_app"] for r in records} == {"myapp"}
+    assert {r["funcName"] for r in records} == {"test_dictconfig_host_and_url_to_the_logy_sink"}
+    assert "ZeroDivisionError" in records[3]["_ex_traceback"]
+    assert "_ex_traceback" not in records[4]
+    assert float(records[0]["created"]) > 0
+    assert {r.app_name for r in sink.received()} == {"myapp"}
+    stats = handler.stats
+    assert (stats.sent, stats.dropped, stats.failed) == (5, 0, 0)
+
+
+@pytest.mark.parametrize("wire_format", ["json", "ndjson"])
+def test_dictconfig_full_url_batches_to_a_collector(
+    wire_format: str, httpserver: HTTPServer, logging_state: LoggingState
+) -> None:
+    httpserver.expect_request("/sink/KEY/app2", method="POST").respond_with_data("ok")
+    logging_state.configured("myapp.collector")
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": {
+            "collector": {
+                "class": "ex_loghandlers.ExHTTPHandler",
+                "url": httpserver.url_for("/sink/KEY/app2"),
+                "wire_format": wire_format,
+                "batch_size": 50,
+                "flush_interval": 5,
+                "shutdown_timeout": 3,
+                "overflow": "block",
+                "headers": {"X-Api-Token": "t0ken"},
+                "credentials": ["svc", "s3cret"],
+            }
+        },
+        "loggers": {
+            "myapp.collector": {"level": "INFO", "handlers": ["collector"], "propagate": False}
+        },
+    }
+    logging.config.dictConfig(config)
+    log = logging.getLogger("myapp.collector")
+    handler = ex_handler_of(log)
+    assert handler.config.wire_format == wire_format
+
+    for i in range(4):
+        log.info("record %d", i)
+    log.debug("below the logger's level: not sent")
+    assert handler.flush(WAIT) is True
+
+    assert httpserver.log, "no request reached the collector"
+    records: List[Dict[str, Any]] = []
+    for request, response in httpserver.log:
+        assert response.status_code == 200
+        assert request.headers["X-Api-Token"] == "t0ken"
+        assert request.headers["Authorization"] == basic("svc", "s3cret")
+        body = request.get_data(as_text=True)
+        if wire_format == "json":
+            assert request.mimetype == "application/json"
+            records.extend(json.loads(body))
+        else:
+            assert request.mimetype == "application/x-ndjson"
+            records.extend(json.loads(line) for line in body.splitlines() if line)
+    assert [r["message"] for r in records] == [f"record {i}" for i in range(4)]
+    assert [r["msg"] for r in records] == ["record %d"] * 4
+    assert [r["args"] for r in records] == [str((i,)) for i in range(4)]
+    assert {r["name"] for r in records} == {"myapp.collector"}
+    assert {r["levelno"] for r in records} == {logging.INFO}
+    assert {r["_ex_app"] for r in records} == {"app2"}
+    assert all(isinstance(r["created"], float) for r in records)
+    httpserver.check_assertions()
+
+
+# -- fileConfig ------------------------------------------------------------------------------------
+
+INI = """
+[loggers]
+keys=root
+
+[handlers]
+keys=http
+
+[formatters]
+keys=
+
+[logger_root]
+level=DEBUG
+handlers=http
+
+[handler_http]
+class=ex_loghandlers.ExHTTPHandler
+level=DEBUG
+args=('127.0.0.1:{port}', '/sink/TEST/myapp', 'POST')
+"""
+
+
+def test_fileconfig_ini_to_the_logy_sink(sink: Any, logging_state: LoggingState) -> None:
+    logging.config.fileConfig(
+        io.StringIO(INI.format(port=sink.port)), disable_existing_loggers=False
+    )
+    handler = ex_handler_of(logging_state.root)
+    assert handler.url == f"http://127.0.0.1:{sink.port}/sink/TEST/myapp"
+    assert handler.method == "POST"
+
+    log = logging.getLogger("myapp.fileconfig")
+    log.debug("Configured from %s", "INI")
+    log.info("Hello from fileConfig")
+    log.warning("Cache hit ratio low: %d%%", 12)
+    assert handler.flush(WAIT) is True
+
+    records = sink.records()
+    assert [r["message"] for r in records] == [
+        "Configured from INI", "Hello from fileConfig", "Cache hit ratio low: 12%"
+    ]
+    assert {r["_ex_app"] for r in records} == {"myapp"}
+    assert {r["name"] for r in records} == {"myapp.fileconfig"}
+    # On the root logger at DEBUG, the worker's own HTTP chatter (urllib3) is not sent.
+    assert not [r for r in records if r["name"].startswith(("urllib3", "requests"))]
