@@ -7,11 +7,13 @@ and retries (``_delivery``). ``flush()``/``close()`` wait for it within ``shutdo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
+import warnings
 import weakref
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from ._buffer import RecordBuffer
 from ._clock import SYSTEM_CLOCK, Clock
@@ -84,6 +86,13 @@ class ExHTTPHandler(logging.Handler):
             },
         )
         super().__init__()
+        if self._config.credentials is not None and self._config.url.startswith("http://"):
+            warnings.warn(
+                f"ExHTTPHandler sends credentials in clear text over http:// to"
+                f" {self._config.display_url}; use https (secure=True or an https:// url)",
+                UserWarning,
+                stacklevel=2,
+            )
         self._method = self._config.method
         self._clock = _clock
         self._closed = False
@@ -295,22 +304,44 @@ class ExHTTPHandler(logging.Handler):
         return item, RECORD_OVERHEAD + len(text)
 
     def _after_fork_in_child(self) -> None:
-        """The child starts empty: the parent's queued records are the parent's to send."""
+        """The child starts empty: the parent's queued records are the parent's to send.
+
+        Fresh buffer, counters, locks, worker (started on the child's first record) and HTTP
+        session. A ``multiprocessing`` child leaves through ``os._exit()`` without running
+        ``atexit``, so the child also closes the handler when its threading shuts down.
+        """
         self._close_lock = threading.Lock()
         if self._closed:
             return
         self._last_exit_flush = None
         self._new_delivery()
+        _call_at_thread_shutdown(weakref.WeakMethod(self.close))
 
 
 def _register_fork_hook(handler: ExHTTPHandler) -> None:
-    if not hasattr(os, "register_at_fork"):
-        return
-    method = weakref.WeakMethod(handler._after_fork_in_child)
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_weak_call(weakref.WeakMethod(handler._after_fork_in_child)))
 
-    def after_fork_in_child() -> None:
+
+def _weak_call(method: weakref.WeakMethod[Callable[[], None]]) -> Callable[[], None]:
+    """A callable that calls ``method`` while its object lives (hooks must not keep it alive)."""
+
+    def call() -> None:
         bound = method()
         if bound is not None:
             bound()
 
-    os.register_at_fork(after_in_child=after_fork_in_child)
+    return call
+
+
+def _call_at_thread_shutdown(method: weakref.WeakMethod[Callable[[], None]]) -> None:
+    """Run ``method`` when this process's threading shuts down (also in multiprocessing children).
+
+    ``threading._register_atexit`` is what ``concurrent.futures`` uses for the same purpose; it is
+    private, hence the guard.
+    """
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:
+        return
+    with contextlib.suppress(RuntimeError):  # shutdown already under way
+        register(_weak_call(method))

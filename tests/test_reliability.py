@@ -1,0 +1,400 @@
+"""The real world: fork, bad input, concurrency, bounded memory and loss you can see."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+from contextlib import redirect_stderr
+from typing import Any, Iterator, List
+
+import pytest
+from fakeclock import FakeClock
+from faultserver import FaultServer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ex_loghandlers import ExHTTPHandler
+from ex_loghandlers._report import LossReporter
+from ex_loghandlers._stats import Counters
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+fork_only = pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX fork only")
+# Forking a process that has threads warns on 3.12+; these tests fork on purpose.
+fork_warning_ok = pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+
+
+@pytest.fixture
+def logger(request: pytest.FixtureRequest) -> Iterator[logging.Logger]:
+    log = logging.getLogger(f"reliability.{request.node.name}")
+    log.propagate = False
+    log.setLevel(logging.DEBUG)
+    yield log
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+
+
+def own_records(server: FaultServer, name: str) -> List[dict]:
+    return [r for r in server.accepted_records() if r.get("name") == name]
+
+
+# -- fork ------------------------------------------------------------------------------------------
+
+
+@fork_only
+@fork_warning_ok
+def test_a_forked_child_starts_empty_and_sends_only_its_own(logger: logging.Logger) -> None:
+    with FaultServer() as server:
+        handler = ExHTTPHandler(url=server.url_for("/sink/TEST/app"), flush_interval=3600)
+        logger.addHandler(handler)
+        logger.info("parent, queued before the fork")  # waits for the interval in the parent
+        pid = os.fork()
+        if pid == 0:  # the child: report through the exit code, never return into pytest
+            code = 1
+            try:
+                logger.info("child")
+                stats = handler.stats
+                ok = handler.flush(timeout=10)
+                code = 0 if ok and stats.emitted == 1 and handler.stats.sent == 1 else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        assert handler.flush(timeout=10)
+        records = own_records(server, logger.name)
+        assert sorted(r["message"] for r in records) == ["child", "parent, queued before the fork"]
+        by_message = {r["message"]: r for r in records}
+        assert int(by_message["child"]["_ex_pid"]) == pid
+        assert int(by_message["parent, queued before the fork"]["_ex_pid"]) == os.getpid()
+        assert handler.stats.sent == 1  # the parent sent its own record, once
+
+
+CHILD_SCRIPT = """
+import logging, multiprocessing, os, sys
+from ex_loghandlers import ExHTTPHandler
+
+handler = ExHTTPHandler(url=sys.argv[1], flush_interval=3600)
+log = logging.getLogger("forked")
+log.setLevel(logging.INFO)
+log.addHandler(handler)
+log.info("parent before children")
+
+def work(n):
+    log.info("multiprocessing child %d", n)   # the child leaves through os._exit()
+
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=work, args=(n,)) for n in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    pid = os.fork()
+    if pid == 0:
+        log.info("os.fork child")   # the child ends normally: atexit and logging.shutdown run
+        sys.exit(0)
+    os.waitpid(pid, 0)
+    sys.exit(0 if all(p.exitcode == 0 for p in procs) else 1)
+"""
+
+
+@fork_only
+def test_children_deliver_their_own_records_at_exit_and_the_parent_its_own(tmp_path: Any) -> None:
+    script = tmp_path / "children.py"
+    script.write_text(CHILD_SCRIPT)
+    with FaultServer() as server:
+        env = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning")
+        result = subprocess.run(
+            [sys.executable, str(script), server.url_for("/sink/TEST/forks")],
+            capture_output=True, text=True, timeout=60, env=env,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+        messages = sorted(r["message"] for r in own_records(server, "forked"))
+    assert messages == sorted(
+        ["parent before children", "os.fork child"]
+        + [f"multiprocessing child {n}" for n in range(3)]
+    )  # each exactly once: no child sent the parent's queued record
+
+
+# -- loss you can see ------------------------------------------------------------------------------
+
+
+def test_loss_lines_are_rate_limited_per_cause() -> None:
+    clock = FakeClock()
+    counters = Counters()
+    stream = io.StringIO()
+    reporter = LossReporter(counters, "http://h/sink/***/app", clock, stream=lambda: stream)
+    counters.dropped("queue full", 3)
+    reporter.report()
+    counters.dropped("queue full", 5)
+    counters.failed("HTTP 403: the server rejected the API key", 2, "HTTP 403")
+    reporter.report()
+    clock.advance(59)
+    counters.dropped("queue full", 1)
+    reporter.report()
+    assert stream.getvalue().splitlines() == [
+        "ex_loghandlers: 3 records dropped (queue full) for http://h/sink/***/app",
+        "ex_loghandlers: 2 records failed (HTTP 403: the server rejected the API key)"
+        " for http://h/sink/***/app",
+    ]
+    clock.advance(1)
+    reporter.report()
+    assert stream.getvalue().splitlines()[-1] == (
+        "ex_loghandlers: 6 records dropped (queue full) for http://h/sink/***/app"
+    )
+    counters.dropped("queue full", 4)
+    reporter.report(final=True)  # at close: whatever is left, at once
+    assert stream.getvalue().splitlines()[-1].startswith("ex_loghandlers: 4 records dropped")
+
+
+def test_after_an_outage_a_record_of_its_own_tells_what_was_lost(logger: logging.Logger) -> None:
+    clock = FakeClock()
+    with FaultServer() as server:
+        with redirect_stderr(io.StringIO()):
+            handler = ExHTTPHandler(
+                url=server.url_for("/sink/TEST/app"), max_queue_size=5, batch_size=5,
+                wire_format="json", flush_interval=3600, _clock=clock,
+            )
+            logger.addHandler(handler)
+            server.refuse_connections()
+            for i in range(12):
+                logger.info("record %d", i)
+            assert clock.wait_for_waiter(timeout=10, shorter_than=100)  # backing off
+            server.accept_connections()
+            clock.advance(60)
+            assert handler.flush(timeout=10)
+            assert handler.flush(timeout=10)  # and the notice queued after the recovery
+        delivered = own_records(server, logger.name)
+        assert [r["message"] for r in delivered] == [f"record {i}" for i in range(5)]
+        (notice,) = own_records(server, "ex_loghandlers")
+        assert notice["levelname"] == "WARNING"
+        assert "7 log records were lost" in notice["message"]
+        assert "7 dropped (queue full)" in notice["message"]
+        assert "TEST" not in notice["message"]
+        stats = handler.stats
+        assert stats.dropped_by_reason == {"queue full": 7}
+        assert stats.last_success is not None
+
+
+# -- bad input never escapes and never disappears -------------------------------------------------
+
+
+class Hostile:
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr either")
+
+
+class HostileError(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("unprintable exception")
+
+
+def a_lambda() -> Any:
+    return lambda: None
+
+
+texts = st.text(max_size=50) | st.sampled_from(
+    ["\x00nul\x00", "\udcff lone surrogate", "x" * 100_000, "\u2028line\x85break"]
+)
+values = st.recursive(
+    texts | st.binary(max_size=20) | st.integers() | st.floats() | st.none()
+    | st.builds(Hostile) | st.builds(a_lambda),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(texts, children, max_size=3),
+    max_leaves=6,
+)
+
+
+def _raise_chained() -> None:
+    try:
+        raise ValueError("inner")
+    except ValueError as exc:
+        raise HostileError() from exc
+
+
+def _exc_info(kind: str) -> Any:
+    try:
+        if kind == "chained":
+            _raise_chained()
+        elif kind == "group" and sys.version_info >= (3, 11):
+            raise ExceptionGroup("group", [KeyError("k"), HostileError()])  # noqa: F821
+        else:
+            raise HostileError()
+    except BaseException:
+        return sys.exc_info()
+
+
+@pytest.fixture(scope="module")
+def hostile_server() -> Iterator[FaultServer]:
+    with FaultServer() as server:
+        yield server
+
+
+@pytest.mark.parametrize("wire_format", ["form", "json", "ndjson", "otlp"])
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    msg=texts | values,
+    args=st.lists(values, max_size=3),
+    extra=st.dictionaries(st.text(min_size=1, max_size=10).map(lambda k: "x_" + k), values,
+                          max_size=3),
+    exc=st.sampled_from([None, "plain", "chained", "group"]),
+)
+def test_hostile_records_never_escape_and_all_arrive(
+    hostile_server: FaultServer, wire_format: str, msg: Any, args: List[Any], extra: dict,
+    exc: Any,
+) -> None:
+    log = logging.getLogger(f"hostile.{wire_format}")
+    log.propagate = False
+    handler = ExHTTPHandler(url=hostile_server.url_for("/sink/TEST/h"), wire_format=wire_format,
+                            max_queue_bytes=1 << 30)
+    errors: List[logging.LogRecord] = []
+    handler.handleError = errors.append  # type: ignore[method-assign]
+    log.addHandler(handler)
+    sock = socket.socket()
+    try:
+        extra = dict(extra, x_socket=sock)
+        before = len(hostile_server.accepted())
+        log.error(msg, *args, extra=extra, exc_info=_exc_info(exc) if exc else None)
+        assert handler.flush(timeout=20)
+        assert errors == []
+        assert handler.stats.sent == 1, handler.stats
+        accepted = hostile_server.accepted()[before:]
+        assert len(accepted) == 1
+        if wire_format == "otlp":
+            body = json.loads(accepted[0].body)
+            assert len(body["resourceLogs"][0]["scopeLogs"][0]["logRecords"]) == 1
+        else:
+            (record,) = accepted[0].records()  # parses as form / JSON / NDJSON
+            assert "message" in record
+            if exc:
+                assert "Traceback" in record["_ex_traceback"]
+    finally:
+        sock.close()
+        log.removeHandler(handler)
+        handler.close()
+
+
+# -- concurrency -----------------------------------------------------------------------------------
+
+
+def test_eight_threads_lose_nothing_duplicate_nothing_and_keep_their_order(
+    logger: logging.Logger,
+) -> None:
+    with FaultServer() as server:
+        handler = ExHTTPHandler(url=server.url_for("/sink/TEST/app"), wire_format="ndjson",
+                                batch_size=1000)
+        logger.addHandler(handler)
+        start = threading.Barrier(8)
+
+        def work(t: int) -> None:
+            start.wait()
+            for i in range(10_000):
+                logger.info("t%d %d", t, i)
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert handler.flush(timeout=60)
+        received = [r["message"] for r in server.accepted_records()]
+    assert len(received) == 80_000 == len(set(received))
+    per_thread: dict = {}
+    for message in received:
+        t, i = message.split()
+        per_thread.setdefault(t, []).append(int(i))
+    assert all(seq == list(range(10_000)) for seq in per_thread.values())
+    assert handler.stats.sent == 80_000
+
+
+def test_close_racing_with_emit_never_raises_nor_deadlocks(logger: logging.Logger) -> None:
+    with FaultServer() as server:
+        handler = ExHTTPHandler(url=server.url_for("/sink/TEST/app"), wire_format="json",
+                                shutdown_timeout=5)
+        errors: List[logging.LogRecord] = []
+        handler.handleError = errors.append  # type: ignore[method-assign]
+        logger.addHandler(handler)
+        stop = threading.Event()
+        some_logged = threading.Barrier(5)
+
+        def work() -> None:
+            i = 0
+            while not stop.is_set():
+                logger.info("record %d", i)
+                i += 1
+                if i == 100:
+                    some_logged.wait()
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        some_logged.wait()
+        with redirect_stderr(io.StringIO()):
+            closer = threading.Thread(target=handler.close)
+            closer.start()
+            closer.join(15)
+            stop.set()
+            for thread in threads:
+                thread.join(15)
+        assert not closer.is_alive() and not any(t.is_alive() for t in threads)
+        assert errors == []
+        stats = handler.stats
+        assert stats.emitted == stats.sent + stats.dropped + stats.failed, stats
+        assert stats.queued == 0
+        assert stats.sent >= 400
+        assert len(server.accepted_records()) == stats.sent
+
+
+# -- memory ----------------------------------------------------------------------------------------
+
+MEMORY_SCRIPT = """
+import gc, json, logging, socket, sys
+import requests  # loaded before the baseline: its import is not the handler's growth
+from ex_loghandlers import ExHTTPHandler
+
+def rss_mb():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+
+s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+log = logging.getLogger("memory"); log.setLevel(logging.INFO); log.propagate = False
+handler = ExHTTPHandler(url=f"http://127.0.0.1:{port}/sink/TEST/app",
+                        max_queue_bytes=8 * 1024 * 1024, shutdown_timeout=0.5)
+log.addHandler(handler)
+log.info("warm up"); handler.flush(0.2)
+gc.collect(); before = rss_mb()
+filler = "x" * 180
+for i in range(200_000):
+    log.info("record %06d %s", i, filler)
+gc.collect(); after = rss_mb()
+stats = handler.stats
+print(json.dumps({"growth_mb": after - before, "dropped": stats.dropped, "queued": stats.queued,
+                  "emitted": stats.emitted}))
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads RSS from /proc")
+def test_memory_stays_bounded_while_the_server_is_down(tmp_path: Any) -> None:
+    script = tmp_path / "memory.py"
+    script.write_text(textwrap.dedent(MEMORY_SCRIPT))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["emitted"] == 200_001
+    assert figures["dropped"] > 150_000  # the bound held: most records were refused, counted
+    assert figures["growth_mb"] <= 8 + 10, figures
+    assert "records dropped (queue full)" in result.stderr
