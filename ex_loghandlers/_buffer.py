@@ -47,36 +47,46 @@ class RecordBuffer(Generic[T]):
         with self._lock:
             self._append(item, size)
 
-    def put(self, item: T, size: int, block_timeout: float = 0.0) -> int:
-        """Append ``item``; return how many records were dropped to keep the bounds (0 or more).
+    def put(self, item: T, size: int, block_timeout: float = 0.0) -> Tuple[int, int]:
+        """Append ``item``; return (records dropped to keep the bounds, records now queued).
 
-        ``drop_newest`` drops ``item`` itself (returns 1); ``drop_oldest`` evicts from the head
-        until ``item`` fits; ``block`` waits up to ``block_timeout`` seconds for room, then drops
+        ``drop_newest`` drops ``item`` itself; ``drop_oldest`` evicts from the head until
+        ``item`` fits; ``block`` waits up to ``block_timeout`` seconds for room, then drops
         ``item``. A record larger than ``max_bytes`` on its own can never fit and is dropped.
+        The queued count is taken under the lock, so exactly one caller sees the buffer go from
+        empty to 1: the one that must wake the worker.
         """
         with self._lock:
-            if self._fits(size):
-                self._append(item, size)
-                return 0
-            if size > self.max_bytes:
-                return 1
-            if self.overflow == "drop_oldest":
-                evicted = 0
-                while self._items and not self._fits(size):
-                    _, old_size = self._items.popleft()
-                    self._bytes -= old_size
-                    evicted += 1
-                self.removed_total += evicted
-                self._append(item, size)
-                return evicted
-            if (
-                self.overflow == "block"
-                and block_timeout > 0
-                and self._room.wait_for(lambda: self._fits(size), block_timeout)
-            ):
-                self._append(item, size)
-                return 0
+            # The fast path, inlined: this runs on the application's thread for every record.
+            items = self._items
+            if len(items) < self.max_items and self._bytes + size <= self.max_bytes:
+                items.append((item, size))
+                self._bytes += size
+                self.accepted_total += 1
+                return 0, len(items)
+            return self._overflow(item, size, block_timeout), len(items)
+
+    def _overflow(self, item: T, size: int, block_timeout: float) -> int:
+        """The buffer is full (lock held): apply the policy; return how many were dropped."""
+        if size > self.max_bytes:
             return 1
+        if self.overflow == "drop_oldest":
+            evicted = 0
+            while self._items and not self._fits(size):
+                _, old_size = self._items.popleft()
+                self._bytes -= old_size
+                evicted += 1
+            self.removed_total += evicted
+            self._append(item, size)
+            return evicted
+        if (
+            self.overflow == "block"
+            and block_timeout > 0
+            and self._room.wait_for(lambda: self._fits(size), block_timeout)
+        ):
+            self._append(item, size)
+            return 0
+        return 1
 
     def _fits(self, size: int) -> bool:
         return len(self._items) < self.max_items and self._bytes + size <= self.max_bytes

@@ -56,6 +56,11 @@ def build_config(
     options: Dict[str, Any],
 ) -> Config:
     full_url = target_url(host, url, _flag("secure", secure))
+    if context is not None and options["cert"] is not None:
+        raise ValueError(
+            "cert cannot be combined with context: load the client certificate into the context"
+            " (context.load_cert_chain(certfile, keyfile)), or pass cert without context"
+        )
     wire_format = _choice("wire_format", options["wire_format"], WIRE_FORMATS)
     return Config(
         url=full_url,

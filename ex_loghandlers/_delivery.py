@@ -71,7 +71,8 @@ class Delivery:
         #: Guards the in-flight batch's bounds, the flush waiters and the accounting after close.
         self._progress = threading.Lock()
         self._start_lock = threading.Lock()
-        self._thread: Optional[threading.Thread] = None
+        #: The worker, once started (read without a lock by emit(): set once, under _start_lock).
+        self.thread: Optional[threading.Thread] = None
         self._closing = False
         self._deadline: Optional[float] = None
         self._abandoned = False
@@ -86,18 +87,18 @@ class Delivery:
 
     def ensure_started(self) -> None:
         """Start the worker on the first record (never at import or construction)."""
-        if self._thread is None and not self._closing:
+        if self.thread is None and not self._closing:
             self._start()
 
     def _start(self) -> None:
         with self._start_lock:
-            if self._thread is None:
+            if self.thread is None:
                 install_chatter_filter()
                 thread = threading.Thread(
                     target=self._run, name=self._options.thread_name, daemon=True
                 )
                 thread.start()
-                self._thread = thread
+                self.thread = thread
 
     @property
     def in_flight(self) -> int:
@@ -140,9 +141,9 @@ class Delivery:
             self._deadline = deadline
         self.doorbell.set()
         self.buffer.wake_blocked()
-        if self._thread is None and len(self.buffer):
+        if self.thread is None and len(self.buffer):
             self._start()
-        thread = self._thread
+        thread = self.thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(max(0.0, deadline - self._clock.monotonic()) + JOIN_GRACE)
             if thread.is_alive():

@@ -14,6 +14,7 @@ import threading
 import warnings
 import weakref
 from typing import Any, Callable, Dict, Optional, Tuple, Union
+from urllib.parse import urlsplit
 
 from ._buffer import RecordBuffer
 from ._clock import SYSTEM_CLOCK, Clock
@@ -86,7 +87,7 @@ class ExHTTPHandler(logging.Handler):
             },
         )
         super().__init__()
-        if self._config.credentials is not None and self._config.url.startswith("http://"):
+        if self._config.credentials is not None and urlsplit(self._config.url).scheme == "http":
             warnings.warn(
                 f"ExHTTPHandler sends credentials in clear text over http:// to"
                 f" {self._config.display_url}; use https (secure=True or an https:// url)",
@@ -152,7 +153,7 @@ class ExHTTPHandler(logging.Handler):
         """
         if _get_ident() in WORKER_THREAD_IDS:
             return False
-        rv = self.filter(record)
+        rv = self.filter(record) if self.filters else True
         if isinstance(rv, logging.LogRecord):  # Python 3.12+: a filter may return a new record
             record = rv
         if rv:
@@ -176,18 +177,17 @@ class ExHTTPHandler(logging.Handler):
             if record.exc_info:
                 size += TRACEBACK_OVERHEAD
             delivery = self._delivery
-            buffer = delivery.buffer
-            dropped = buffer.put(item, size, self._block_timeout)
+            dropped, queued = delivery.buffer.put(item, size, self._block_timeout)
             if dropped:
                 self._count_overflow(dropped, size)
-            queued = len(buffer)
             # Ring only when the buffer stops being empty (the worker starts its flush_interval)
             # or a batch is full: not once per record.
             if queued == 1 or queued >= self._batch_size:
                 doorbell = delivery.doorbell
                 if not doorbell.is_set():
                     doorbell.set()
-            delivery.ensure_started()
+            if delivery.thread is None:
+                delivery.ensure_started()
         except RecursionError:
             raise
         except Exception:

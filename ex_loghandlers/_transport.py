@@ -63,9 +63,7 @@ class _ContextAdapter(HTTPAdapter):
         super().init_poolmanager(*args, **pool_kwargs)
 
     def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
-        # The context decides verification; only a client certificate is still ours to set.
-        if cert:
-            conn.cert_file, conn.key_file = (cert, None) if isinstance(cert, str) else cert
+        """The context decides verification and carries any client certificate itself."""
 
     def get_connection_with_tls_context(
         self, request: Any, verify: Any, proxies: Any = None, cert: Any = None
@@ -95,8 +93,6 @@ class HTTPTransport:
         session.headers.update(self._options.headers)
         if self._options.auth is not None:
             session.auth = self._options.auth
-        session.verify = self._options.verify
-        session.cert = self._options.cert
         return session
 
     def send(self, payload: Payload, method: str, timeout: float) -> Outcome:
@@ -111,9 +107,11 @@ class HTTPTransport:
         elif payload.gzipped:
             headers["Content-Encoding"] = "gzip"
         try:
+            # verify= and cert= go with each request: set on the session only, requests would let
+            # REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE from the environment override an explicit choice.
             response = self._session.request(
                 method, url, data=data or None, headers=headers, timeout=timeout,
-                allow_redirects=False,
+                allow_redirects=False, verify=self._options.verify, cert=self._options.cert,
             )
         except requests.exceptions.SSLError as exc:
             return Outcome(error=TLS_ERROR, detail=describe_tls_error(exc))

@@ -14,7 +14,7 @@ from ex_loghandlers._buffer import RecordBuffer
 def test_fifo_and_sequence_numbers() -> None:
     buffer: RecordBuffer[int] = RecordBuffer(10, 1000, "drop_newest")
     for i in range(5):
-        assert buffer.put(i, 1) == 0
+        assert buffer.put(i, 1)[0] == 0
     assert buffer.take(3) == (0, [0, 1, 2])
     assert buffer.take(10) == (3, [3, 4])
     assert buffer.take(10) == (5, [])
@@ -23,15 +23,15 @@ def test_fifo_and_sequence_numbers() -> None:
 
 def test_drop_newest_refuses_the_new_record_by_count() -> None:
     buffer: RecordBuffer[int] = RecordBuffer(2, 1000, "drop_newest")
-    assert [buffer.put(i, 1) for i in range(4)] == [0, 0, 1, 1]
+    assert [buffer.put(i, 1) for i in range(4)] == [(0, 1), (0, 2), (1, 2), (1, 2)]
     assert buffer.take(10)[1] == [0, 1]
 
 
 def test_drop_newest_refuses_by_bytes() -> None:
     buffer: RecordBuffer[int] = RecordBuffer(100, 10, "drop_newest")
-    assert buffer.put(1, 6) == 0
-    assert buffer.put(2, 6) == 1
-    assert buffer.put(3, 4) == 0
+    assert buffer.put(1, 6) == (0, 1)
+    assert buffer.put(2, 6) == (1, 1)
+    assert buffer.put(3, 4) == (0, 2)
     assert buffer.queued_bytes == 10
 
 
@@ -39,7 +39,7 @@ def test_drop_oldest_evicts_from_the_head_until_the_new_record_fits() -> None:
     buffer: RecordBuffer[int] = RecordBuffer(100, 10, "drop_oldest")
     for i in range(5):
         buffer.put(i, 2)
-    assert buffer.put(99, 5) == 3  # evicts 0, 1, 2
+    assert buffer.put(99, 5) == (3, 3)  # evicts 0, 1, 2
     first, items = buffer.take(10)
     assert items == [3, 4, 99]
     assert first == 3  # evicted records count as removed: the sequence stays exact
@@ -49,7 +49,7 @@ def test_a_record_larger_than_the_byte_bound_is_dropped_whatever_the_policy() ->
     for policy in ("drop_newest", "drop_oldest", "block"):
         buffer: RecordBuffer[int] = RecordBuffer(10, 10, policy)
         buffer.put(1, 5)
-        assert buffer.put(2, 11, block_timeout=0.01) == 1
+        assert buffer.put(2, 11, block_timeout=0.01) == (1, 1)
         assert buffer.take(10)[1] == [1]
 
 
@@ -61,14 +61,14 @@ def test_block_waits_for_room_and_gets_in() -> None:
     putter.start()
     assert buffer.take(1)[1] == [1]
     putter.join(10)
-    assert result == [0]
+    assert result == [(0, 1)]
     assert buffer.take(1)[1] == [2]
 
 
 def test_block_gives_up_after_its_timeout() -> None:
     buffer: RecordBuffer[int] = RecordBuffer(1, 100, "block")
     buffer.put(1, 1)
-    assert buffer.put(2, 1, block_timeout=0.01) == 1
+    assert buffer.put(2, 1, block_timeout=0.01) == (1, 1)
 
 
 def test_unknown_policy_is_refused() -> None:
@@ -92,7 +92,7 @@ def test_bounds_always_hold_and_nothing_is_unaccounted(
             taken += len(buffer.take(3)[1])
         else:
             put += 1
-            dropped += buffer.put(put, op)
+            dropped += buffer.put(put, op)[0]
         assert len(buffer) <= max_items
         assert buffer.queued_bytes <= max_bytes
     assert put == taken + dropped + len(buffer)

@@ -1,0 +1,523 @@
+"""TLS, authentication and secrets, against real HTTPS servers on 127.0.0.1.
+
+Every server is a threaded ``http.server`` wrapped with ``ssl``; every certificate is made now
+with ``trustme`` (a server CA the client trusts only when told to, and a second CA that issues the
+client certificate). Synchronisation is ``flush()``: it returns True only once the server has
+answered (the server records a request before it answers) or the record is counted failed, and
+server-side handshake failures set an event the test waits on.
+
+requests lets ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` from the environment decide
+verification; an autouse fixture removes them so that these tests mean the same on every machine,
+and the tests about the environment set them explicitly.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import logging
+import socket
+import ssl
+import threading
+import warnings
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union, cast
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import trustme
+
+from ex_loghandlers import ExHTTPHandler
+
+WAIT = 10.0  # a failure bound: a passing flush returns in milliseconds
+#: verify=False and a context that verifies nothing make urllib3 warn on every request, on the
+#: worker thread; with filterwarnings=error that warning would fail the request itself.
+INSECURE_OK = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+CLIENT_NAME = "client@example"
+
+
+# -- certificates -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca_file: str  # the CA that issued the server certificate, as a PEM file
+    other_ca_file: str  # a CA that issued neither certificate
+    server: ssl.SSLContext  # the server certificate; no client certificate asked
+    mutual: ssl.SSLContext  # the same, and a client certificate from the client CA required
+    client_pem: str  # the client's key and certificate chain in one PEM file
+    client_cert: str  # ... and in two files
+    client_key: str
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    folder = tmp_path_factory.mktemp("pki")
+    server_ca, client_ca, other_ca = trustme.CA(), trustme.CA(), trustme.CA()
+    server_cert = server_ca.issue_cert("localhost", "127.0.0.1")
+    client_cert = client_ca.issue_cert(CLIENT_NAME, common_name=CLIENT_NAME)
+
+    def path(name: str) -> str:
+        return str(folder / name)
+
+    server_ca.cert_pem.write_to_path(path("ca.pem"))
+    other_ca.cert_pem.write_to_path(path("other-ca.pem"))
+    client_cert.private_key_and_cert_chain_pem.write_to_path(path("client.pem"))
+    client_cert.cert_chain_pems[0].write_to_path(path("client-cert.pem"))
+    client_cert.private_key_pem.write_to_path(path("client-key.pem"))
+
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_cert.configure_cert(server)
+    mutual = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_cert.configure_cert(mutual)
+    mutual.verify_mode = ssl.CERT_REQUIRED
+    mutual.load_verify_locations(cadata=client_ca.cert_pem.bytes().decode("ascii"))
+    return Pki(
+        ca_file=path("ca.pem"),
+        other_ca_file=path("other-ca.pem"),
+        server=server,
+        mutual=mutual,
+        client_pem=path("client.pem"),
+        client_cert=path("client-cert.pem"),
+        client_key=path("client-key.pem"),
+    )
+
+
+@pytest.fixture(autouse=True)
+def _no_ca_bundle_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in CA_BUNDLE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+# -- servers ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Received:
+    path: str
+    query: str
+    headers: Dict[str, str]
+    body: bytes
+    peer_cert: Optional[Dict[str, Any]]
+
+
+class _RecordingHandler(BaseHTTPRequestHandler):
+    """Records the request and the client's certificate, then answers 200 (HTTP/1.0)."""
+
+    protocol_version = "HTTP/1.0"
+    timeout = WAIT  # socket timeout: a stuck client cannot hold a server thread for ever
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        peer = self.request.getpeercert() if isinstance(self.request, ssl.SSLSocket) else None
+        split = urlsplit(self.path)
+        server = cast(_Server, self.server)
+        server.received.append(
+            Received(
+                path=split.path,
+                query=split.query,
+                headers={k.lower(): v for k, v in self.headers.items()},
+                body=body,
+                peer_cert=cast(Optional[Dict[str, Any]], peer),
+            )
+        )
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet: no line per request on stderr."""
+
+
+class _Server(ThreadingHTTPServer):
+    """Threaded, TLS when given a context, on 127.0.0.1; counts failed handshakes."""
+
+    daemon_threads = False  # server_close() joins the request threads
+
+    def __init__(self, sslctx: Optional[ssl.SSLContext]) -> None:
+        self.sslctx = sslctx
+        self.received: List[Received] = []
+        self.handshake_errors: List[str] = []
+        self.handshake_failed = threading.Event()
+        super().__init__(("127.0.0.1", 0), _RecordingHandler)
+        self._thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def get_request(self) -> Tuple[Any, Any]:
+        sock, addr = self.socket.accept()
+        if self.sslctx is None:
+            return sock, addr
+        sock.settimeout(WAIT)
+        try:
+            return self.sslctx.wrap_socket(sock, server_side=True), addr
+        except (OSError, ValueError) as exc:
+            sock.close()
+            self.handshake_errors.append(str(exc))
+            self.handshake_failed.set()
+            raise
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    @property
+    def origin(self) -> str:
+        scheme = "http" if self.sslctx is None else "https"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> _Server:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[type],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.shutdown()
+        self._thread.join(WAIT)
+        self.server_close()
+
+
+@pytest.fixture
+def server(pki: Pki) -> Iterator[_Server]:
+    """An HTTPS server whose certificate the client trusts only when given ``pki.ca_file``."""
+    with _Server(pki.server) as srv:
+        yield srv
+
+
+@pytest.fixture
+def mutual_server(pki: Pki) -> Iterator[_Server]:
+    """An HTTPS server that requires a client certificate issued by the client CA."""
+    with _Server(pki.mutual) as srv:
+        yield srv
+
+
+@pytest.fixture
+def plain_server() -> Iterator[_Server]:
+    with _Server(None) as srv:
+        yield srv
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    handler: ExHTTPHandler  # closed
+    flushed: bool
+    stderr: str
+
+
+def _log(handler: ExHTTPHandler, message: str = "hello over TLS") -> None:
+    handler.handle(
+        logging.LogRecord("test_tls", logging.ERROR, __file__, 0, message, None, None)
+    )
+
+
+def _send_one(**options: Any) -> Run:
+    """Make a handler, log one record, flush, close; stderr captured over the handler's life."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        handler = ExHTTPHandler(**options)
+        try:
+            _log(handler)
+            flushed = handler.flush(timeout=WAIT)
+        finally:
+            handler.close()
+    return Run(handler, flushed, err.getvalue())
+
+
+def _assert_delivered(run: Run, server: _Server) -> Received:
+    stats = run.handler.stats
+    assert run.flushed is True
+    assert (stats.sent, stats.failed, stats.dropped, stats.retried) == (1, 0, 0, 0), stats
+    assert run.stderr == ""
+    [request] = server.received
+    assert parse_qs(request.body.decode("utf-8"))["msg"] == ["hello over TLS"]
+    return request
+
+
+def _assert_failed_once(run: Run, server: _Server, cause: str) -> str:
+    """One record, counted failed at once (not retried), reported once, never reached the app."""
+    stats = run.handler.stats
+    assert run.flushed is True  # accounted for, not retried for ever
+    assert (stats.sent, stats.failed, stats.dropped, stats.retried) == (0, 1, 0, 0), stats
+    [reason] = stats.failed_by_reason
+    assert cause in reason
+    assert stats.last_error == reason
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1, run.stderr
+    assert "1 record failed" in lines[0]
+    assert cause in lines[0]
+    assert server.handshake_failed.wait(WAIT)
+    assert server.received == []  # no HTTP request completed
+    return reason
+
+
+def _context_state(context: ssl.SSLContext) -> Tuple[ssl.VerifyMode, bool]:
+    return context.verify_mode, context.check_hostname
+
+
+# -- 1. verification is on by default -------------------------------------------------------
+
+
+def test_verify_is_on_by_default_and_an_untrusted_certificate_fails_once(
+    server: _Server,
+) -> None:
+    run = _send_one(url=f"{server.origin}/log")
+    assert run.handler.config.verify is True
+    reason = _assert_failed_once(run, server, "certificate")
+    assert "verif" in reason
+    # The server's side of it: the client walked away in the handshake.
+    assert len(server.handshake_errors) == 1
+
+
+# -- 2. verify= a CA bundle path, or False ----------------------------------------------------
+
+
+def test_verify_with_the_ca_bundle_path_delivers(server: _Server, pki: Pki) -> None:
+    run = _send_one(url=f"{server.origin}/log", verify=pki.ca_file)
+    request = _assert_delivered(run, server)
+    assert request.path == "/log"
+    assert server.handshake_errors == []
+
+
+@INSECURE_OK
+def test_verify_false_delivers_to_an_untrusted_server(server: _Server) -> None:
+    run = _send_one(url=f"{server.origin}/log", verify=False)
+    _assert_delivered(run, server)
+    assert server.handshake_errors == []
+
+
+def test_default_verify_takes_the_ca_bundle_from_the_environment(
+    server: _Server, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The design: requests is chosen for the CA bundles users set in their environment.
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", pki.ca_file)
+    _assert_delivered(_send_one(url=f"{server.origin}/log"), server)
+
+
+@INSECURE_OK
+@pytest.mark.parametrize("verify", ["ca-path", False], ids=["ca-path", "false"])
+def test_an_explicit_verify_wins_over_a_ca_bundle_in_the_environment(
+    verify: Union[str, bool], server: _Server, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", pki.other_ca_file)
+    chosen = pki.ca_file if verify == "ca-path" else verify
+    _assert_delivered(_send_one(url=f"{server.origin}/log", verify=chosen), server)
+
+
+# -- 3. the stdlib context= -----------------------------------------------------------------
+
+
+def test_stdlib_context_with_secure_and_host_delivers_and_is_not_changed(
+    server: _Server, pki: Pki
+) -> None:
+    context = ssl.create_default_context(cafile=pki.ca_file)
+    before = _context_state(context)
+    assert before == (ssl.CERT_REQUIRED, True)
+    run = _send_one(host=f"127.0.0.1:{server.port}", url="/log", secure=True, context=context)
+    assert run.handler.url == f"https://127.0.0.1:{server.port}/log"
+    request = _assert_delivered(run, server)
+    assert request.path == "/log"
+    assert _context_state(context) == before
+
+
+def test_stdlib_context_decides_even_with_a_ca_bundle_in_the_environment(
+    server: _Server, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", pki.other_ca_file)
+    context = ssl.create_default_context(cafile=pki.ca_file)
+    run = _send_one(host=f"127.0.0.1:{server.port}", url="/log", secure=True, context=context)
+    _assert_delivered(run, server)
+
+
+def test_a_context_that_trusts_nothing_fails_with_certificate(server: _Server) -> None:
+    context = ssl.create_default_context()  # the system store: the test CA is not in it
+    before = _context_state(context)
+    run = _send_one(host=f"127.0.0.1:{server.port}", url="/log", secure=True, context=context)
+    _assert_failed_once(run, server, "certificate")
+    assert _context_state(context) == before
+
+
+@INSECURE_OK
+def test_a_context_that_verifies_nothing_is_honoured_and_not_changed(server: _Server) -> None:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    run = _send_one(host=f"127.0.0.1:{server.port}", url="/log", secure=True, context=context)
+    _assert_delivered(run, server)
+    assert _context_state(context) == (ssl.CERT_NONE, False)
+
+
+# -- 4. client certificates -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["one-pem", "cert-and-key"])
+def test_client_certificate_is_presented(form: str, mutual_server: _Server, pki: Pki) -> None:
+    cert = pki.client_pem if form == "one-pem" else (pki.client_cert, pki.client_key)
+    run = _send_one(url=f"{mutual_server.origin}/log", verify=pki.ca_file, cert=cert)
+    request = _assert_delivered(run, mutual_server)
+    assert request.peer_cert is not None
+    assert (("commonName", CLIENT_NAME),) in request.peer_cert["subject"]
+    assert ("email", CLIENT_NAME) in request.peer_cert["subjectAltName"]
+
+
+def test_client_certificate_loaded_into_a_stdlib_context(mutual_server: _Server, pki: Pki) -> None:
+    context = ssl.create_default_context(cafile=pki.ca_file)
+    context.load_cert_chain(pki.client_cert, pki.client_key)
+    before = _context_state(context)
+    request = _assert_delivered(_send_one(url=f"{mutual_server.origin}/log", context=context),
+                                mutual_server)
+    assert request.peer_cert is not None
+    assert (("commonName", CLIENT_NAME),) in request.peer_cert["subject"]
+    assert _context_state(context) == before
+
+
+def test_cert_with_a_context_is_refused_so_the_users_context_is_never_changed(pki: Pki) -> None:
+    context = ssl.create_default_context(cafile=pki.ca_file)
+    with pytest.raises(ValueError, match=r"cert cannot be combined with context"):
+        ExHTTPHandler(url="https://127.0.0.1:1/log", context=context,
+                      cert=(pki.client_cert, pki.client_key))
+
+
+def test_without_a_client_certificate_the_handshake_fails_and_is_counted_once(
+    mutual_server: _Server, pki: Pki
+) -> None:
+    run = _send_one(url=f"{mutual_server.origin}/log", verify=pki.ca_file)
+    _assert_failed_once(run, mutual_server, "TLS")
+    # It failed for the reason under test: the server got no certificate from the client.
+    [error] = mutual_server.handshake_errors
+    assert "certificate" in error.lower()
+
+
+# -- 5. headers and credentials ---------------------------------------------------------------
+
+
+def test_bearer_header_reaches_the_server(server: _Server, pki: Pki) -> None:
+    run = _send_one(
+        url=f"{server.origin}/log",
+        verify=pki.ca_file,
+        headers={"Authorization": "Bearer s3cr3t-token"},
+    )
+    request = _assert_delivered(run, server)
+    assert request.headers["authorization"] == "Bearer s3cr3t-token"
+
+
+def test_credentials_over_https_send_basic_auth_and_do_not_warn(
+    server: _Server, pki: Pki
+) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        handler = ExHTTPHandler(
+            f"127.0.0.1:{server.port}", "/log", secure=True, credentials=("user", "pa55word"),
+            verify=pki.ca_file,
+        )
+    try:
+        assert [str(w.message) for w in caught] == []
+        _log(handler)
+        assert handler.flush(timeout=WAIT) is True
+    finally:
+        handler.close()
+    [request] = server.received
+    expected = "Basic " + base64.b64encode(b"user:pa55word").decode("ascii")
+    assert request.headers["authorization"] == expected
+
+
+@pytest.mark.parametrize("form", ["host", "url"])
+def test_credentials_over_plain_http_warn_once_at_construction(
+    form: str, plain_server: _Server
+) -> None:
+    options: Dict[str, Any] = (
+        {"host": f"127.0.0.1:{plain_server.port}", "url": "/log"}
+        if form == "host"
+        else {"url": f"{plain_server.origin}/log"}
+    )
+    with pytest.warns(UserWarning, match="clear text") as record:
+        handler = ExHTTPHandler(credentials=("user", "pa55word"), **options)
+    try:
+        warned = [w for w in record if issubclass(w.category, UserWarning)]
+        assert len(warned) == 1
+        assert warned[0].filename == __file__  # points at the caller's line (stacklevel)
+        assert "pa55word" not in str(warned[0].message)
+        # A warning, not a refusal: the record still goes out.
+        _log(handler)
+        assert handler.flush(timeout=WAIT) is True
+    finally:
+        handler.close()
+    [request] = plain_server.received
+    assert request.headers["authorization"].startswith("Basic ")
+
+
+def test_credentials_over_an_upper_case_http_url_warn_too() -> None:
+    with pytest.warns(UserWarning, match="clear text"):
+        handler = ExHTTPHandler(url="HTTP://127.0.0.1:9/log", credentials=("user", "pa55word"))
+    handler.close()
+
+
+# -- 6. secrets never appear ------------------------------------------------------------------
+
+SECRETS = ("APIKEY123", "urlpass", "credpass", "hdrtoken", "qtoken")
+
+
+def _secret_options(port: int) -> Dict[str, Any]:
+    return {
+        "url": f"https://user:urlpass@127.0.0.1:{port}/sink/APIKEY123/app?token=qtoken",
+        "credentials": ("u", "credpass"),
+        "headers": {"Authorization": "Bearer hdrtoken"},
+    }
+
+
+def _assert_no_secrets(handler: ExHTTPHandler, stderr: str) -> None:
+    stats = handler.stats
+    assert stats.last_error is not None  # something went wrong, so there is text to check
+    assert stderr != ""
+    places = {
+        "repr(handler)": repr(handler),
+        "str(stats)": str(stats),
+        "stderr": stderr,
+        "stats.last_error": stats.last_error,
+    }
+    for place, text in places.items():
+        for secret in SECRETS:
+            assert secret not in text, f"{secret!r} in {place}: {text!r}"
+    assert "/sink/***/app" in stderr
+    assert "/sink/***/app" in repr(handler)
+
+
+def test_secrets_never_appear_when_tls_fails(server: _Server) -> None:
+    run = _send_one(**_secret_options(server.port))
+    _assert_failed_once(run, server, "certificate")
+    _assert_no_secrets(run.handler, run.stderr)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_secrets_never_appear_when_the_server_is_down() -> None:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        handler = ExHTTPHandler(shutdown_timeout=0.5, **_secret_options(_free_port()))
+        try:
+            _log(handler)
+            # Refused connections are retried (the server may come back): not settled yet.
+            assert handler.flush(timeout=0.2) is False
+        finally:
+            handler.close()  # gives up at shutdown_timeout and counts the record dropped
+    stats = handler.stats
+    assert (stats.sent, stats.failed, stats.dropped) == (0, 0, 1), stats
+    assert stats.retried >= 1
+    assert stats.last_error == "connection refused"
+    assert "1 record dropped" in err.getvalue()
+    _assert_no_secrets(handler, err.getvalue())
