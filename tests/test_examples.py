@@ -79,3 +79,22 @@ def test_configuration_examples_deliver(sink: object, script: str) -> None:
     records: List[dict] = sink.records()  # type: ignore[attr-defined]
     assert records, "no record arrived"
     assert all(r["_ex_hostname"] and r["message"] for r in records)
+
+
+def test_the_command_line_sends_and_reports(sink: object) -> None:
+    url = f"http://{sink.host}/sink/TEST/cli"  # type: ignore[attr-defined]
+    result = subprocess.run([sys.executable, "-m", "ex_loghandlers", url, "one", "two"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"2 sent, 0 dropped, 0 failed to http://{sink.host}/sink/***/cli"  # type: ignore[attr-defined]
+    assert [r["message"] for r in sink.records()] == ["one", "two"]  # type: ignore[attr-defined]
+
+
+def test_the_command_line_fails_on_a_wrong_api_key(sink: object) -> None:
+    url = f"http://{sink.host}/sink/WRONG/cli"  # type: ignore[attr-defined]
+    result = subprocess.run([sys.executable, "-m", "ex_loghandlers", url],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "0 sent, 0 dropped, 1 failed" in result.stdout
+    assert "the server rejected the API key" in result.stderr
+    assert "WRONG" not in result.stdout + result.stderr
