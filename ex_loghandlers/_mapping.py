@@ -21,8 +21,8 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional
 
-#: Fields that are JSON-native and may stay as they are in the ``json``/``ndjson`` formats.
-_NATIVE = (str, int, float, bool, type(None))
+#: Types that are JSON-native and stay as they are (exact types: a str subclass becomes a str).
+_NATIVE = frozenset({str, int, float, bool, type(None)})
 
 
 @dataclass(frozen=True)
@@ -125,9 +125,10 @@ def to_fields(
     ``exception_details`` adds ``<prefix>exc_type`` and ``<prefix>exc_message`` for formats
     (OTLP) that carry them separately.
     """
-    fields: Dict[str, Any] = {}
+    fields = dict(snap)
     for key, value in snap.items():
-        fields[key] = value if isinstance(value, _NATIVE) else safe_str(value)
+        if type(value) not in _NATIVE:
+            fields[key] = safe_str(value)
     prefix = enrichment.prefix
     fields[prefix + "hostname"] = enrichment.hostname
     fields[prefix + "username"] = enrichment.username

@@ -15,9 +15,10 @@ import codecs
 import gzip
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Sequence
-from urllib.parse import urlencode
+from urllib.parse import quote_plus
 
 from ._otlp import otlp_request
 
@@ -55,10 +56,25 @@ class Payload:
 Encoder = Callable[[Sequence[Fields]], List[Payload]]
 
 
+#: What ``quote_plus`` leaves as it is: text made only of these needs no quoting at all.
+_NEEDS_NO_QUOTING = re.compile(r"[A-Za-z0-9_.~-]*\Z").match
+
+
+def _quoted(text: str) -> str:
+    if _NEEDS_NO_QUOTING(text):
+        return text
+    return quote_plus(text, safe="", encoding="utf-8", errors="backslashreplace")
+
+
 def form_body(fields: Fields) -> bytes:
-    """One record urlencoded as the stdlib ``HTTPHandler`` does: every value as ``str()``."""
-    pairs = [(str(key), _form_value(value)) for key, value in fields.items()]
-    return urlencode(pairs, encoding="utf-8", errors="backslashreplace").encode("ascii")
+    """One record urlencoded as the stdlib ``HTTPHandler`` does: every value as ``str()``.
+
+    The same bytes as ``urlencode``, faster: most keys and many values need no quoting.
+    """
+    return "&".join(
+        f"{_quoted(_form_value(key))}={_quoted(_form_value(value))}"
+        for key, value in fields.items()
+    ).encode("ascii")
 
 
 def _form_value(value: Any) -> str:

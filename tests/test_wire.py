@@ -117,3 +117,12 @@ def test_otlp_parses_with_the_official_message_types() -> None:
     assert attrs["exception.stacktrace"].string_value == "Traceback..."
     assert attrs["code.lineno"].int_value == 7
     assert attrs["user_id"].int_value == 7
+
+
+@given(st.dictionaries(st.text(min_size=1), st.one_of(st.text(), st.integers(), st.floats(),
+                                                      st.none()), max_size=6))
+def test_form_body_is_byte_for_byte_what_urlencode_gives(record: Dict[str, Any]) -> None:
+    from urllib.parse import urlencode
+
+    expected = urlencode(record, encoding="utf-8", errors="backslashreplace").encode("ascii")
+    assert form_body(record) == expected
