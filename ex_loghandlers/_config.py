@@ -168,7 +168,7 @@ def _choice(name: str, value: Any, accepted: Tuple[str, ...]) -> str:
 def _count(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
-    return value
+    return int(value)
 
 
 def _seconds(name: str, value: Any, positive: bool = False) -> float:

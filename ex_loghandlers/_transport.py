@@ -60,7 +60,7 @@ class _ContextAdapter(HTTPAdapter):
 
     def init_poolmanager(self, *args: Any, **pool_kwargs: Any) -> None:
         pool_kwargs["ssl_context"] = self._context
-        super().init_poolmanager(*args, **pool_kwargs)
+        super().init_poolmanager(*args, **pool_kwargs)  # type: ignore[no-untyped-call,unused-ignore]
 
     def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
         """The context decides verification and carries any client certificate itself."""
