@@ -7,15 +7,23 @@ API key) or a credential.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
+import os
 import socket
 import ssl
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from urllib.parse import urlsplit
 
-import requests
-from requests.adapters import HTTPAdapter
+import urllib3
+from requests.utils import (
+    DEFAULT_CA_BUNDLE_PATH,
+    get_auth_from_url,
+    get_environ_proxies,
+    get_netrc_auth,
+)
 
 from ._wire import Payload
 
@@ -48,85 +56,122 @@ class TransportOptions:
     context: Optional[ssl.SSLContext]
 
 
-class _ContextAdapter(HTTPAdapter):
-    """An adapter that uses the caller's ``ssl.SSLContext`` as it is (the stdlib's ``context=``).
-
-    requests would otherwise set the context's verify mode and load its own CA bundle into it.
-    """
-
-    def __init__(self, context: ssl.SSLContext) -> None:
-        self._context = context
-        super().__init__(pool_connections=1, pool_maxsize=1, max_retries=0)
-
-    def init_poolmanager(self, *args: Any, **pool_kwargs: Any) -> None:
-        pool_kwargs["ssl_context"] = self._context
-        super().init_poolmanager(*args, **pool_kwargs)  # type: ignore[no-untyped-call,unused-ignore]
-
-    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
-        """The context decides verification and carries any client certificate itself."""
-
-    def get_connection_with_tls_context(
-        self, request: Any, verify: Any, proxies: Any = None, cert: Any = None
-    ) -> Any:
-        return self.poolmanager.connection_from_url(request.url)
-
-
 class HTTPTransport:
-    """Sends payloads over one ``requests.Session`` (kept-alive connections, proxies from env).
+    """Sends payloads through one urllib3 pool: kept-alive connections, nothing else per request.
 
-    Used by the worker thread only, and made anew in a forked child.
+    ``requests`` resolves, once, what users expect from their environment: proxies (and
+    ``no_proxy``), ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``, its CA bundle, and ``.netrc``
+    credentials. Each request then goes straight to urllib3: a ``requests.Session`` costs about
+    half a millisecond per request in Python code, which Logy's one-record-per-request format
+    pays for every record. Used by the worker thread only, and made anew in a forked child.
     """
 
     def __init__(self, options: TransportOptions) -> None:
         self._options = options
-        self._session: Optional[requests.Session] = None
+        self._manager: Optional[urllib3.PoolManager] = None
+        self._headers: Dict[str, str] = {}
 
-    def _new_session(self) -> requests.Session:
-        session = requests.Session()
-        adapter: HTTPAdapter
-        if self._options.context is not None:
-            adapter = _ContextAdapter(self._options.context)
-        else:
-            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=1, max_retries=0)
-        session.mount("https://", adapter)
-        session.mount("http://", HTTPAdapter(pool_connections=1, pool_maxsize=1, max_retries=0))
-        session.headers.update(self._options.headers)
-        if self._options.auth is not None:
-            session.auth = self._options.auth
-        return session
+    def _new_manager(self) -> urllib3.PoolManager:
+        options = self._options
+        pool: Dict[str, Any] = {"num_pools": 2, "maxsize": 1, "retries": False}
+        pool.update(_tls_settings(options))
+        headers = {"User-Agent": USER_AGENT, "Accept": "*/*", **options.headers}
+        credentials = options.auth or _netrc_credentials(options.url, headers)
+        if credentials is not None:
+            headers["Authorization"] = basic_auth(*credentials)
+        self._headers = headers
+        proxy = _proxy_for(options.url)
+        if proxy is None:
+            return urllib3.PoolManager(**pool)
+        user, password = get_auth_from_url(proxy)
+        proxy_headers = {"Proxy-Authorization": basic_auth(user, password)} if user else None
+        return urllib3.ProxyManager(proxy, proxy_headers=proxy_headers, **pool)
 
     def send(self, payload: Payload, method: str, timeout: float) -> Outcome:
-        if self._session is None:
-            self._session = self._new_session()
-        headers: Dict[str, str] = {"Content-Type": payload.content_type}
-        url, data = self._options.url, payload.body
-        if method == "GET":
-            url = url + ("&" if "?" in url else "?") + payload.body.decode("ascii")
-            data = b""
-            headers = {}
-        elif payload.gzipped:
-            headers["Content-Encoding"] = "gzip"
         try:
-            # verify= and cert= go with each request: set on the session only, requests would let
-            # REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE from the environment override an explicit choice.
-            response = self._session.request(
-                method, url, data=data or None, headers=headers, timeout=timeout,
-                allow_redirects=False, verify=self._options.verify, cert=self._options.cert,
+            if self._manager is None:
+                self._manager = self._new_manager()
+            headers = dict(self._headers)
+            url, body = self._options.url, payload.body
+            if method == "GET":
+                url = url + ("&" if "?" in url else "?") + payload.body.decode("ascii")
+                body = b""
+            else:
+                headers["Content-Type"] = payload.content_type
+                if payload.gzipped:
+                    headers["Content-Encoding"] = "gzip"
+            response = self._manager.urlopen(
+                method, url, body=body if method != "GET" else None, headers=headers,
+                timeout=urllib3.Timeout(connect=timeout, read=timeout),
+                retries=False, redirect=False, preload_content=True,
             )
-        except requests.exceptions.SSLError as exc:
+        except urllib3.exceptions.SSLError as exc:
             return Outcome(error=TLS_ERROR, detail=describe_tls_error(exc))
-        except (requests.ConnectionError, requests.Timeout) as exc:
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
             return Outcome(error=UNREACHABLE, detail=describe_network_error(exc))
         except Exception as exc:
             return Outcome(error=OTHER_ERROR, detail=type(exc).__name__)
-        response.close()
-        return Outcome(status=response.status_code, retry_after=response.headers.get("Retry-After"))
+        return Outcome(status=response.status, retry_after=response.headers.get("Retry-After"))
 
     def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
+        manager, self._manager = self._manager, None
+        if manager is not None:
             with contextlib.suppress(Exception):
-                session.close()
+                manager.clear()
+
+
+USER_AGENT = "ex_loghandlers"
+
+
+def basic_auth(user: str, password: str) -> str:
+    """An ``Authorization: Basic`` value (Latin-1 as browsers and requests do, else UTF-8)."""
+    pair = f"{user}:{password}"
+    try:
+        raw = pair.encode("latin-1")
+    except UnicodeEncodeError:
+        raw = pair.encode("utf-8")
+    return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+def _tls_settings(options: TransportOptions) -> Dict[str, Any]:
+    """urllib3 pool settings for ``verify``/``cert``/``context``, as requests would make them."""
+    if options.context is not None:
+        # The stdlib's context=, used as it is: urllib3 then reads its verify mode from it.
+        return {"ssl_context": options.context}
+    settings: Dict[str, Any] = {}
+    verify = options.verify
+    if verify is True:
+        verify = (
+            os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            or DEFAULT_CA_BUNDLE_PATH
+        )
+    if verify is False:
+        settings["cert_reqs"] = "CERT_NONE"
+    else:
+        settings["cert_reqs"] = "CERT_REQUIRED"
+        settings["ca_cert_dir" if os.path.isdir(verify) else "ca_certs"] = verify
+    if isinstance(options.cert, str):
+        settings["cert_file"] = options.cert
+    elif options.cert is not None:
+        settings["cert_file"], settings["key_file"] = options.cert
+    return settings
+
+
+def _proxy_for(url: str) -> Optional[str]:
+    """The proxy the environment names for ``url`` (honouring ``no_proxy``), or None."""
+    proxies = get_environ_proxies(url)
+    scheme = urlsplit(url).scheme
+    proxy = proxies.get(scheme) or proxies.get("all")
+    return proxy or None
+
+
+def _netrc_credentials(url: str, headers: Mapping[str, str]) -> Optional[Tuple[str, str]]:
+    if any(key.lower() == "authorization" for key in headers):
+        return None
+    try:
+        return get_netrc_auth(url)
+    except Exception:
+        return None
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
@@ -154,8 +199,6 @@ def describe_tls_error(exc: BaseException) -> str:
 
 def describe_network_error(exc: BaseException) -> str:
     """A short, secret-free description: refused, reset, timed out, name resolution failed."""
-    if isinstance(exc, requests.Timeout):
-        return "timed out"
     for cause in _causes(exc):
         if isinstance(cause, socket.gaierror):
             return "name resolution failed"
@@ -166,6 +209,11 @@ def describe_network_error(exc: BaseException) -> str:
         if isinstance(cause, OSError) and cause.errno in (errno.ECONNREFUSED,):
             return "connection refused"
         if isinstance(cause, (socket.timeout, TimeoutError)):
+            return "timed out"
+    for cause in _causes(exc):
+        if isinstance(cause, urllib3.exceptions.ProxyError):
+            return "proxy failed"
+        if isinstance(cause, urllib3.exceptions.TimeoutError):
             return "timed out"
     for cause in _causes(exc):
         name = type(cause).__name__
