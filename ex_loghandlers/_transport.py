@@ -70,6 +70,20 @@ class HTTPTransport:
         self._options = options
         self._manager: Optional[urllib3.PoolManager] = None
         self._headers: Dict[str, str] = {}
+        #: Without a proxy: the one pool for the server, and the request target on it.
+        self._pool: Optional[urllib3.connectionpool.HTTPConnectionPool] = None
+        self._target = options.url
+        self._timeout = urllib3.Timeout(connect=1.0, read=1.0)
+
+    def _connect(self) -> None:
+        """Resolve the environment and make the pool (on the worker, at its first request)."""
+        manager = self._manager = self._new_manager()
+        if not isinstance(manager, urllib3.ProxyManager):
+            # Straight to the server's pool: PoolManager.urlopen would parse the URL and look
+            # the pool up again on every request.
+            self._pool = manager.connection_from_url(self._options.url)
+            parts = urlsplit(self._options.url)
+            self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
     def _new_manager(self) -> urllib3.PoolManager:
         options = self._options
@@ -90,19 +104,23 @@ class HTTPTransport:
     def send(self, payload: Payload, method: str, timeout: float) -> Outcome:
         try:
             if self._manager is None:
-                self._manager = self._new_manager()
+                self._connect()
             headers = dict(self._headers)
-            url, body = self._options.url, payload.body
+            target: str = self._target
+            body: Optional[bytes] = payload.body
             if method == "GET":
-                url = url + ("&" if "?" in url else "?") + payload.body.decode("ascii")
-                body = b""
+                target += ("&" if "?" in target else "?") + payload.body.decode("ascii")
+                body = None
             else:
                 headers["Content-Type"] = payload.content_type
                 if payload.gzipped:
                     headers["Content-Encoding"] = "gzip"
-            response = self._manager.urlopen(
-                method, url, body=body if method != "GET" else None, headers=headers,
-                timeout=urllib3.Timeout(connect=timeout, read=timeout),
+            if self._timeout.connect_timeout != timeout:
+                self._timeout = urllib3.Timeout(connect=timeout, read=timeout)
+            opener = self._pool or self._manager
+            assert opener is not None
+            response = opener.urlopen(
+                method, target, body=body, headers=headers, timeout=self._timeout,
                 retries=False, redirect=False, preload_content=True,
             )
         except urllib3.exceptions.SSLError as exc:
@@ -114,7 +132,7 @@ class HTTPTransport:
         return Outcome(status=response.status, retry_after=response.headers.get("Retry-After"))
 
     def close(self) -> None:
-        manager, self._manager = self._manager, None
+        manager, self._manager, self._pool = self._manager, None, None
         if manager is not None:
             with contextlib.suppress(Exception):
                 manager.clear()
