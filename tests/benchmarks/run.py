@@ -32,19 +32,19 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
-import requests
+import urllib3
 from sink import HOST, SinkProcess
 
 import ex_loghandlers
 from ex_loghandlers import ExHTTPHandler
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
+PACKAGE_DIR = Path(ex_loghandlers.__file__).resolve().parent
 SECTIONS = ("caller", "exception", "throughput", "burst", "memory", "exit")
 LOGGER_NAME = "bench"
 SINK_PATH = "/sink/BENCH/bench"
@@ -156,12 +156,15 @@ class Timing:
     """One timed run of ``n`` logging calls (nanoseconds)."""
 
     n: int
-    mean_ns: float
+    mean_ns: float  # wall time of the call, as the caller sees it
     p50_ns: float
     p99_ns: float
     max_ns: float
-    wall_ns_per_call: float
-    cpu_ns_per_call: float
+    thread_cpu_ns_per_call: float  # CPU of the calling thread only: its own work, no waiting
+    cpu_ns_per_call: float  # CPU of the whole process during the loop (worker included)
+    gc_ns_per_call: float  # time spent in garbage collection during the loop
+    gc_max_pause_ns: float  # the longest single collection
+    gc_full: int  # full (generation 2) collections during the loop
     slow_calls: int  # calls that took longer than SLOW_NS (waiting for the GIL, a GC pass)
     slow_share: float  # share of all the time spent in those calls
 
@@ -169,7 +172,36 @@ class Timing:
 SLOW_NS = 1_000_000
 
 
-def summarize(times: List[int], wall_ns: int, cpu_s: float) -> Timing:
+class GcTimer:
+    """The garbage collector's passes while installed (any thread): total and longest time,
+    and how many were full (generation 2) collections."""
+
+    def __init__(self) -> None:
+        self.total_ns = 0
+        self.max_ns = 0
+        self.full = 0
+        self._started = 0
+
+    def __call__(self, phase: str, info: Dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter_ns()
+            self.full += info.get("generation") == 2
+        elif self._started:
+            pause = time.perf_counter_ns() - self._started
+            self.total_ns += pause
+            self.max_ns = max(self.max_ns, pause)
+            self._started = 0
+
+    def __enter__(self) -> GcTimer:
+        gc.collect()
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
+
+
+def summarize(times: List[int], thread_cpu_ns: int, cpu_s: float, gc_timer: GcTimer) -> Timing:
     n = len(times)
     ordered = sorted(times)
     total = sum(times)
@@ -180,25 +212,32 @@ def summarize(times: List[int], wall_ns: int, cpu_s: float) -> Timing:
         p50_ns=float(ordered[n // 2]),
         p99_ns=float(ordered[min(n - 1, (n * 99) // 100)]),
         max_ns=float(ordered[-1]),
-        wall_ns_per_call=wall_ns / n,
+        thread_cpu_ns_per_call=thread_cpu_ns / n,
         cpu_ns_per_call=cpu_s * 1e9 / n,
+        gc_ns_per_call=gc_timer.total_ns / n,
+        gc_max_pause_ns=float(gc_timer.max_ns),
+        gc_full=gc_timer.full,
         slow_calls=len(slow),
         slow_share=sum(slow) / total if total else 0.0,
     )
 
 
 def time_info(logger: logging.Logger, ids: range) -> Timing:
-    """``logger.info('msg id=%s', i)``, each call timed with ``perf_counter_ns``."""
+    """``logger.info('msg id=%s', i)``: each call's wall time and its thread's CPU time."""
     times = [0] * len(ids)
-    clock = time.perf_counter_ns
-    gc.collect()
-    cpu0, wall0 = process_cpu(), clock()
-    for k, i in enumerate(ids):
-        t0 = clock()
-        logger.info("msg id=%s", i)
-        times[k] = clock() - t0
-    wall1, cpu1 = clock(), process_cpu()
-    return summarize(times, wall1 - wall0, cpu1 - cpu0)
+    clock, thread_clock = time.perf_counter_ns, time.thread_time_ns
+    thread_cpu = 0
+    with GcTimer() as gc_timer:
+        cpu0 = process_cpu()
+        for k, i in enumerate(ids):
+            c0 = thread_clock()
+            t0 = clock()
+            logger.info("msg id=%s", i)
+            t1 = clock()
+            thread_cpu += thread_clock() - c0
+            times[k] = t1 - t0
+        cpu1 = process_cpu()
+    return summarize(times, thread_cpu, cpu1 - cpu0, gc_timer)
 
 
 def _depth1(i: int) -> None:
@@ -224,18 +263,22 @@ def _depth5(i: int) -> None:
 def time_exception(logger: logging.Logger, ids: range) -> Timing:
     """``logger.exception(...)`` of a ValueError raised 5 calls deep (a 6-frame traceback)."""
     times = [0] * len(ids)
-    clock = time.perf_counter_ns
-    gc.collect()
-    cpu0, wall0 = process_cpu(), clock()
-    for k, i in enumerate(ids):
-        try:
-            _depth1(i)
-        except ValueError:
-            t0 = clock()
-            logger.exception("failed id=%s", i)
-            times[k] = clock() - t0
-    wall1, cpu1 = clock(), process_cpu()
-    return summarize(times, wall1 - wall0, cpu1 - cpu0)
+    clock, thread_clock = time.perf_counter_ns, time.thread_time_ns
+    thread_cpu = 0
+    with GcTimer() as gc_timer:
+        cpu0 = process_cpu()
+        for k, i in enumerate(ids):
+            try:
+                _depth1(i)
+            except ValueError:
+                c0 = thread_clock()
+                t0 = clock()
+                logger.exception("failed id=%s", i)
+                t1 = clock()
+                thread_cpu += thread_clock() - c0
+                times[k] = t1 - t0
+        cpu1 = process_cpu()
+    return summarize(times, thread_cpu, cpu1 - cpu0, gc_timer)
 
 
 @dataclass(frozen=True)
@@ -264,8 +307,9 @@ def run_variants(
     for label, timings in runs.items():
         median = {
             key: statistics.median(getattr(t, key) for t in timings)
-            for key in ("mean_ns", "p50_ns", "p99_ns", "max_ns", "wall_ns_per_call",
-                        "cpu_ns_per_call", "slow_calls", "slow_share")
+            for key in ("mean_ns", "p50_ns", "p99_ns", "max_ns", "thread_cpu_ns_per_call",
+                        "cpu_ns_per_call", "gc_ns_per_call", "gc_max_pause_ns", "gc_full",
+                        "slow_calls", "slow_share")
         }
         out[label] = {
             "n": timings[0].n,
@@ -282,6 +326,9 @@ def add_ratios(results: Dict[str, Dict[str, Any]], baseline: str) -> None:
     for figures in results.values():
         figures["ratio_mean"] = figures["mean_ns"] / base["mean_ns"]
         figures["ratio_p50"] = figures["p50_ns"] / base["p50_ns"]
+        figures["ratio_thread_cpu"] = (
+            figures["thread_cpu_ns_per_call"] / base["thread_cpu_ns_per_call"]
+        )
 
 
 def ex_handler(sink: SinkProcess, **options: Any) -> Callable[[], logging.Handler]:
@@ -361,7 +408,7 @@ def ours_throughput(
     elapsed = end - start
     return {
         "records": n,
-        "options": {k: v for k, v in options.items()},
+        "options": dict(options),
         "flushed": flushed,
         "seconds": elapsed,
         "logging_seconds": logged - start,
@@ -437,20 +484,35 @@ CONTENT_TYPES = {
 
 
 def trivial_throughput(
-    sink: SinkProcess, fmt: str, n: int, bodies: List[bytes]
+    sink: SinkProcess, fmt: str, n: int, bodies: List[bytes], repeats: int = 1
 ) -> Dict[str, Any]:
-    """A trivial client: pre-built bodies posted in one thread over one kept-alive Session."""
+    """A trivial client: pre-built bodies posted in one thread over one kept-alive urllib3 pool.
+
+    With ``repeats`` > 1 (cheap for batches: 200 requests) the run with the median rate counts.
+    """
+    runs = sorted(
+        (_post_all(sink, fmt, n, bodies) for _ in range(repeats)),
+        key=lambda run: float(run["records_per_s"]),
+    )
+    median = dict(runs[len(runs) // 2])
+    median["runs_records_per_s"] = [run["records_per_s"] for run in runs]
+    return median
+
+
+def _post_all(sink: SinkProcess, fmt: str, n: int, bodies: List[bytes]) -> Dict[str, Any]:
     sink.reset()
     sink_cpu0 = sink.stats()["cpu_seconds"]
     headers = {"Content-Type": CONTENT_TYPES[fmt]}
     url = sink.url(SINK_PATH)
     bad = 0
     gc.collect()
-    with requests.Session() as session:
+    parts = urlsplit(url)
+    with urllib3.HTTPConnectionPool(parts.hostname, parts.port, maxsize=1) as pool:
         start = time.perf_counter()
         for body in bodies:
-            response = session.post(url, data=body, headers=headers, timeout=30)
-            bad += response.status_code != 200
+            response = pool.urlopen("POST", parts.path, body=body, headers=headers,
+                                    retries=False, timeout=30.0)
+            bad += response.status != 200
         end = time.perf_counter()
     got = sink.stats()
     elapsed = end - start
@@ -467,14 +529,26 @@ def trivial_throughput(
     }
 
 
+def logging_ceiling(n: int) -> Dict[str, Any]:
+    """Records/s of ``log_burst`` with a NullHandler: what no handler in this thread can beat."""
+    handler = logging.NullHandler()
+    logger = bench_logger(handler)
+    gc.collect()
+    start = time.perf_counter()
+    log_burst(logger, IDS.take(n))
+    elapsed = time.perf_counter() - start
+    logger.removeHandler(handler)
+    return {"records": n, "seconds": elapsed, "records_per_s": n / elapsed}
+
+
 def section_throughput(plan: Plan, sink: SinkProcess) -> Dict[str, Any]:
     n, form_n = plan.throughput_n, plan.throughput_form_n
-    out: Dict[str, Any] = {}
+    out: Dict[str, Any] = {"ceiling": logging_ceiling(n)}
     bodies = trivial_bodies(sink, n, ("json", "ndjson"))
     out["ours json"] = ours_throughput(sink, n, 120.0, wire_format="json", batch_size=500)
-    out["trivial json"] = trivial_throughput(sink, "json", n, bodies.pop("json"))
+    out["trivial json"] = trivial_throughput(sink, "json", n, bodies.pop("json"), 5)
     out["ours ndjson"] = ours_throughput(sink, n, 120.0, wire_format="ndjson", batch_size=500)
-    out["trivial ndjson"] = trivial_throughput(sink, "ndjson", n, bodies.pop("ndjson"))
+    out["trivial ndjson"] = trivial_throughput(sink, "ndjson", n, bodies.pop("ndjson"), 5)
     form_bodies = trivial_bodies(sink, form_n, ("form",))["form"]
     out["ours form"] = ours_throughput(sink, form_n, 120.0, wire_format="form")
     out["trivial form"] = trivial_throughput(sink, "form", form_n, form_bodies)
@@ -637,17 +711,28 @@ def caller_rows(section: str, results: Dict[str, Any], target: Optional[float]) 
             section=section,
             figure=label + ("  [baseline]" if baseline else ""),
             value=(f"mean {us(f['mean_ns'])}  p50 {us(f['p50_ns'])}  p99 {us(f['p99_ns'])}"
-                   f"  cpu {us(f['cpu_ns_per_call'])} us/call"),
-            vs_baseline=f"mean x{f['ratio_mean']:.2f}  p50 x{f['ratio_p50']:.2f}",
+                   f"  thread-cpu {us(f['thread_cpu_ns_per_call'])}"
+                   f"  process-cpu {us(f['cpu_ns_per_call'])}"),
+            vs_baseline=(f"mean x{f['ratio_mean']:.2f}  p50 x{f['ratio_p50']:.2f}"
+                         f"  thread-cpu x{f['ratio_thread_cpu']:.2f}"),
             target=f"mean <= x{target:g}" if checked and target else "",
             result=verdict(f["ratio_mean"] <= target) if checked and target else "",
-            note=f"n={f['n']} x{f['repeats']}; {f['slow_share']:.0%} of time in calls > 1 ms",
+            note=(f"n={f['n']} x{f['repeats']}; {f['slow_share']:.0%} of time in"
+                  f" {f['slow_calls']:g} calls > 1 ms; gc {us(f['gc_ns_per_call'])}/call,"
+                  f" longest {f['gc_max_pause_ns'] / 1e6:.1f} ms"),
         ))
     return rows
 
 
 def throughput_rows(results: Dict[str, Any]) -> List[Row]:
-    rows = []
+    ceiling = results["ceiling"]
+    rows = [Row(
+        "3 records/s", "ceiling: logger.info loop, NullHandler (no delivery at all)",
+        f"{ceiling['records_per_s']:,.0f} rec/s",
+        f"{ceiling['records_per_s'] / results['trivial json']['records_per_s']:.0%}"
+        " of trivial json",
+        note=f"{ceiling['records']:,} rec: the most any handler in this thread can reach",
+    )]
     targets = {"json": JSON_THROUGHPUT_TARGET, "form": FORM_THROUGHPUT_TARGET}
     for fmt in ("json", "ndjson", "form"):
         ours, trivial, ratio = (
@@ -658,7 +743,9 @@ def throughput_rows(results: Dict[str, Any]) -> List[Row]:
             "3 records/s", f"trivial client {fmt} (pre-built bodies, keep-alive)",
             f"{trivial['records_per_s']:,.0f} rec/s",
             note=f"{trivial['records']:,} rec, {trivial['requests']:,} req, "
-                 f"sink busy {trivial['sink_busy']:.0%}",
+                 f"sink busy {trivial['sink_busy']:.0%}"
+                 + (f", median of {len(trivial['runs_records_per_s'])}"
+                    if len(trivial["runs_records_per_s"]) > 1 else ""),
         ))
         target = targets.get(fmt)
         rows.append(Row(
@@ -709,7 +796,7 @@ def exit_rows(result: Dict[str, Any]) -> List[Row]:
     )]
 
 
-def build_rows(results: Dict[str, Any], plan: Plan) -> List[Row]:
+def build_rows(results: Dict[str, Any]) -> List[Row]:
     rows: List[Row] = []
     if "caller" in results:
         rows += caller_rows("1 info() us", results["caller"], None)
@@ -757,25 +844,35 @@ def machine() -> Dict[str, Any]:
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "platform": platform.platform(),
         "ex_loghandlers": ex_loghandlers.__version__,
-        "commit": git("rev-parse", "--short", "HEAD"),
+        "package_path": str(PACKAGE_DIR),
+        "commit": git("rev-parse", "--short", "HEAD") or "n/a (not a git checkout)",
         "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
         "source_sha256": source_digest(),
+        "loadavg_at_start": load_average(),
     }
+
+
+def load_average() -> Optional[List[float]]:
+    """1, 5, 15-minute load: other work on the machine makes figures noisy."""
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
 def source_digest() -> str:
     """A digest of the package's source as measured (the tree may be dirty), first 16 hex."""
     digest = hashlib.sha256()
-    package = Path(ex_loghandlers.__file__).resolve().parent
-    for path in sorted(package.rglob("*.py")):
-        digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0")
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
 def git(*args: str) -> str:
+    """Git about the checkout the package was imported from (``PYTHONPATH`` may point
+    elsewhere than this repository, e.g. at a worktree of an older commit)."""
     try:
-        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10)
+        done = subprocess.run(
+            ["git", *args], cwd=PACKAGE_DIR.parent, capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.SubprocessError):
         return ""
     return done.stdout.strip() if done.returncode == 0 else ""
@@ -810,8 +907,10 @@ def compare(old_path: str, new_path: str) -> str:
     for key in sorted(a.keys() & b.keys()):
         change = "" if a[key] == 0 else f"{(b[key] - a[key]) / abs(a[key]):+.1%}"
         lines.append(f"{key.ljust(width)}  {a[key]:>14.6g}  {b[key]:>14.6g}  {change}")
-    for key in sorted(a.keys() ^ b.keys()):
-        lines.append(f"{key.ljust(width)}  only in {'old' if key in a else 'new'}")
+    for side, keys in (("old", a.keys() - b.keys()), ("new", b.keys() - a.keys())):
+        sections = sorted({key.split("/", 1)[0] for key in keys})
+        if keys:
+            lines.append(f"{len(keys)} metrics only in {side} (sections: {', '.join(sections)})")
     old_rows = {(r["section"], r["figure"]): r["result"] for r in old.get("rows", [])}
     for row in new.get("rows", []):
         before = old_rows.get((row["section"], row["figure"]))
@@ -826,8 +925,9 @@ def run(plan: Plan, only: Sequence[str], out: Path) -> int:
     print(f"machine: {info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable), "
           f"{info['python']}, ex_loghandlers {info['ex_loghandlers']} "
           f"@ {info['commit']}{' (dirty)' if info['dirty'] else ''}, "
-          f"source {info['source_sha256']}", flush=True)
+          f"source {info['source_sha256']}, load {info['loadavg_at_start']}", flush=True)
     results: Dict[str, Any] = {}
+    errors: Dict[str, str] = {}
     seconds: Dict[str, float] = {}
     needs_sink = [s for s in only if s in ("caller", "exception", "throughput", "burst")]
     sink = SinkProcess()
@@ -847,19 +947,26 @@ def run(plan: Plan, only: Sequence[str], out: Path) -> int:
                 continue
             print(f"running {name} ...", flush=True)
             began = time.perf_counter()
-            results[name] = steps[name]()
+            try:
+                results[name] = steps[name]()
+            except Exception as exc:  # report it and go on with the other sections
+                traceback.print_exc()
+                errors[name] = f"{type(exc).__name__}: {exc}"
             seconds[name] = time.perf_counter() - began
     finally:
         sink.stop()
-    rows = build_rows(results, plan)
+    info["loadavg_at_end"] = load_average()
+    rows = build_rows(results)
+    rows += [Row(name, "ERROR", message[:200], result="ERROR") for name, message in errors.items()]
     if source_digest() != info["source_sha256"]:
         info["source_changed_during_run"] = True
         print("WARNING: ex_loghandlers' source changed during the run: figures mix versions.")
     print()
     print(format_table(rows))
     print()
-    print("times in microseconds per call (median of runs); 'cpu' = whole-process CPU (worker "
-          "included) while logging; x = ratio to NullHandler.")
+    print("1-2: microseconds per call, median of runs; thread-cpu = the calling thread's CPU; "
+          "process-cpu = the whole process's CPU while logging (worker included); "
+          "x = ratio to NullHandler.")
     if plan.quick:
         print("--quick: small counts, figures are indicative only.")
     print(f"form throughput pair uses {plan.throughput_form_n:,} records (one request each); "
@@ -870,6 +977,7 @@ def run(plan: Plan, only: Sequence[str], out: Path) -> int:
         "machine": info,
         "plan": asdict(plan),
         "results": results,
+        "errors": errors,
         "rows": [asdict(r) for r in rows],
         "section_seconds": seconds,
     }
@@ -877,7 +985,7 @@ def run(plan: Plan, only: Sequence[str], out: Path) -> int:
     print(f"wrote {out}")
     misses = [f"{r.section}: {r.figure}" for r in rows if r.result == "MISS"]
     print(f"{len(misses)} MISS" + (": " + "; ".join(misses) if misses else ""))
-    return 0
+    return 1 if errors else 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
