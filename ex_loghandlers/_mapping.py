@@ -19,7 +19,7 @@ import socket
 import sys
 import traceback
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 #: Types that are JSON-native and stay as they are (exact types: a str subclass becomes a str).
 _NATIVE = frozenset({str, int, float, bool, type(None)})
@@ -108,10 +108,14 @@ def format_traceback(exc_info: object) -> Optional[str]:
     if not isinstance(exc_info, tuple) or len(exc_info) != 3 or exc_info[1] is None:
         return None
     exc_type, exc, tb = exc_info
+    key = _traceback_key(exc, tb, 0) if isinstance(exc, BaseException) else None
+    cached = _FORMATTED.get(key) if key is not None else None
+    if cached is not None:
+        return cached
     try:
         report = traceback.TracebackException(exc_type, exc, tb)
         _without_position_markers(report)
-        return "".join(report.format()).rstrip("\n")
+        text = "".join(report.format()).rstrip("\n")
     except Exception as error:
         # format_exception calls str() on each exception; one whose __str__ raises still
         # deserves a line saying what it was.
@@ -119,6 +123,52 @@ def format_traceback(exc_info: object) -> Optional[str]:
             f"{getattr(exc_type, '__name__', safe_str(exc_type))}: <traceback unavailable:"
             f" {type(error).__name__}: {safe_str(error)}>"
         )
+    if key is not None and len(text) <= _MAX_CACHED_TEXT:
+        if len(_FORMATTED) >= _MAX_CACHED:
+            _FORMATTED.clear()
+        _FORMATTED[key] = text
+    return text
+
+
+#: Formatted tracebacks by everything their text depends on. In an error storm the same
+#: exception is raised from the same place thousands of times; formatting it once spares the
+#: worker (and so the GIL the application needs) ~100 us per record. Bounded, and cleared when
+#: full. Shared by all handlers: the text depends on nothing of theirs.
+_FORMATTED: Dict[Tuple[Any, ...], str] = {}
+_MAX_CACHED = 256
+_MAX_CACHED_TEXT = 16 * 1024
+
+
+def _traceback_key(exc: BaseException, tb: Any, depth: int) -> Optional[Tuple[Any, ...]]:
+    """What a traceback's text depends on: frames (code, line), type, message, notes, chain.
+
+    None (not cached) for exception groups, long chains and anything that will not say what
+    it is: the rare case formats afresh.
+    """
+    if depth > 8 or isinstance(getattr(exc, "exceptions", None), tuple):
+        return None
+    frames: List[Tuple[Any, int]] = []
+    while tb is not None:
+        if len(frames) > 256:
+            return None
+        frames.append((tb.tb_frame.f_code, tb.tb_lineno))
+        tb = tb.tb_next
+    try:
+        message = str(exc)
+        notes = getattr(exc, "__notes__", None)
+        notes_key = tuple(str(note) for note in notes) if notes is not None else None
+    except Exception:
+        return None
+    chain: List[Optional[Tuple[Any, ...]]] = []
+    for linked in (exc.__cause__, exc.__context__):
+        if linked is None:
+            chain.append(None)
+            continue
+        linked_key = _traceback_key(linked, linked.__traceback__, depth + 1)
+        if linked_key is None:
+            return None
+        chain.append(linked_key)
+    return (type(exc), message, tuple(frames), notes_key, exc.__suppress_context__, *chain)
 
 
 def _without_position_markers(report: traceback.TracebackException) -> None:

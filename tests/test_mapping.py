@@ -155,3 +155,38 @@ def test_exception_details_for_otlp() -> None:
     assert fields["_ex_exc_type"] == "ValueError"
     assert fields["_ex_exc_message"] == "bad value"
     assert "_ex_exc_type" not in fields_of(record)
+
+
+def _raise_at(line_choice: int, message: str) -> Any:
+    try:
+        try:
+            raise KeyError("cause")
+        except KeyError as cause:
+            if line_choice == 1:
+                raise ValueError(message) from cause
+            raise ValueError(message) from cause
+    except ValueError:
+        return sys.exc_info()
+
+
+def test_repeated_tracebacks_are_formatted_once_and_stay_exact() -> None:
+    from ex_loghandlers import _mapping
+
+    _mapping._FORMATTED.clear()
+    first = format_traceback(_raise_at(1, "same"))
+    assert len(_mapping._FORMATTED) == 1
+    again = format_traceback(_raise_at(1, "same"))
+    assert again == first and len(_mapping._FORMATTED) == 1  # served from the cache
+    other_line = format_traceback(_raise_at(2, "same"))
+    other_message = format_traceback(_raise_at(1, "different"))
+    assert len({first, other_line, other_message}) == 3
+    assert other_message is not None and other_message.endswith("ValueError: different")
+    assert first is not None and "KeyError: 'cause'" in first
+    _mapping._FORMATTED.clear()
+    assert format_traceback(_raise_at(2, "same")) == other_line  # as formatted afresh
+
+
+def test_tracebacks_leave_out_the_position_markers() -> None:
+    text = format_traceback(_raise_at(1, "x"))
+    assert text is not None and "^^^" not in text
+    assert 'raise ValueError(message) from cause' in text
