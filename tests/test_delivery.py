@@ -22,15 +22,6 @@ from ex_loghandlers import ExHTTPHandler
 NOTICE_LOGGER = "ex_loghandlers"
 
 
-@pytest.fixture
-def logger(request: pytest.FixtureRequest) -> Iterator[logging.Logger]:
-    log = logging.getLogger(f"delivery.{request.node.name}")
-    log.propagate = False
-    log.setLevel(logging.DEBUG)
-    yield log
-    for handler in list(log.handlers):
-        log.removeHandler(handler)
-        handler.close()
 
 
 @pytest.fixture

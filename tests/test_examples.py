@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
-from types import ModuleType
-from typing import Iterator, List
+from typing import List
 
 import pytest
 
@@ -22,23 +20,7 @@ BLOG_MESSAGES = [
 ]
 
 
-def _load_sink_module() -> ModuleType:
-    path = os.path.join(EXAMPLES, "logy_sink.py")
-    spec = importlib.util.spec_from_file_location("logy_sink", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["logy_sink"] = module  # dataclasses look their module up while building
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules["logy_sink"]
-    return module
 
-
-@pytest.fixture
-def sink() -> Iterator[object]:
-    with _load_sink_module().LogySink() as running:
-        yield running
 
 
 def run_example(name: str, *args: str) -> subprocess.CompletedProcess:

@@ -9,7 +9,6 @@ over the handler's own ``shutdown_timeout`` (interpreter start-up included) and 
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import socket
@@ -20,10 +19,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
-from typing import Any, Iterator, List
+from typing import Any, List
 
-import pytest
 import requests
 from faultserver import Action, FaultServer
 
@@ -45,17 +42,7 @@ BLOG_MESSAGES = [
 ]
 
 
-def _load_logy_sink() -> ModuleType:
-    """``examples/logy_sink.py``, imported by path (the examples folder is not a package)."""
-    name = "logy_sink"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / "logy_sink.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+
 
 
 @dataclass(frozen=True)
@@ -97,12 +84,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def sink() -> Iterator[Any]:
-    with _load_logy_sink().LogySink() as running:
-        yield running
 
 
 # -- the server is down for good ----------------------------------------------------------------

@@ -8,14 +8,11 @@ Django ``LOGGING`` setting would give it. The servers are the Logy-compatible si
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
 import logging
 import logging.config
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Dict, Iterator, List
 
 import pytest
@@ -27,23 +24,7 @@ WAIT = 10.0  # a failure bound: a passing flush returns in milliseconds
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def _load_logy_sink() -> ModuleType:
-    """``examples/logy_sink.py``, imported by path (the examples folder is not a package)."""
-    name = "logy_sink"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / "logy_sink.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
-
-@pytest.fixture
-def sink() -> Iterator[Any]:
-    with _load_logy_sink().LogySink() as running:
-        yield running
 
 
 class LoggingState:

@@ -30,15 +30,6 @@ fork_only = pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX fork only"
 fork_warning_ok = pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
 
 
-@pytest.fixture
-def logger(request: pytest.FixtureRequest) -> Iterator[logging.Logger]:
-    log = logging.getLogger(f"reliability.{request.node.name}")
-    log.propagate = False
-    log.setLevel(logging.DEBUG)
-    yield log
-    for handler in list(log.handlers):
-        log.removeHandler(handler)
-        handler.close()
 
 
 def own_records(server: FaultServer, name: str) -> List[dict]:
