@@ -34,6 +34,8 @@ class RecordBuffer(Generic[T]):
         self.accepted_total = 0
         #: How many records were ever removed from the head (taken or evicted).
         self.removed_total = 0
+        #: Set by close(): put() refuses every record from then on.
+        self.closed = False
 
     def __len__(self) -> int:
         return len(self._items)
@@ -45,7 +47,8 @@ class RecordBuffer(Generic[T]):
     def put_beyond_bounds(self, item: T, size: int) -> None:
         """Append ``item`` even if the buffer is full: for the rare record that tells of losses."""
         with self._lock:
-            self._append(item, size)
+            if not self.closed:
+                self._append(item, size)
 
     def put(self, item: T, size: int, block_timeout: float = 0.0) -> Tuple[int, int]:
         """Append ``item``; return (records dropped to keep the bounds, records now queued).
@@ -59,6 +62,8 @@ class RecordBuffer(Generic[T]):
         with self._lock:
             # The fast path, inlined: this runs on the application's thread for every record.
             items = self._items
+            if self.closed:
+                return 1, len(items)
             if len(items) < self.max_items and self._bytes + size <= self.max_bytes:
                 items.append((item, size))
                 self._bytes += size
@@ -82,7 +87,8 @@ class RecordBuffer(Generic[T]):
         if (
             self.overflow == "block"
             and block_timeout > 0
-            and self._room.wait_for(lambda: self._fits(size), block_timeout)
+            and self._room.wait_for(lambda: self.closed or self._fits(size), block_timeout)
+            and not self.closed
         ):
             self._append(item, size)
             return 0
@@ -127,8 +133,10 @@ class RecordBuffer(Generic[T]):
         """Sequence number of the oldest record still in the buffer (or the next one to come)."""
         return self.removed_total
 
-    def wake_blocked(self) -> None:
-        """Let threads waiting for room re-check (used when the handler closes)."""
+    def close(self) -> None:
+        """Refuse every record from now on (those queued can still be taken), and tell threads
+        waiting for room (``block``) to give up."""
         with self._lock:
+            self.closed = True
             self._room.notify_all()
 

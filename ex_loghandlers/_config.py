@@ -8,9 +8,10 @@ arrive from code, ``dictConfig`` (JSON/YAML/TOML: lists where code would pass tu
 
 from __future__ import annotations
 
+import math
 import os
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 from urllib.parse import unquote, urlsplit
 
@@ -24,7 +25,9 @@ REDACTED = "***"
 
 @dataclass(frozen=True)
 class Config:
-    url: str
+    """The handler's validated options. Its repr shows ``display_url`` and hides secrets."""
+
+    url: str = field(repr=False)
     display_url: str  # the URL with secrets replaced by ***: for repr() and loss lines
     method: str
     prefix: str
@@ -38,11 +41,11 @@ class Config:
     timeout: float
     max_retry_time: float
     shutdown_timeout: float
-    headers: Mapping[str, str]
+    headers: Mapping[str, str] = field(repr=False)
     compress: bool
     verify: Union[bool, str]
     cert: Union[str, Tuple[str, str], None]
-    credentials: Optional[Tuple[str, str]]
+    credentials: Optional[Tuple[str, str]] = field(repr=False)
     context: Optional[ssl.SSLContext]
 
 
@@ -65,7 +68,7 @@ def build_config(
     return Config(
         url=full_url,
         display_url=display_url(full_url),
-        method=checked_method(method, wire_format),
+        method=checked_method(method, wire_format, _flag("compress", options["compress"])),
         prefix=_text("prefix", options["prefix"]),
         app_name=_app_name(options["app_name"], full_url),
         wire_format=wire_format,
@@ -114,7 +117,7 @@ def display_url(url: str) -> str:
         netloc = parts.netloc.rpartition("@")[2]
         segments = parts.path.split("/")
         for i, segment in enumerate(segments[:-1]):
-            if segment == "sink" and i + 1 < len(segments) - 1:
+            if segment == "sink" and i + 1 < len(segments) and segments[i + 1]:
                 segments[i + 1] = REDACTED
         query = f"?{REDACTED}" if parts.query else ""
         origin = f"{parts.scheme}://{netloc}" if parts.scheme or netloc else ""
@@ -132,12 +135,14 @@ def sink_app_name(url: str) -> Optional[str]:
     return None
 
 
-def checked_method(method: Any, wire_format: str) -> str:
+def checked_method(method: Any, wire_format: str, compress: bool) -> str:
     if not isinstance(method, str) or method.upper() not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
     upper = method.upper()
     if upper == "GET" and wire_format != "form":
         raise ValueError(f"method 'GET' works only with wire_format 'form', not {wire_format!r}")
+    if upper == "GET" and compress:
+        raise ValueError("method 'GET' sends no body to compress: use compress=False with it")
     return upper
 
 
@@ -172,8 +177,12 @@ def _count(name: str, value: Any) -> int:
 
 
 def _seconds(name: str, value: Any, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        raise ValueError(f"{name} must be a number of seconds, not {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+    ):
+        raise ValueError(f"{name} must be a finite number of seconds, not {value!r}")
     if value < 0 or (positive and value == 0):
         bound = "greater than 0" if positive else "0 or more"
         raise ValueError(f"{name} must be {bound} seconds, not {value!r}")

@@ -8,7 +8,9 @@ harmless and a fake clock can ring it. It never takes the handler's lock.
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -19,15 +21,22 @@ from ._buffer import RecordBuffer
 from ._clock import Clock
 from ._report import LossReporter
 from ._retry import FAIL, RETRY, SENT, SPLIT, RetryPolicy
-from ._stats import SHUTDOWN_DEADLINE, Counters
+from ._stats import SHUTDOWN_DEADLINE, Counters, Stats
 from ._transport import HTTPTransport
 from ._wire import Encoder, Fields, Payload
 
 #: Thread ids of every live worker: their own log records (urllib3's debug lines) are refused.
 WORKER_THREAD_IDS: Set[int] = set()
 
-#: Seconds ``close()`` waits for the thread beyond the deadline it gave the worker.
-JOIN_GRACE = 0.5
+#: Of the time close() has, the part kept back from the worker for joining it (at most).
+JOIN_GRACE = 0.25
+
+#: Why records are dropped when no worker can be started.
+NO_WORKER = "no worker thread (the interpreter is shutting down)"
+
+if hasattr(os, "register_at_fork"):
+    # A child has none of the parent's threads, and a new thread may get a dead one's id.
+    os.register_at_fork(after_in_child=WORKER_THREAD_IDS.clear)
 
 
 @dataclass(frozen=True)
@@ -92,17 +101,26 @@ class Delivery:
 
     def _start(self) -> None:
         with self._start_lock:
-            if self.thread is None:
-                install_chatter_filter()
-                thread = threading.Thread(
-                    target=self._run, name=self._options.thread_name, daemon=True
-                )
+            if self.thread is not None:
+                return
+            install_chatter_filter()
+            thread = threading.Thread(target=self._run, name=self._options.thread_name, daemon=True)
+            try:
                 thread.start()
-                self.thread = thread
+            except RuntimeError:  # Python 3.12+ refuses new threads at interpreter shutdown
+                with self._progress:
+                    self._counters.dropped(NO_WORKER, self.buffer.drain())
+                    self._wake_flushers()
+                return
+            self.thread = thread
 
-    @property
-    def in_flight(self) -> int:
-        return self._in_flight_count
+    def snapshot(self) -> Stats:
+        """The counters, with the buffer and the batch in flight read at the same moment."""
+        with self._progress:
+            return self._counters.snapshot(
+                accepted=self.buffer.accepted_total,
+                queued=len(self.buffer) + self._in_flight_count,
+            )
 
     def flush(self, timeout: float) -> bool:
         """Wait until every record accepted before the call is settled; False when time is up.
@@ -135,17 +153,21 @@ class Delivery:
                 self._flush_waiters.remove(waiter)
 
     def close(self, deadline: float) -> None:
-        """Send what is queued until ``deadline`` (on the clock), then stop; drop what is left."""
+        """Send what is queued until ``deadline`` (on the clock), then stop; drop what is left.
+
+        The worker gets a little less than ``deadline``, so joining it fits in the time too.
+        """
+        grace = min(JOIN_GRACE, 0.2 * max(0.0, deadline - self._clock.monotonic()))
         with self._progress:
             self._closing = True
-            self._deadline = deadline
+            self._deadline = deadline - grace
+        self.buffer.close()  # from now on, records are refused (and counted) by put()
         self.doorbell.set()
-        self.buffer.wake_blocked()
         if self.thread is None and len(self.buffer):
             self._start()
         thread = self.thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(max(0.0, deadline - self._clock.monotonic()) + JOIN_GRACE)
+            thread.join(max(0.0, deadline - self._clock.monotonic()))
             if thread.is_alive():
                 self._abandon()
         self._reporter.report(final=True)
@@ -166,13 +188,17 @@ class Delivery:
                 batch = self._next_batch()
                 if batch is None:
                     break
-                if batch:
-                    self._send_batch(batch)
+                try:
+                    if batch:
+                        self._send_batch(batch)
+                except Exception as exc:  # a bug, or a user's mapLogRecord: keep the worker
+                    reason = f"internal error: {type(exc).__name__}"
+                    self._rest_of_batch(functools.partial(self._counters.failed, reason))
                 self._batch_done()
                 if not self._closing:  # close() reports once, at the end
                     self._reporter.report()
         finally:
-            self._drop_remaining()
+            self._drop_queued()
             self._batch_done()
             WORKER_THREAD_IDS.discard(ident)
 
@@ -241,15 +267,18 @@ class Delivery:
             self._fail(f"records could not be encoded: {type(exc).__name__}", len(records))
             return
         method = self._method()
+        batch_started = self._clock.monotonic()  # max_retry_time is per batch
         while pending:
             payload = pending.popleft()
-            if not self._deliver(payload, method, pending):
-                self._count_dropped(len(payload.records) + sum(len(p.records) for p in pending))
+            if not self._deliver(payload, method, pending, batch_started):
+                self._rest_of_batch(lambda n: self._counters.dropped(SHUTDOWN_DEADLINE, n))
                 return
 
-    def _deliver(self, payload: Payload, method: str, pending: Deque[Payload]) -> bool:
+    def _deliver(
+        self, payload: Payload, method: str, pending: Deque[Payload], batch_started: float
+    ) -> bool:
         """Send one payload until it is sent, failed or split; False if the deadline passed."""
-        schedule = self._policy.schedule(method, self._clock.monotonic())
+        schedule = self._policy.schedule(method, batch_started)
         count = len(payload.records)
         while True:
             now = self._clock.monotonic()
@@ -259,8 +288,9 @@ class Delivery:
             now = self._clock.monotonic()
             decision = schedule.decide(outcome, now, count)
             if decision.action == SENT:
-                self._account(lambda: self._counters.succeeded(count, time.time()))
-                self._tell_of_losses()
+                self._settle(count, lambda: self._counters.succeeded(count, time.time()))
+                if not self._closing:
+                    self._tell_of_losses()
                 return True
             if decision.action == SPLIT:
                 half = count // 2
@@ -282,8 +312,12 @@ class Delivery:
         text = self._reporter.recovery_notice()
         if text is None:
             return
+        try:
+            item, size = self._notice(text)  # may run a user's mapLogRecord
+        except Exception:
+            return  # the loss is still in stats and on stderr
         # At most one a minute: it may go beyond the buffer's bounds rather than be lost itself.
-        self.buffer.put_beyond_bounds(*self._notice(text))
+        self.buffer.put_beyond_bounds(item, size)
 
     def _request_timeout(self, now: float) -> float:
         timeout = self._options.timeout
@@ -308,21 +342,34 @@ class Delivery:
 
     # -- accounting at the end -------------------------------------------------------------------
 
-    def _account(self, update: Callable[[], None]) -> None:
-        """Apply a count unless ``close()`` gave up on this worker and counted its records."""
+    def _settle(self, count: int, update: Callable[[], None]) -> None:
+        """Count ``count`` records of the batch in flight as ``update`` says, once.
+
+        They leave the in-flight count at the same moment, so ``stats`` never shows a record
+        both sent and queued. Nothing is counted if ``close()`` gave up on this worker and
+        counted the batch itself.
+        """
         with self._progress:
             if not self._abandoned:
                 update()
+                self._in_flight_count -= count
 
     def _fail(self, reason: str, count: int) -> None:
-        self._account(lambda: self._counters.failed(reason, count, reason))
+        self._settle(count, lambda: self._counters.failed(reason, count))
 
-    def _count_dropped(self, count: int) -> None:
-        self._account(lambda: self._counters.dropped(SHUTDOWN_DEADLINE, count))
+    def _rest_of_batch(self, count_them: Callable[[int], None]) -> None:
+        """Count what of the batch in flight is not counted yet, with ``count_them(n)``."""
+        with self._progress:
+            count = self._in_flight_count
+            if count and not self._abandoned:
+                count_them(count)
+                self._in_flight_count = 0
 
-    def _drop_remaining(self) -> None:
+    def _drop_queued(self) -> None:
         """At the end of the worker: whatever is still queued was not sent in time."""
-        self._count_dropped(self.buffer.drain())
+        with self._progress:
+            if not self._abandoned:
+                self._counters.dropped(SHUTDOWN_DEADLINE, self.buffer.drain())
 
     def _abandon(self) -> None:
         """The worker is stuck past the deadline: count its batch and the queue as dropped now."""

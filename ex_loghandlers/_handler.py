@@ -69,6 +69,7 @@ class ExHTTPHandler(logging.Handler):
         cert: Union[str, Tuple[str, str], None] = None,
         spool_path: Optional[str] = None,
         _clock: Clock = SYSTEM_CLOCK,
+        _backoff_factor: float = RetryPolicy.backoff_factor,
     ) -> None:
         if spool_path is not None:
             raise ValueError(
@@ -95,7 +96,9 @@ class ExHTTPHandler(logging.Handler):
                 stacklevel=2,
             )
         self._method = self._config.method
+        # Test seams, not options: the clock the worker waits on, and the backoff's scale.
         self._clock = _clock
+        self._backoff_factor = _backoff_factor
         self._closed = False
         self._close_lock = threading.Lock()
         #: When the last flush(None) started and ended: close() soon after shares its budget.
@@ -117,7 +120,7 @@ class ExHTTPHandler(logging.Handler):
     @method.setter
     def method(self, value: str) -> None:
         # The stdlib's own tests switch an HTTPHandler between GET and POST after construction.
-        self._method = checked_method(value, self._config.wire_format)
+        self._method = checked_method(value, self._config.wire_format, self._config.compress)
 
     @property
     def url(self) -> str:
@@ -131,11 +134,7 @@ class ExHTTPHandler(logging.Handler):
     @property
     def stats(self) -> Stats:
         """A snapshot of what happened to every record so far."""
-        delivery = self._delivery
-        return self._counters.snapshot(
-            accepted=delivery.buffer.accepted_total,
-            queued=len(delivery.buffer) + delivery.in_flight,
-        )
+        return self._delivery.snapshot()
 
     def mapLogRecord(self, record: logging.LogRecord) -> Dict[str, Any]:
         """The fields sent for ``record``: stdlib attributes, ``message``, ``<prefix>*`` fields.
@@ -190,7 +189,10 @@ class ExHTTPHandler(logging.Handler):
                 delivery.ensure_started()
         except RecursionError:
             raise
-        except Exception:
+        except Exception as exc:
+            # Counted, so that even this loss shows in stats; handleError says what happened.
+            with contextlib.suppress(Exception):
+                self._counters.dropped(f"emit failed: {type(exc).__name__}", 1, refused=True)
             self.handleError(record)
 
     def flush(self, timeout: Optional[float] = None) -> bool:  # type: ignore[override]
@@ -244,13 +246,19 @@ class ExHTTPHandler(logging.Handler):
         return self._config.wire_format == "otlp"
 
     def _count_overflow(self, dropped: int, size: int) -> None:
-        if size > self._config.max_queue_bytes:
+        if self._delivery.buffer.closed:
+            reason = HANDLER_CLOSED
+        elif size > self._config.max_queue_bytes:
             reason = "record larger than max_queue_bytes"
         elif self._config.overflow == "block":
             reason = f"{QUEUE_FULL} after waiting {self._block_timeout:g} s"
         else:
             reason = QUEUE_FULL
-        refused = self._config.overflow != "drop_oldest" or size > self._config.max_queue_bytes
+        refused = (
+            self._config.overflow != "drop_oldest"
+            or size > self._config.max_queue_bytes
+            or self._delivery.buffer.closed
+        )
         self._counters.dropped(reason, dropped, refused=refused)
         self._delivery.doorbell.set()  # let the worker report the loss
 
@@ -282,7 +290,11 @@ class ExHTTPHandler(logging.Handler):
                 )
             ),
             method=lambda: self._method,
-            policy=RetryPolicy(max_retry_time=config.max_retry_time),
+            policy=RetryPolicy(
+                max_retry_time=config.max_retry_time,
+                backoff_factor=self._backoff_factor,
+                backoff_jitter=self._backoff_factor,  # up to one more step, at random
+            ),
             counters=self._counters,
             reporter=LossReporter(self._counters, config.display_url, self._clock),
             clock=self._clock,

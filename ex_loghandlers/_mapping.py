@@ -185,6 +185,13 @@ def _without_position_markers(report: traceback.TracebackException) -> None:
         pending.extend(getattr(current, "exceptions", None) or ())
 
 
+def qualified_name(cls: type) -> str:
+    """``module.QualName`` (just ``QualName`` for builtins), as OpenTelemetry names types."""
+    module = getattr(cls, "__module__", None)
+    name = getattr(cls, "__qualname__", cls.__name__)
+    return name if module in (None, "builtins", "__main__") else f"{module}.{name}"
+
+
 def to_fields(
     snap: Mapping[str, Any], enrichment: Enrichment, exception_details: bool = False
 ) -> Dict[str, Any]:
@@ -202,7 +209,8 @@ def to_fields(
     prefix = enrichment.prefix
     fields[prefix + "hostname"] = enrichment.hostname
     fields[prefix + "username"] = enrichment.username
-    fields[prefix + "pid"] = snap.get("process")
+    pid = snap.get("process")
+    fields[prefix + "pid"] = pid if pid is not None else os.getpid()  # logProcesses = False
     fields[prefix + "app"] = enrichment.app
     exc_info = snap.get("exc_info")
     if exc_info:
@@ -214,7 +222,7 @@ def to_fields(
         if exception_details and isinstance(exc_info, tuple) and len(exc_info) == 3:
             exc = exc_info[1]
             if exc is not None:
-                fields[prefix + "exc_type"] = type(exc).__name__
+                fields[prefix + "exc_type"] = qualified_name(type(exc))
                 fields[prefix + "exc_message"] = safe_str(exc)
     stack = snap.get("stack_info")
     if stack:

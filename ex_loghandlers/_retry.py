@@ -45,6 +45,8 @@ class RetryPolicy:
     backoff_jitter: float = 0.5
 
     def schedule(self, method: str, started: float) -> RetrySchedule:
+        """Follow one request from its first attempt; ``started`` is when its batch's
+        ``max_retry_time`` began (one budget per batch, as the design says)."""
         retry = Retry(
             total=None,
             connect=None,
@@ -59,6 +61,10 @@ class RetryPolicy:
             raise_on_status=False,
         )
         return RetrySchedule(self, retry, method, started)
+
+
+#: What a Retry-After answer is to urllib3's history: an error that counts toward the backoff.
+_ASKED_TO_WAIT = NewConnectionError(None, "the server asked to wait")  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -109,14 +115,19 @@ class RetrySchedule:
             preload_content=False,
         )
         exhausted = Decision(FAIL, reason=f"retries exhausted: {status_reason(status)}")
-        delay = self._retry_after(response)
-        if delay is None:
+        retry_after = self._retry_after(response)
+        if retry_after is None:
             # No word from the server on when to come back: count the attempt, back off.
             try:
                 self._retry = self._retry.increment(self._method, response=response)
             except MaxRetryError:
                 return exhausted
             delay = self._retry.get_backoff_time()
+        else:
+            # The server said when: that does not use up the status retries (only time does),
+            # but the backoff still grows, so "Retry-After: 0" cannot become a tight loop.
+            self._retry = self._retry.increment(self._method, error=_ASKED_TO_WAIT)
+            delay = max(retry_after, self._retry.get_backoff_time())
         if now + delay - self._started > self._policy.max_retry_time:
             return exhausted
         return Decision(RETRY, delay, status_reason(status))

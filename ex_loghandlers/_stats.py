@@ -10,9 +10,6 @@ from typing import Dict, Mapping, Optional, Tuple
 QUEUE_FULL = "queue full"
 SHUTDOWN_DEADLINE = "shutdown deadline"
 HANDLER_CLOSED = "handler closed"
-# ... and why one failed (sent, and the server or the network said no for good).
-RETRIES_EXHAUSTED = "retries exhausted"
-TLS = "TLS"
 
 
 @dataclass(frozen=True)
@@ -58,10 +55,10 @@ class Counters:
             if refused:
                 self.refused += count
 
-    def failed(self, reason: str, count: int, error: str) -> None:
+    def failed(self, reason: str, count: int) -> None:
         with self._lock:
             self.failed_by_reason[reason] = self.failed_by_reason.get(reason, 0) + count
-            self.last_error = error
+            self.last_error = reason
 
     def succeeded(self, count: int, when: float) -> None:
         with self._lock:

@@ -298,3 +298,46 @@ def test_every_public_attribute_is_in_all() -> None:
 def test_version_is_a_str() -> None:
     assert isinstance(ex_loghandlers.__version__, str)
     assert re.fullmatch(r"\d+\.\d+\.\d+\S*", ex_loghandlers.__version__)
+
+
+def test_the_config_repr_hides_every_secret() -> None:
+    handler = ExHTTPHandler(
+        url="https://user:urlpass@logs.example/sink/APIKEY123/app?token=qtoken",
+        credentials=("u", "credpass"), headers={"Authorization": "Bearer hdrtoken"},
+    )
+    try:
+        text = repr(handler.config) + repr(handler)
+        for secret in ("APIKEY123", "urlpass", "credpass", "hdrtoken", "qtoken"):
+            assert secret not in text
+        assert "/sink/***/app" in text
+    finally:
+        handler.close()
+
+
+def test_a_sink_url_without_an_app_segment_still_hides_the_key() -> None:
+    handler = ExHTTPHandler(url="https://logs.example/sink/SECRETKEY")
+    try:
+        assert "SECRETKEY" not in repr(handler)
+        assert handler.config.display_url == "https://logs.example/sink/***"
+    finally:
+        handler.close()
+
+
+@pytest.mark.parametrize("option", ["timeout", "flush_interval", "max_retry_time",
+                                    "shutdown_timeout"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_seconds_must_be_finite(option: str, value: float) -> None:
+    with pytest.raises(ValueError, match=option):
+        ExHTTPHandler(url="http://logs.example/x", **{option: value})
+
+
+def test_get_cannot_be_compressed() -> None:
+    with pytest.raises(ValueError, match="compress"):
+        ExHTTPHandler(url="http://logs.example/x", method="GET", compress=True)
+    handler = ExHTTPHandler(url="http://logs.example/x", compress=True)
+    try:
+        with pytest.raises(ValueError, match="compress"):
+            handler.method = "GET"
+        assert handler.method == "POST"
+    finally:
+        handler.close()

@@ -110,7 +110,9 @@ def test_503s_and_resets_lose_nothing_and_duplicate_nothing(
     logger: logging.Logger, wire_format: str
 ) -> None:
     with FaultServer(seeded_mix(seed=7, p_status=0.3, status=503, p_reset=0.1)) as server:
-        handler = attach(logger, server, wire_format=wire_format, batch_size=20)
+        # Backoff in milliseconds rather than seconds: the point here is what arrives.
+        handler = attach(logger, server, wire_format=wire_format, batch_size=20,
+                         _backoff_factor=0.001)
         count = 300 if wire_format == "form" else 1000
         for i in range(count):
             logger.info("record %d", i)

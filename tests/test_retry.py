@@ -49,10 +49,23 @@ def test_retryable_statuses_back_off_exponentially_then_give_up(status: int) -> 
 
 
 def test_retry_after_seconds_is_honoured_and_does_not_use_up_the_count() -> None:
+    policy = RetryPolicy(max_retry_time=3600.0, backoff_jitter=0.0)
+    schedule = policy.schedule("POST", 0.0)
+    now, delays = 0.0, []
+    for _ in range(20):  # far more than the 4 status retries an answer without it gets
+        decision = schedule.decide(Outcome(status=503, retry_after="2"), now, 1)
+        assert decision.action == RETRY
+        delays.append(decision.delay)
+        now += decision.delay
+    assert delays[:3] == [2.0, 2.0, 2.0]  # what the server asked, while it is the longer wait
+    assert delays[-1] == POLICY.backoff_max  # the backoff still grows beneath it
+
+
+def test_retry_after_zero_still_backs_off() -> None:
     schedule = POLICY.schedule("POST", 0.0)
-    for i in range(20):
-        decision = schedule.decide(Outcome(status=503, retry_after="2"), 2.0 * i, 1)
-        assert (decision.action, decision.delay) == (RETRY, 2.0)
+    delays = [schedule.decide(Outcome(status=429, retry_after="0"), 0.0, 1).delay
+              for _ in range(5)]
+    assert delays == [0.0, 1.0, 2.0, 4.0, 8.0]  # never a tight loop against a busy server
 
 
 def test_retry_after_http_date_is_honoured() -> None:
