@@ -15,6 +15,16 @@ import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
+#: The blog's six records, in the order the blog logs them.
+BLOG_MESSAGES = [
+    "Quick zephyrs blow, vexing daft Jim.",
+    "How quickly daft jumping zebras vex.",
+    "Jail zesty vixen who grabbed pay from quack.",
+    "The five boxing wizards jump quickly.",
+    "Huston, we've got a problem",
+    "Everything goes fine, now.",
+]
+
 
 def _workers() -> set[threading.Thread]:
     return {t for t in threading.enumerate() if t.name.startswith("ex_loghandlers-worker")}

@@ -8,16 +8,9 @@ import sys
 from typing import List
 
 import pytest
+from conftest import BLOG_MESSAGES
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
-BLOG_MESSAGES = [
-    "Quick zephyrs blow, vexing daft Jim.",
-    "How quickly daft jumping zebras vex.",
-    "Jail zesty vixen who grabbed pay from quack.",
-    "The five boxing wizards jump quickly.",
-    "Huston, we've got a problem",
-    "Everything goes fine, now.",
-]
 
 
 

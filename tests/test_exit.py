@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, List
 
 import requests
+from conftest import BLOG_MESSAGES
 from faultserver import Action, FaultServer
 
 from ex_loghandlers import ExHTTPHandler
@@ -32,14 +33,6 @@ HANG_BOUND = 20.0  # seconds: subprocess.run kills a child that takes longer
 WAIT = 10.0  # a failure bound for in-process waits
 EXIT_MARGIN = 1.5  # seconds an exit may take beyond shutdown_timeout (start-up included)
 
-BLOG_MESSAGES = [
-    "Quick zephyrs blow, vexing daft Jim.",
-    "How quickly daft jumping zebras vex.",
-    "Jail zesty vixen who grabbed pay from quack.",
-    "The five boxing wizards jump quickly.",
-    "Huston, we've got a problem",
-    "Everything goes fine, now.",
-]
 
 
 
