@@ -43,6 +43,7 @@ class LossReporter:
         self._reported: Dict[Cause, int] = {}
         self._last_line_at: Dict[Cause, float] = {}
         self._noticed: Dict[Cause, int] = {}
+        self._noticed_total = 0
         self._last_notice_at: Optional[float] = None
 
     def report(self, final: bool = False) -> None:
@@ -65,6 +66,8 @@ class LossReporter:
 
         At most one per ``interval``; the losses of a quieter moment wait for the next one.
         """
+        if self._counters.lost == self._noticed_total:  # nothing new: the usual case
+            return None
         with self._lock:
             now = self._clock.monotonic()
             if self._last_notice_at is not None and now - self._last_notice_at < self._interval:
@@ -75,6 +78,7 @@ class LossReporter:
             if not new:
                 return None
             self._noticed = totals
+            self._noticed_total = sum(totals.values())
             self._last_notice_at = now
         lost = sum(new.values())
         causes = "; ".join(f"{n} {kind} ({reason})" for (kind, reason), n in new.items())

@@ -7,6 +7,7 @@ event ``close()`` can interrupt. One ``RetrySchedule`` follows one payload throu
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Optional
 
@@ -47,7 +48,12 @@ class RetryPolicy:
     def schedule(self, method: str, started: float) -> RetrySchedule:
         """Follow one request from its first attempt; ``started`` is when its batch's
         ``max_retry_time`` began (one budget per batch, as the design says)."""
-        retry = Retry(
+        return RetrySchedule(self, self._first_attempt, method, started)
+
+    @functools.cached_property
+    def _first_attempt(self) -> Retry:
+        """urllib3's state before any retry: shared, as ``increment()`` returns new objects."""
+        return Retry(
             total=None,
             connect=None,
             read=None,
@@ -60,7 +66,6 @@ class RetryPolicy:
             backoff_jitter=self.backoff_jitter,
             raise_on_status=False,
         )
-        return RetrySchedule(self, retry, method, started)
 
 
 #: What a Retry-After answer is to urllib3's history: an error that counts toward the backoff.

@@ -45,6 +45,8 @@ class Counters:
         self.failed_by_reason: Dict[str, int] = {}
         self.last_error: Optional[str] = None
         self.last_success: Optional[float] = None
+        #: Every record dropped or failed so far: a cheap "anything new?" for the reporter.
+        self.lost = 0
 
     def dropped(self, reason: str, count: int, refused: bool = False) -> None:
         """Count ``count`` records never sent; ``refused``: they never entered the buffer."""
@@ -52,12 +54,14 @@ class Counters:
             return
         with self._lock:
             self.dropped_by_reason[reason] = self.dropped_by_reason.get(reason, 0) + count
+            self.lost += count
             if refused:
                 self.refused += count
 
     def failed(self, reason: str, count: int) -> None:
         with self._lock:
             self.failed_by_reason[reason] = self.failed_by_reason.get(reason, 0) + count
+            self.lost += count
             self.last_error = reason
 
     def succeeded(self, count: int, when: float) -> None:
