@@ -12,104 +12,19 @@ from __future__ import annotations
 import base64
 import logging
 import ssl
-import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
-from typing import Dict, Iterator, List, Optional, Tuple, cast
-from urllib.parse import parse_qs, urlsplit
+from typing import Iterator
+from urllib.parse import parse_qs
 
 import pytest
 import trustme
+from recordingserver import RecordingServer
 
 from ex_loghandlers import ExHTTPHandler
 
 WAIT = 10.0  # a failure bound: a passing flush returns in milliseconds
 BASIC_FOO_BAR = "Basic " + base64.b64encode(b"foo:bar").decode("ascii")
-
-
-@dataclass(frozen=True)
-class Received:
-    command: str
-    path: str
-    query: str
-    headers: Dict[str, str]
-    body: bytes
-
-
-class _RecordingHandler(BaseHTTPRequestHandler):
-    """Records the request, then answers 200 (HTTP/1.0: the connection closes after it)."""
-
-    protocol_version = "HTTP/1.0"
-    timeout = WAIT  # socket timeout: a stuck client cannot hold a server thread for ever
-
-    def _record(self) -> None:
-        body = b""
-        if self.command == "POST":
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        split = urlsplit(self.path)
-        server = cast(_FrobServer, self.server)
-        server.received.append(
-            Received(
-                command=self.command,
-                path=split.path,
-                query=split.query,
-                headers={k.lower(): v for k, v in self.headers.items()},
-                body=body,
-            )
-        )
-        server.handled.set()
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    do_GET = _record
-    do_POST = _record
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Quiet: no line per request on stderr."""
-
-
-class _FrobServer(ThreadingHTTPServer):
-    """The stdlib test's ``TestHTTPServer``: threaded, optionally TLS, on 127.0.0.1."""
-
-    daemon_threads = False  # server_close() joins the request threads
-
-    def __init__(self, sslctx: Optional[ssl.SSLContext]) -> None:
-        self.sslctx = sslctx
-        self.received: List[Received] = []
-        self.handled = threading.Event()
-        super().__init__(("127.0.0.1", 0), _RecordingHandler)
-        self._thread = threading.Thread(
-            target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    def get_request(self) -> Tuple[object, object]:
-        sock, addr = self.socket.accept()
-        if self.sslctx is not None:
-            sock.settimeout(WAIT)
-            sock = self.sslctx.wrap_socket(sock, server_side=True)
-        return sock, addr
-
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
-    def __enter__(self) -> _FrobServer:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: Optional[type],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        self.shutdown()
-        self._thread.join(WAIT)
-        self.server_close()
 
 
 @dataclass(frozen=True)
@@ -131,8 +46,8 @@ def tls(tmp_path: Path) -> Tls:
 
 
 @pytest.fixture
-def frob_server() -> Iterator[_FrobServer]:
-    with _FrobServer(None) as server:
+def frob_server() -> Iterator[RecordingServer]:
+    with RecordingServer(None) as server:
         yield server
 
 
@@ -143,7 +58,7 @@ def test_output(secure: bool, tls: Tls) -> None:
     root_logger = logging.getLogger()
     sslctx = tls.server if secure else None
     context = tls.client if secure else None
-    with _FrobServer(sslctx) as server:
+    with RecordingServer(sslctx) as server:
         host = f"localhost:{server.port}"
         h_hdlr = ExHTTPHandler(
             host, "/frob", secure=secure, context=context, credentials=("foo", "bar")
@@ -183,7 +98,7 @@ def test_https_without_the_ca_fails_and_is_counted(tls: Tls) -> None:
     """The counter-check of the TLS case above: the client really verifies the certificate."""
     logger = logging.getLogger("test_stdlib_compat.untrusted")
     logger.propagate = False
-    with _FrobServer(tls.server) as server:
+    with RecordingServer(tls.server) as server:
         handler = ExHTTPHandler(f"localhost:{server.port}", "/frob", secure=True)
         logger.addHandler(handler)
         try:
@@ -198,7 +113,7 @@ def test_https_without_the_ca_fails_and_is_counted(tls: Tls) -> None:
             handler.close()
 
 
-def test_positional_arguments_as_the_stdlib_takes_them(frob_server: _FrobServer) -> None:
+def test_positional_arguments_as_the_stdlib_takes_them(frob_server: RecordingServer) -> None:
     handler = ExHTTPHandler(f"127.0.0.1:{frob_server.port}", "/frob", "GET", False, ("a", "b"))
     try:
         assert handler.method == "GET"
@@ -233,7 +148,7 @@ def test_get_with_json_is_refused_at_construction_and_by_the_setter() -> None:
         handler.close()
 
 
-def test_credentials_as_a_list_like_json_gives_them(frob_server: _FrobServer) -> None:
+def test_credentials_as_a_list_like_json_gives_them(frob_server: RecordingServer) -> None:
     logger = logging.getLogger("test_stdlib_compat.credentials")
     logger.propagate = False
     handler = ExHTTPHandler(

@@ -19,16 +19,15 @@ import io
 import logging
 import socket
 import ssl
-import threading
 import warnings
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union, cast
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, Dict, Iterator, Tuple, Union
+from urllib.parse import parse_qs
 
 import pytest
 import trustme
+from recordingserver import Received
+from recordingserver import RecordingServer as Server
 
 from ex_loghandlers import ExHTTPHandler
 
@@ -96,113 +95,23 @@ def _no_ca_bundle_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- servers ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Received:
-    path: str
-    query: str
-    headers: Dict[str, str]
-    body: bytes
-    peer_cert: Optional[Dict[str, Any]]
-
-
-class _RecordingHandler(BaseHTTPRequestHandler):
-    """Records the request and the client's certificate, then answers 200 (HTTP/1.0)."""
-
-    protocol_version = "HTTP/1.0"
-    timeout = WAIT  # socket timeout: a stuck client cannot hold a server thread for ever
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        peer = self.request.getpeercert() if isinstance(self.request, ssl.SSLSocket) else None
-        split = urlsplit(self.path)
-        server = cast(_Server, self.server)
-        server.received.append(
-            Received(
-                path=split.path,
-                query=split.query,
-                headers={k.lower(): v for k, v in self.headers.items()},
-                body=body,
-                peer_cert=cast(Optional[Dict[str, Any]], peer),
-            )
-        )
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Quiet: no line per request on stderr."""
-
-
-class _Server(ThreadingHTTPServer):
-    """Threaded, TLS when given a context, on 127.0.0.1; counts failed handshakes."""
-
-    daemon_threads = False  # server_close() joins the request threads
-
-    def __init__(self, sslctx: Optional[ssl.SSLContext]) -> None:
-        self.sslctx = sslctx
-        self.received: List[Received] = []
-        self.handshake_errors: List[str] = []
-        self.handshake_failed = threading.Event()
-        super().__init__(("127.0.0.1", 0), _RecordingHandler)
-        self._thread = threading.Thread(
-            target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    def get_request(self) -> Tuple[Any, Any]:
-        sock, addr = self.socket.accept()
-        if self.sslctx is None:
-            return sock, addr
-        sock.settimeout(WAIT)
-        try:
-            return self.sslctx.wrap_socket(sock, server_side=True), addr
-        except (OSError, ValueError) as exc:
-            sock.close()
-            self.handshake_errors.append(str(exc))
-            self.handshake_failed.set()
-            raise
-
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
-    @property
-    def origin(self) -> str:
-        scheme = "http" if self.sslctx is None else "https"
-        return f"{scheme}://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> _Server:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: Optional[type],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        self.shutdown()
-        self._thread.join(WAIT)
-        self.server_close()
-
-
 @pytest.fixture
-def server(pki: Pki) -> Iterator[_Server]:
+def server(pki: Pki) -> Iterator[Server]:
     """An HTTPS server whose certificate the client trusts only when given ``pki.ca_file``."""
-    with _Server(pki.server) as srv:
+    with Server(pki.server) as srv:
         yield srv
 
 
 @pytest.fixture
-def mutual_server(pki: Pki) -> Iterator[_Server]:
+def mutual_server(pki: Pki) -> Iterator[Server]:
     """An HTTPS server that requires a client certificate issued by the client CA."""
-    with _Server(pki.mutual) as srv:
+    with Server(pki.mutual) as srv:
         yield srv
 
 
 @pytest.fixture
-def plain_server() -> Iterator[_Server]:
-    with _Server(None) as srv:
+def plain_server() -> Iterator[Server]:
+    with Server(None) as srv:
         yield srv
 
 
@@ -235,7 +144,7 @@ def _send_one(**options: Any) -> Run:
     return Run(handler, flushed, err.getvalue())
 
 
-def _assert_delivered(run: Run, server: _Server) -> Received:
+def _assert_delivered(run: Run, server: Server) -> Received:
     stats = run.handler.stats
     assert run.flushed is True
     assert (stats.sent, stats.failed, stats.dropped, stats.retried) == (1, 0, 0, 0), stats
@@ -245,7 +154,7 @@ def _assert_delivered(run: Run, server: _Server) -> Received:
     return request
 
 
-def _assert_failed_once(run: Run, server: _Server, cause: str) -> str:
+def _assert_failed_once(run: Run, server: Server, cause: str) -> str:
     """One record, counted failed at once (not retried), reported once, never reached the app."""
     stats = run.handler.stats
     assert run.flushed is True  # accounted for, not retried for ever
@@ -270,7 +179,7 @@ def _context_state(context: ssl.SSLContext) -> Tuple[ssl.VerifyMode, bool]:
 
 
 def test_verify_is_on_by_default_and_an_untrusted_certificate_fails_once(
-    server: _Server,
+    server: Server,
 ) -> None:
     run = _send_one(url=f"{server.origin}/log")
     assert run.handler.config.verify is True
@@ -283,7 +192,7 @@ def test_verify_is_on_by_default_and_an_untrusted_certificate_fails_once(
 # -- 2. verify= a CA bundle path, or False ----------------------------------------------------
 
 
-def test_verify_with_the_ca_bundle_path_delivers(server: _Server, pki: Pki) -> None:
+def test_verify_with_the_ca_bundle_path_delivers(server: Server, pki: Pki) -> None:
     run = _send_one(url=f"{server.origin}/log", verify=pki.ca_file)
     request = _assert_delivered(run, server)
     assert request.path == "/log"
@@ -291,14 +200,14 @@ def test_verify_with_the_ca_bundle_path_delivers(server: _Server, pki: Pki) -> N
 
 
 @INSECURE_OK
-def test_verify_false_delivers_to_an_untrusted_server(server: _Server) -> None:
+def test_verify_false_delivers_to_an_untrusted_server(server: Server) -> None:
     run = _send_one(url=f"{server.origin}/log", verify=False)
     _assert_delivered(run, server)
     assert server.handshake_errors == []
 
 
 def test_default_verify_takes_the_ca_bundle_from_the_environment(
-    server: _Server, pki: Pki, monkeypatch: pytest.MonkeyPatch
+    server: Server, pki: Pki, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The design: requests is chosen for the CA bundles users set in their environment.
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", pki.ca_file)
@@ -308,7 +217,7 @@ def test_default_verify_takes_the_ca_bundle_from_the_environment(
 @INSECURE_OK
 @pytest.mark.parametrize("verify", ["ca-path", False], ids=["ca-path", "false"])
 def test_an_explicit_verify_wins_over_a_ca_bundle_in_the_environment(
-    verify: Union[str, bool], server: _Server, pki: Pki, monkeypatch: pytest.MonkeyPatch
+    verify: Union[str, bool], server: Server, pki: Pki, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", pki.other_ca_file)
     chosen = pki.ca_file if verify == "ca-path" else verify
@@ -319,7 +228,7 @@ def test_an_explicit_verify_wins_over_a_ca_bundle_in_the_environment(
 
 
 def test_stdlib_context_with_secure_and_host_delivers_and_is_not_changed(
-    server: _Server, pki: Pki
+    server: Server, pki: Pki
 ) -> None:
     context = ssl.create_default_context(cafile=pki.ca_file)
     before = _context_state(context)
@@ -332,7 +241,7 @@ def test_stdlib_context_with_secure_and_host_delivers_and_is_not_changed(
 
 
 def test_stdlib_context_decides_even_with_a_ca_bundle_in_the_environment(
-    server: _Server, pki: Pki, monkeypatch: pytest.MonkeyPatch
+    server: Server, pki: Pki, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", pki.other_ca_file)
     context = ssl.create_default_context(cafile=pki.ca_file)
@@ -340,7 +249,7 @@ def test_stdlib_context_decides_even_with_a_ca_bundle_in_the_environment(
     _assert_delivered(run, server)
 
 
-def test_a_context_that_trusts_nothing_fails_with_certificate(server: _Server) -> None:
+def test_a_context_that_trusts_nothing_fails_with_certificate(server: Server) -> None:
     context = ssl.create_default_context()  # the system store: the test CA is not in it
     before = _context_state(context)
     run = _send_one(host=f"127.0.0.1:{server.port}", url="/log", secure=True, context=context)
@@ -349,7 +258,7 @@ def test_a_context_that_trusts_nothing_fails_with_certificate(server: _Server) -
 
 
 @INSECURE_OK
-def test_a_context_that_verifies_nothing_is_honoured_and_not_changed(server: _Server) -> None:
+def test_a_context_that_verifies_nothing_is_honoured_and_not_changed(server: Server) -> None:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
@@ -362,7 +271,7 @@ def test_a_context_that_verifies_nothing_is_honoured_and_not_changed(server: _Se
 
 
 @pytest.mark.parametrize("form", ["one-pem", "cert-and-key"])
-def test_client_certificate_is_presented(form: str, mutual_server: _Server, pki: Pki) -> None:
+def test_client_certificate_is_presented(form: str, mutual_server: Server, pki: Pki) -> None:
     cert = pki.client_pem if form == "one-pem" else (pki.client_cert, pki.client_key)
     run = _send_one(url=f"{mutual_server.origin}/log", verify=pki.ca_file, cert=cert)
     request = _assert_delivered(run, mutual_server)
@@ -371,7 +280,7 @@ def test_client_certificate_is_presented(form: str, mutual_server: _Server, pki:
     assert ("email", CLIENT_NAME) in request.peer_cert["subjectAltName"]
 
 
-def test_client_certificate_loaded_into_a_stdlib_context(mutual_server: _Server, pki: Pki) -> None:
+def test_client_certificate_loaded_into_a_stdlib_context(mutual_server: Server, pki: Pki) -> None:
     context = ssl.create_default_context(cafile=pki.ca_file)
     context.load_cert_chain(pki.client_cert, pki.client_key)
     before = _context_state(context)
@@ -390,7 +299,7 @@ def test_cert_with_a_context_is_refused_so_the_users_context_is_never_changed(pk
 
 
 def test_without_a_client_certificate_the_handshake_fails_and_is_counted_once(
-    mutual_server: _Server, pki: Pki
+    mutual_server: Server, pki: Pki
 ) -> None:
     run = _send_one(url=f"{mutual_server.origin}/log", verify=pki.ca_file)
     _assert_failed_once(run, mutual_server, "TLS")
@@ -402,7 +311,7 @@ def test_without_a_client_certificate_the_handshake_fails_and_is_counted_once(
 # -- 5. headers and credentials ---------------------------------------------------------------
 
 
-def test_bearer_header_reaches_the_server(server: _Server, pki: Pki) -> None:
+def test_bearer_header_reaches_the_server(server: Server, pki: Pki) -> None:
     run = _send_one(
         url=f"{server.origin}/log",
         verify=pki.ca_file,
@@ -413,7 +322,7 @@ def test_bearer_header_reaches_the_server(server: _Server, pki: Pki) -> None:
 
 
 def test_credentials_over_https_send_basic_auth_and_do_not_warn(
-    server: _Server, pki: Pki
+    server: Server, pki: Pki
 ) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -434,7 +343,7 @@ def test_credentials_over_https_send_basic_auth_and_do_not_warn(
 
 @pytest.mark.parametrize("form", ["host", "url"])
 def test_credentials_over_plain_http_warn_once_at_construction(
-    form: str, plain_server: _Server
+    form: str, plain_server: Server
 ) -> None:
     options: Dict[str, Any] = (
         {"host": f"127.0.0.1:{plain_server.port}", "url": "/log"}
@@ -493,7 +402,7 @@ def _assert_no_secrets(handler: ExHTTPHandler, stderr: str) -> None:
     assert "/sink/***/app" in repr(handler)
 
 
-def test_secrets_never_appear_when_tls_fails(server: _Server) -> None:
+def test_secrets_never_appear_when_tls_fails(server: Server) -> None:
     run = _send_one(**_secret_options(server.port))
     _assert_failed_once(run, server, "certificate")
     _assert_no_secrets(run.handler, run.stderr)
