@@ -36,6 +36,12 @@ TRACEBACK_OVERHEAD = 4096
 _get_ident = threading.get_ident
 
 
+def estimated_size(message: object, with_traceback: bool) -> int:
+    """What a queued record counts against ``max_queue_bytes``."""
+    size = RECORD_OVERHEAD + (len(message) if isinstance(message, str) else 0)
+    return size + TRACEBACK_OVERHEAD if with_traceback else size
+
+
 class ExHTTPHandler(logging.Handler):
     """Ships log records to a central log server over HTTP, from a background thread.
 
@@ -162,9 +168,6 @@ class ExHTTPHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         """Queue the record for the worker. Never raises, never does I/O, never waits."""
         try:
-            if self._closed:
-                self._counters.dropped(HANDLER_CLOSED, 1, refused=True)
-                return
             item: Dict[str, Any]
             if self._user_mapping:
                 item = self.mapLogRecord(record)
@@ -172,9 +175,7 @@ class ExHTTPHandler(logging.Handler):
             else:
                 item = snapshot(record)
                 message = item["message"]
-            size = RECORD_OVERHEAD + (len(message) if isinstance(message, str) else 0)
-            if record.exc_info:
-                size += TRACEBACK_OVERHEAD
+            size = estimated_size(message, bool(record.exc_info))
             delivery = self._delivery
             dropped, queued = delivery.buffer.put(item, size, self._block_timeout)
             if dropped:
@@ -313,7 +314,7 @@ class ExHTTPHandler(logging.Handler):
             "ex_loghandlers", logging.WARNING, __file__, 0, text, None, None, "deliver"
         )
         item = self.mapLogRecord(record) if self._user_mapping else snapshot(record)
-        return item, RECORD_OVERHEAD + len(text)
+        return item, estimated_size(text, with_traceback=False)
 
     def _after_fork_in_child(self) -> None:
         """The child starts empty: the parent's queued records are the parent's to send.
