@@ -1,24 +1,37 @@
-"""What to do after a request: a pure decision, with time passed in.
+"""What to do after a request, and when the next one may go: pure decisions, with time passed in.
 
-The arithmetic (exponential backoff with jitter, parsing ``Retry-After`` in seconds or as an
-HTTP-date, counting status retries) is urllib3's ``Retry``; the waiting is the worker's, on an
-event ``close()`` can interrupt. One ``RetrySchedule`` follows one payload through its attempts.
+Two things decide a retry, and they are kept apart:
+
+- ``ServerHealth`` follows the *server*, across requests: the wait before the next attempt grows
+  with consecutive failed attempts, whoever's they were, and one success resets it. A server that
+  fails now and then (a load balancer with one bad backend) is retried at once; one that keeps
+  failing is left alone for longer and longer, up to a cap, with full jitter. This matters most
+  for the ``form`` format, one record per request: a schedule per record would make every record
+  wait out its own backoff.
+- ``RetrySchedule`` follows one *payload*: whether its failure is final (a permanent status, its
+  time budget ``max_retry_time`` spent, a 500 answered too often) or worth another attempt.
+
+The arithmetic (the exponential step, parsing ``Retry-After`` in seconds or as an HTTP-date) is
+urllib3's ``Retry``; the waiting is the worker's, on a doorbell ``close()`` can ring.
 """
 
 from __future__ import annotations
 
 import functools
+import random
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
-from urllib3.exceptions import MaxRetryError, NewConnectionError
-from urllib3.response import HTTPResponse
-from urllib3.util.retry import Retry
+from urllib3.util.retry import RequestHistory, Retry
 
 from ._transport import TLS_ERROR, UNREACHABLE, Outcome
 
 #: Statuses worth another try: the server is overloaded, restarting, or timed out.
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+#: Of those, the one that may be about the request itself rather than the server's state (Logy
+#: answers 500 for a record it cannot store): retried a bounded number of times, not only for a
+#: bounded time, so that one such record cannot hold the queue for ``max_retry_time``.
+SERVER_ERROR = 500
 PAYLOAD_TOO_LARGE = 413
 
 SENT = "sent"
@@ -34,48 +47,84 @@ _STATUS_HINTS = {
     405: "the server does not accept this method here",
 }
 
+#: A failed attempt as urllib3's ``Retry`` history holds one: only their number matters here.
+_FAILED_ATTEMPT = RequestHistory(None, None, None, None, None)
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """The handler's retry settings; ``schedule()`` starts following one payload."""
+    """The handler's retry settings.
+
+    ``immediate_retries`` consecutive failures are retried at once (sporadic failures cost
+    nothing); from then on the wait starts at ``first_wait`` seconds and doubles with each further
+    failure up to ``backoff_max``, each wait drawn at random between 0 and that step ("full
+    jitter", so that many clients do not come back in step).
+    """
 
     max_retry_time: float
-    status_retries: int = 4
-    backoff_factor: float = 0.5
+    first_wait: float = 0.05
     backoff_max: float = 30.0
-    backoff_jitter: float = 0.5
+    immediate_retries: int = 5
+    server_error_retries: int = 4
 
-    def schedule(self, method: str, started: float) -> RetrySchedule:
-        """Follow one request from its first attempt; ``started`` is when its batch's
-        ``max_retry_time`` began (one budget per batch, as the design says)."""
-        return RetrySchedule(self, self._first_attempt, method, started)
+    def schedule(self, health: ServerHealth, started: float) -> RetrySchedule:
+        """Follow one payload; ``started`` is when its batch's ``max_retry_time`` began."""
+        return RetrySchedule(self, health, started)
 
     @functools.cached_property
-    def _first_attempt(self) -> Retry:
-        """urllib3's state before any retry: shared, as ``increment()`` returns new objects."""
+    def backoff_start(self) -> Retry:
+        """urllib3's state with one failure behind it, where its step is still 0: the next
+        failure's step is ``first_wait``. Shared: a ``Retry`` is never changed, only copied."""
         return Retry(
-            total=None,
-            connect=None,
-            read=None,
-            status=self.status_retries,
-            other=None,
-            allowed_methods=None,
-            status_forcelist=RETRYABLE_STATUSES,
-            backoff_factor=self.backoff_factor,
-            backoff_max=self.backoff_max,
-            backoff_jitter=self.backoff_jitter,
-            raise_on_status=False,
+            total=None, connect=None, read=None, status=None, other=None,
+            allowed_methods=None, backoff_factor=self.first_wait / 2,
+            backoff_max=self.backoff_max, backoff_jitter=0.0, raise_on_status=False,
+            history=(_FAILED_ATTEMPT,),
         )
 
 
-#: What a Retry-After answer is to urllib3's history: an error that counts toward the backoff.
-_ASKED_TO_WAIT = NewConnectionError(None, "the server asked to wait")  # type: ignore[arg-type]
+class ServerHealth:
+    """The server's recent record: consecutive failed attempts, and when the next may go.
+
+    Shared by every request of one handler; used by the worker thread only.
+    """
+
+    def __init__(self, policy: RetryPolicy, draw: Callable[[], float] = random.random) -> None:
+        self._policy = policy
+        self._draw = draw
+        self._steps = policy.backoff_start
+        #: Failed attempts since the last success.
+        self.failures = 0
+        #: Clock time before which no request should go (0: now).
+        self.resume_at = 0.0
+
+    def succeeded(self) -> None:
+        """The server answered (2xx, or a final 4xx: it is up and said what it thinks)."""
+        if self.failures:
+            self.failures = 0
+            self._steps = self._policy.backoff_start
+        self.resume_at = 0.0
+
+    def failed(self, now: float, retry_after: Optional[float] = None) -> float:
+        """Count a failed attempt; return the wait before the next one, and remember it."""
+        self.failures += 1
+        wait = 0.0
+        if self.failures > self._policy.immediate_retries:
+            step = self._steps.get_backoff_time()
+            if step < self._policy.backoff_max:  # at the cap the history need not grow
+                self._steps = self._steps.new(history=(*self._steps.history, _FAILED_ATTEMPT))
+                step = self._steps.get_backoff_time()
+            wait = step * self._draw()
+        if retry_after is not None:
+            wait = max(wait, retry_after)
+        self.resume_at = now + wait
+        return wait
 
 
 @dataclass(frozen=True)
 class Decision:
     action: str  # SENT | RETRY | FAIL | SPLIT
-    delay: float = 0.0
+    delay: float = 0.0  # for RETRY: the wait before the next attempt (also in ServerHealth)
     reason: str = ""  # for FAIL: the cause counted; for RETRY: what went wrong
 
 
@@ -85,60 +134,55 @@ def status_reason(status: int) -> str:
 
 
 class RetrySchedule:
-    def __init__(self, policy: RetryPolicy, retry: Retry, method: str, started: float) -> None:
+    """One payload through its attempts: final, or worth another try after how long."""
+
+    def __init__(self, policy: RetryPolicy, health: ServerHealth, started: float) -> None:
         self._policy = policy
-        self._retry = retry
-        self._method = method
+        self._health = health
         self._started = started
+        self._server_errors = 0
 
     def decide(self, outcome: Outcome, now: float, records: int) -> Decision:
         if outcome.ok:
+            self._health.succeeded()
             return Decision(SENT)
         if outcome.status is not None:
-            return self._after_status(outcome, now, records)
+            return self._after_status(outcome.status, outcome.retry_after, now, records)
         if outcome.error == UNREACHABLE:
             # Unbounded in time: the buffer's bounds decide what is kept meanwhile.
-            self._retry = self._retry.increment(
-                self._method, error=NewConnectionError(None, outcome.detail)  # type: ignore[arg-type]
-            )
-            return Decision(RETRY, self._retry.get_backoff_time(), outcome.detail)
+            return Decision(RETRY, self._health.failed(now), outcome.detail)
         if outcome.error == TLS_ERROR:
             return Decision(FAIL, reason=outcome.detail or "TLS error")
         return Decision(FAIL, reason=outcome.detail or "request failed")
 
-    def _after_status(self, outcome: Outcome, now: float, records: int) -> Decision:
-        status = outcome.status
-        assert status is not None
+    def _after_status(
+        self, status: int, retry_after_header: Optional[str], now: float, records: int
+    ) -> Decision:
         if status == PAYLOAD_TOO_LARGE and records > 1:
+            self._health.succeeded()
             return Decision(SPLIT, reason=status_reason(status))
         if status not in RETRYABLE_STATUSES:
+            self._health.succeeded()
             return Decision(FAIL, reason=status_reason(status))
-        response = HTTPResponse(
-            body=b"",
-            headers={"Retry-After": outcome.retry_after} if outcome.retry_after else {},
-            status=status,
-            preload_content=False,
-        )
+        delay = self._health.failed(now, parse_retry_after(retry_after_header))
         exhausted = Decision(FAIL, reason=f"retries exhausted: {status_reason(status)}")
-        retry_after = self._retry_after(response)
-        if retry_after is None:
-            # No word from the server on when to come back: count the attempt, back off.
-            try:
-                self._retry = self._retry.increment(self._method, response=response)
-            except MaxRetryError:
+        if status == SERVER_ERROR:
+            self._server_errors += 1
+            if self._server_errors > self._policy.server_error_retries:
                 return exhausted
-            delay = self._retry.get_backoff_time()
-        else:
-            # The server said when: that does not use up the status retries (only time does),
-            # but the backoff still grows, so "Retry-After: 0" cannot become a tight loop.
-            self._retry = self._retry.increment(self._method, error=_ASKED_TO_WAIT)
-            delay = max(retry_after, self._retry.get_backoff_time())
         if now + delay - self._started > self._policy.max_retry_time:
             return exhausted
         return Decision(RETRY, delay, status_reason(status))
 
-    def _retry_after(self, response: HTTPResponse) -> Optional[float]:
-        try:
-            return self._retry.get_retry_after(response)
-        except Exception:  # an unparseable Retry-After is as good as none
-            return None
+
+def parse_retry_after(value: Optional[str]) -> Optional[float]:
+    """Seconds from a ``Retry-After`` value (seconds or an HTTP-date); None if absent or garbled."""
+    if not value:
+        return None
+    try:
+        return _RETRY_AFTER_PARSER.parse_retry_after(value)
+    except Exception:  # an unparseable Retry-After is as good as none
+        return None
+
+
+_RETRY_AFTER_PARSER = Retry(total=None)

@@ -1,110 +1,188 @@
-"""Retry decisions, with time passed in: what is retried, for how long, and what is final."""
+"""Retry decisions and the server's health, with time passed in: what is retried, after how
+long, for how long, and what is final."""
 
 from __future__ import annotations
 
 import email.utils
 import time
+from typing import List
 
 import pytest
 
-from ex_loghandlers._retry import FAIL, RETRY, SENT, SPLIT, RetryPolicy
+from ex_loghandlers._retry import FAIL, RETRY, SENT, SPLIT, RetryPolicy, ServerHealth
 from ex_loghandlers._transport import TLS_ERROR, UNREACHABLE, Outcome
 
-POLICY = RetryPolicy(max_retry_time=60.0, backoff_jitter=0.0)
+POLICY = RetryPolicy(max_retry_time=60.0)
+REFUSED = Outcome(error=UNREACHABLE, detail="connection refused")
+
+
+def no_jitter() -> float:
+    return 1.0  # the whole step: full jitter draws a fraction of it
 
 
 def test_2xx_is_sent() -> None:
-    assert POLICY.schedule("POST", 0.0).decide(Outcome(status=204), 0.0, 1).action == SENT
+    health = ServerHealth(POLICY, no_jitter)
+    assert POLICY.schedule(health, 0.0).decide(Outcome(status=204), 0.0, 1).action == SENT
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 405, 301, 302, 501])
 def test_other_statuses_are_permanent(status: int) -> None:
-    decision = POLICY.schedule("POST", 0.0).decide(Outcome(status=status), 0.0, 1)
+    health = ServerHealth(POLICY, no_jitter)
+    decision = POLICY.schedule(health, 0.0).decide(Outcome(status=status), 0.0, 1)
     assert decision.action == FAIL
     assert f"HTTP {status}" in decision.reason
 
 
 def test_403_names_the_api_key() -> None:
-    decision = POLICY.schedule("POST", 0.0).decide(Outcome(status=403), 0.0, 1)
+    health = ServerHealth(POLICY, no_jitter)
+    decision = POLICY.schedule(health, 0.0).decide(Outcome(status=403), 0.0, 1)
     assert "the server rejected the API key" in decision.reason
 
 
 def test_413_splits_a_batch_but_fails_a_single_record() -> None:
-    schedule = POLICY.schedule("POST", 0.0)
-    assert schedule.decide(Outcome(status=413), 0.0, 10).action == SPLIT
-    assert schedule.decide(Outcome(status=413), 0.0, 1).action == FAIL
+    health = ServerHealth(POLICY, no_jitter)
+    payload = POLICY.schedule(health, 0.0)
+    assert payload.decide(Outcome(status=413), 0.0, 10).action == SPLIT
+    assert payload.decide(Outcome(status=413), 0.0, 1).action == FAIL
 
 
-@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
-def test_retryable_statuses_back_off_exponentially_then_give_up(status: int) -> None:
-    schedule = POLICY.schedule("POST", 0.0)
-    delays = []
-    for _ in range(4):
-        decision = schedule.decide(Outcome(status=status), 0.0, 1)
+def failure_waits(health: ServerHealth, count: int) -> List[float]:
+    return [health.failed(0.0) for _ in range(count)]
+
+
+def test_sporadic_failures_are_retried_at_once_then_the_wait_doubles_to_the_cap() -> None:
+    health = ServerHealth(POLICY, no_jitter)
+    waits = failure_waits(health, 20)
+    immediate = POLICY.immediate_retries
+    assert waits[:immediate] == [0.0] * immediate
+    assert waits[immediate : immediate + 4] == pytest.approx([0.05, 0.1, 0.2, 0.4])
+    assert waits[-1] == POLICY.backoff_max
+    assert max(waits) == POLICY.backoff_max
+
+
+def test_one_success_resets_the_health_whoever_failed_before() -> None:
+    health = ServerHealth(POLICY, no_jitter)
+    failure_waits(health, POLICY.immediate_retries + 3)
+    assert health.resume_at > 0
+    health.succeeded()
+    assert (health.failures, health.resume_at) == (0, 0.0)
+    assert failure_waits(health, POLICY.immediate_retries) == [0.0] * POLICY.immediate_retries
+
+
+def test_the_wait_grows_across_payloads_not_per_payload() -> None:
+    """Consecutive failures of *different* requests add up: the server is what is unwell."""
+    health = ServerHealth(POLICY, no_jitter)
+    waits = []
+    for _ in range(POLICY.immediate_retries + 2):
+        fresh = POLICY.schedule(health, 0.0)  # a new payload each time
+        decision = fresh.decide(Outcome(status=503), 0.0, 1)
         assert decision.action == RETRY
-        delays.append(decision.delay)
-    assert delays == [0.0, 1.0, 2.0, 4.0]  # urllib3's backoff: factor 0.5, first retry at once
-    final = schedule.decide(Outcome(status=status), 0.0, 1)
-    assert final.action == FAIL and "retries exhausted" in final.reason
+        waits.append(decision.delay)
+    assert waits[-2:] == pytest.approx([0.05, 0.1])
+    assert health.resume_at == pytest.approx(0.1)
 
 
-def test_retry_after_seconds_is_honoured_and_does_not_use_up_the_count() -> None:
-    policy = RetryPolicy(max_retry_time=3600.0, backoff_jitter=0.0)
-    schedule = policy.schedule("POST", 0.0)
+def test_a_final_answer_from_the_server_resets_its_health() -> None:
+    health = ServerHealth(POLICY, no_jitter)
+    failure_waits(health, 10)
+    POLICY.schedule(health, 0.0).decide(Outcome(status=404), 0.0, 1)
+    assert health.failures == 0
+
+
+def test_full_jitter_draws_within_the_step() -> None:
+    draws = iter([0.5, 0.25, 0.0])
+    health = ServerHealth(POLICY, lambda: next(draws))
+    failure_waits(health, POLICY.immediate_retries)
+    assert failure_waits(health, 3) == pytest.approx([0.05 * 0.5, 0.1 * 0.25, 0.0])
+
+
+def test_the_history_stops_growing_at_the_cap() -> None:
+    health = ServerHealth(POLICY, no_jitter)
+    failure_waits(health, 100)
+    assert len(health._steps.history) < 20  # a day-long outage does not grow without bound
+    assert health.failed(0.0) == POLICY.backoff_max
+
+
+@pytest.mark.parametrize("status", [408, 429, 502, 503, 504])
+def test_overload_statuses_are_retried_for_max_retry_time_not_a_count(status: int) -> None:
+    health = ServerHealth(POLICY, no_jitter)
+    payload = POLICY.schedule(health, 0.0)
+    now, attempts = 0.0, 0
+    while True:
+        decision = payload.decide(Outcome(status=status), now, 1)
+        if decision.action == FAIL:
+            break
+        assert decision.action == RETRY
+        attempts += 1
+        now += decision.delay
+    assert attempts > 10  # far more than a count of 4 would give
+    assert decision.reason == f"retries exhausted: HTTP {status}"
+    assert now <= POLICY.max_retry_time
+
+
+def test_a_500_may_be_about_the_record_and_gets_a_bounded_number_of_retries() -> None:
+    health = ServerHealth(POLICY, no_jitter)
+    payload = POLICY.schedule(health, 0.0)
+    actions = [payload.decide(Outcome(status=500), 0.0, 1).action for _ in range(6)]
+    assert actions == [RETRY] * POLICY.server_error_retries + [FAIL] * 2
+
+
+def test_retry_after_seconds_is_honoured_and_never_shortens_the_backoff() -> None:
+    policy = RetryPolicy(max_retry_time=3600.0)
+    health = ServerHealth(policy, no_jitter)
+    payload = policy.schedule(health, 0.0)
     now, delays = 0.0, []
-    for _ in range(20):  # far more than the 4 status retries an answer without it gets
-        decision = schedule.decide(Outcome(status=503, retry_after="2"), now, 1)
+    for _ in range(20):
+        decision = payload.decide(Outcome(status=503, retry_after="2"), now, 1)
         assert decision.action == RETRY
         delays.append(decision.delay)
         now += decision.delay
     assert delays[:3] == [2.0, 2.0, 2.0]  # what the server asked, while it is the longer wait
-    assert delays[-1] == POLICY.backoff_max  # the backoff still grows beneath it
+    assert delays[-1] == policy.backoff_max  # the backoff still grows beneath it
+    assert health.resume_at == pytest.approx(now)
 
 
-def test_retry_after_zero_still_backs_off() -> None:
-    schedule = POLICY.schedule("POST", 0.0)
-    delays = [schedule.decide(Outcome(status=429, retry_after="0"), 0.0, 1).delay
-              for _ in range(5)]
-    assert delays == [0.0, 1.0, 2.0, 4.0, 8.0]  # never a tight loop against a busy server
+def test_retry_after_zero_still_backs_off_once_failures_persist() -> None:
+    health = ServerHealth(POLICY, no_jitter)
+    payload = POLICY.schedule(health, 0.0)
+    delays = [payload.decide(Outcome(status=429, retry_after="0"), 0.0, 1).delay
+              for _ in range(POLICY.immediate_retries + 3)]
+    assert delays[-3:] == pytest.approx([0.05, 0.1, 0.2])  # never a tight loop
 
 
 def test_retry_after_http_date_is_honoured() -> None:
     when = email.utils.formatdate(time.time() + 30, usegmt=True)
-    decision = POLICY.schedule("POST", 0.0).decide(Outcome(status=429, retry_after=when), 0.0, 1)
+    health = ServerHealth(POLICY, no_jitter)
+    decision = POLICY.schedule(health, 0.0).decide(Outcome(status=429, retry_after=when), 0.0, 1)
     assert decision.action == RETRY
     assert 25 <= decision.delay <= 31
 
 
 def test_max_retry_time_bounds_a_batch() -> None:
-    schedule = POLICY.schedule("POST", 100.0)
-    assert schedule.decide(Outcome(status=503, retry_after="30"), 120.0, 1).action == RETRY
-    decision = schedule.decide(Outcome(status=503, retry_after="30"), 140.0, 1)
+    health = ServerHealth(POLICY, no_jitter)
+    payload = POLICY.schedule(health, 100.0)
+    assert payload.decide(Outcome(status=503, retry_after="30"), 120.0, 1).action == RETRY
+    decision = payload.decide(Outcome(status=503, retry_after="30"), 140.0, 1)
     assert decision.action == FAIL and "retries exhausted: HTTP 503" in decision.reason
 
 
-def test_a_garbled_retry_after_falls_back_to_backoff() -> None:
-    decision = POLICY.schedule("POST", 0.0).decide(Outcome(status=503, retry_after="soon"), 0, 1)
+def test_a_garbled_retry_after_falls_back_to_the_health() -> None:
+    health = ServerHealth(POLICY, no_jitter)
+    decision = POLICY.schedule(health, 0.0).decide(Outcome(status=503, retry_after="soon"), 0, 1)
     assert (decision.action, decision.delay) == (RETRY, 0.0)
 
 
 def test_unreachable_retries_without_a_time_limit_up_to_the_backoff_cap() -> None:
-    schedule = POLICY.schedule("POST", 0.0)
-    delays = [
-        schedule.decide(Outcome(error=UNREACHABLE, detail="connection refused"), 1e6, 1).delay
-        for _ in range(12)
-    ]
-    assert delays[:5] == [0.0, 1.0, 2.0, 4.0, 8.0]
-    assert delays[-1] == POLICY.backoff_max
-
-
-def test_jitter_is_added_within_its_bound() -> None:
-    policy = RetryPolicy(max_retry_time=60.0, backoff_jitter=0.5)
-    schedule = policy.schedule("POST", 0.0)
-    delays = [schedule.decide(Outcome(error=UNREACHABLE), 0, 1).delay for _ in range(3)]
-    assert 1.0 <= delays[1] <= 1.5 and 2.0 <= delays[2] <= 2.5
+    health = ServerHealth(POLICY, no_jitter)
+    payload = POLICY.schedule(health, 0.0)
+    decisions = [payload.decide(REFUSED, 1e6, 1) for _ in range(30)]
+    assert {d.action for d in decisions} == {RETRY}
+    assert decisions[-1].delay == POLICY.backoff_max
+    assert decisions[0].reason == "connection refused"
 
 
 def test_tls_errors_are_permanent() -> None:
     outcome = Outcome(error=TLS_ERROR, detail="TLS certificate verification failed: self-signed")
-    decision = POLICY.schedule("POST", 0.0).decide(outcome, 0.0, 1)
+    health = ServerHealth(POLICY, no_jitter)
+    decision = POLICY.schedule(health, 0.0).decide(outcome, 0.0, 1)
     assert decision.action == FAIL and "certificate" in decision.reason
