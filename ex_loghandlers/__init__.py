@@ -6,8 +6,9 @@ in batches, with retries, counting every record it could not deliver.
 
 from ._config import Config
 from ._handler import ExHTTPHandler
+from ._lifecycle import flush_on_sigterm
 from ._stats import Stats
 
 __version__ = "0.2.0"
 
-__all__ = ["Config", "ExHTTPHandler", "Stats", "__version__"]
+__all__ = ["Config", "ExHTTPHandler", "Stats", "__version__", "flush_on_sigterm"]

@@ -1,32 +1,31 @@
-"""The background worker: wait for a batch, encode it, send it, retry it, account for it.
+"""The background worker: take a batch, encode it, send it, retry it, account for it.
 
-One daemon thread per handler, started on the first record. It sleeps on a doorbell event (rung
-by ``emit()`` when a batch is full or the buffer stops being empty, and by ``flush()`` and
-``close()``) and decides what to do from state, never from why it woke, so a spurious ring is
-harmless and a fake clock can ring it. It never takes the handler's lock.
+One daemon thread per handler, started on the first record. Whenever it is free and records are
+queued, it takes up to ``batch_size`` of them and sends them at once: a lone record leaves within
+milliseconds, and under load batches form by themselves while a request is in flight. With
+nothing to do it sleeps on a doorbell event (rung by ``emit()`` when the buffer stops being empty
+or a batch is full, and by ``flush()`` and ``close()``); it decides from state, never from why it
+woke, so a spurious ring is harmless and a fake clock can ring it. It never takes the handler's
+lock, and nothing it does waits on logging's module lock (see ``_quiet``).
 """
 
 from __future__ import annotations
 
 import functools
-import logging
-import os
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Deque, List, Optional, Sequence, Tuple
 
 from ._buffer import RecordBuffer
 from ._clock import Clock
+from ._quiet import WORKER_THREAD_IDS, quiet_http_libraries
 from ._report import LossReporter
-from ._retry import FAIL, RETRY, SENT, SPLIT, RetryPolicy
-from ._stats import SHUTDOWN_DEADLINE, Counters, Stats
+from ._retry import FAIL, RETRY, SENT, SPLIT, RetryPolicy, ServerHealth
+from ._stats import IN_FLIGHT_AT_DEADLINE, SHUTDOWN_DEADLINE, Counters, Stats
 from ._transport import HTTPTransport
 from ._wire import Encoder, Fields, Payload
-
-#: Thread ids of every live worker: their own log records (urllib3's debug lines) are refused.
-WORKER_THREAD_IDS: Set[int] = set()
 
 #: Of the time close() has, the part kept back from the worker for joining it (at most).
 JOIN_GRACE = 0.25
@@ -34,15 +33,13 @@ JOIN_GRACE = 0.25
 #: Why records are dropped when no worker can be started.
 NO_WORKER = "no worker thread (the interpreter is shutting down)"
 
-if hasattr(os, "register_at_fork"):
-    # A child has none of the parent's threads, and a new thread may get a dead one's id.
-    os.register_at_fork(after_in_child=WORKER_THREAD_IDS.clear)
+#: How long the worker pauses after an error of its own, so that a persistent one cannot spin.
+INTERNAL_ERROR_PAUSE = 1.0
 
 
 @dataclass(frozen=True)
 class DeliveryOptions:
     batch_size: int
-    flush_interval: float
     timeout: float
     thread_name: str
 
@@ -72,6 +69,7 @@ class Delivery:
         self._transport = transport
         self._method = method
         self._policy = policy
+        self._health = ServerHealth(policy)
         self._counters = counters
         self._reporter = reporter
         self._clock = clock
@@ -85,12 +83,14 @@ class Delivery:
         self._closing = False
         self._deadline: Optional[float] = None
         self._abandoned = False
-        self._flush_target = 0
         #: Each waiting flush(): the sequence number it waits for, and the event that wakes it.
         self._flush_waiters: List[Tuple[int, threading.Event]] = []
         #: Sequence number of the first record of the batch being sent, and its size.
         self._in_flight_first: Optional[int] = None
         self._in_flight_count = 0
+        #: Records of the batch whose request is on the wire now: if close() gives up on the
+        #: worker, these may or may not have reached the server.
+        self._on_the_wire = 0
 
     # -- called from the application's threads -------------------------------------------------
 
@@ -103,7 +103,7 @@ class Delivery:
         with self._start_lock:
             if self.thread is not None:
                 return
-            install_chatter_filter()
+            quiet_http_libraries()
             thread = threading.Thread(target=self._run, name=self._options.thread_name, daemon=True)
             try:
                 thread.start()
@@ -134,7 +134,6 @@ class Delivery:
         with self._progress:
             if self._settled() >= target:
                 return True
-            self._flush_target = max(self._flush_target, target)
             self._flush_waiters.append(waiter)
         try:
             self.ensure_started()
@@ -184,23 +183,35 @@ class Delivery:
         ident = threading.get_ident()
         WORKER_THREAD_IDS.add(ident)
         try:
-            while True:
-                batch = self._next_batch()
-                if batch is None:
-                    break
-                try:
-                    if batch:
-                        self._send_batch(batch)
-                except Exception as exc:  # a bug, or a user's mapLogRecord: keep the worker
-                    reason = f"internal error: {type(exc).__name__}"
-                    self._rest_of_batch(functools.partial(self._counters.failed, reason))
-                self._batch_done()
-                if not self._closing:  # close() reports once, at the end
-                    self._reporter.report()
+            while self._one_batch():
+                pass
         finally:
             self._drop_queued()
             self._batch_done()
             WORKER_THREAD_IDS.discard(ident)
+
+    def _one_batch(self) -> bool:
+        """Take, send and settle one batch; False when the worker should stop.
+
+        Whatever a record's own code raises on this thread (a user's ``mapLogRecord`` or
+        ``__str__`` raising even ``SystemExit``), the batch is counted and the worker goes on:
+        a worker that died would leave flush() nothing to wait for.
+        """
+        try:
+            batch = self._next_batch()
+            if batch is None:
+                return False
+            if batch:
+                self._send_batch(batch)
+        except BaseException as exc:
+            reason = f"internal error: {type(exc).__name__}"
+            self._rest_of_batch(functools.partial(self._counters.failed, reason))
+            if not self._closing:
+                self._clock.wait(self.doorbell, INTERNAL_ERROR_PAUSE)
+        self._batch_done()
+        if not self._closing:  # close() reports once, at the end
+            self._reporter.report()
+        return True
 
     def _batch_done(self) -> None:
         """The batch in flight is settled: wake the flushes it completes."""
@@ -224,32 +235,16 @@ class Delivery:
             return batch
 
     def _next_batch(self) -> Optional[List[Any]]:
-        """Wait until a batch is due; None when the worker should stop."""
-        partial_since: Optional[float] = None
+        """Wait until records are queued and take them; None when the worker should stop."""
         while True:
             self.doorbell.clear()
             queued = len(self.buffer)
-            now = self._clock.monotonic()
-            if self._closing:
-                if queued == 0 or self._past_deadline(now):
-                    return None
+            if self._closing and (queued == 0 or self._past_deadline(self._clock.monotonic())):
+                return None
+            if queued:
                 return self._take()
-            if queued >= self._options.batch_size or (queued and self._flush_requested()):
-                return self._take()
-            if queued == 0:
-                partial_since = None
-                self._reporter.report()
-                self._clock.wait(self.doorbell, None)
-                continue
-            if partial_since is None:
-                partial_since = now
-            remaining = partial_since + self._options.flush_interval - now
-            if remaining <= 0:
-                return self._take()
-            self._clock.wait(self.doorbell, remaining)
-
-    def _flush_requested(self) -> bool:
-        return self._flush_target > self.buffer.head_seq()
+            self._reporter.report()
+            self._clock.wait(self.doorbell, None)
 
     def _past_deadline(self, now: float) -> bool:
         return self._deadline is not None and now >= self._deadline
@@ -259,7 +254,7 @@ class Delivery:
         for item in batch:
             try:
                 records.append(self._prepare(item))
-            except Exception as exc:
+            except BaseException as exc:  # see _one_batch
                 self._fail(f"record could not be mapped: {type(exc).__name__}", 1)
         try:
             pending: Deque[Payload] = deque(self._encode(records))
@@ -277,35 +272,42 @@ class Delivery:
     def _deliver(
         self, payload: Payload, method: str, pending: Deque[Payload], batch_started: float
     ) -> bool:
-        """Send one payload until it is sent, failed or split; False if the deadline passed."""
-        schedule = self._policy.schedule(method, batch_started)
+        """Send one payload until it is sent, failed or split; False if the deadline passed.
+
+        Every attempt, the first included, waits until the server's health allows it: after
+        consecutive failures (whichever payloads they were) the next request waits its turn.
+        """
+        schedule = self._policy.schedule(self._health, batch_started)
         count = len(payload.records)
         while True:
-            now = self._clock.monotonic()
-            if self._past_deadline(now):
+            if not self._wait_until(self._health.resume_at):
                 return False
-            outcome = self._transport.send(payload, method, self._request_timeout(now))
             now = self._clock.monotonic()
-            decision = schedule.decide(outcome, now, count)
+            with self._progress:
+                if self._abandoned or self._past_deadline(now):
+                    return False
+                self._on_the_wire = count
+            outcome = self._transport.send(payload, method, self._request_timeout(now))
+            decision = schedule.decide(outcome, self._clock.monotonic(), count)
             if decision.action == SENT:
                 self._settle(count, lambda: self._counters.succeeded(count, time.time()))
                 if not self._closing:
                     self._tell_of_losses()
                 return True
+            if decision.action == FAIL:
+                self._fail(decision.reason, count)
+                self._reporter.report()
+                return True
+            with self._progress:
+                self._on_the_wire = 0
             if decision.action == SPLIT:
                 half = count // 2
                 halves = self._encode(payload.records[:half]) + self._encode(payload.records[half:])
                 pending.extendleft(reversed(halves))
                 return True
-            if decision.action == FAIL:
-                self._fail(decision.reason, count)
-                self._reporter.report()
-                return True
             assert decision.action == RETRY
             self._counters.retrying(decision.reason)
             self._reporter.report()
-            if not self._wait(decision.delay):
-                return False
 
     def _tell_of_losses(self) -> None:
         """The server is back: queue a record of our own saying what was lost meanwhile."""
@@ -325,19 +327,18 @@ class Delivery:
             timeout = min(timeout, max(0.05, self._deadline - now))
         return timeout
 
-    def _wait(self, delay: float) -> bool:
-        """Wait ``delay`` seconds before a retry; False if the shutdown deadline comes first."""
-        until = self._clock.monotonic() + delay
+    def _wait_until(self, when: float) -> bool:
+        """Wait until ``when`` on the clock; False if the shutdown deadline comes first."""
         while True:
             self.doorbell.clear()
             now = self._clock.monotonic()
-            limit = until
+            if now >= when:
+                return True
+            limit = when
             if self._closing and self._deadline is not None:
                 if now >= self._deadline:
                     return False
-                limit = min(until, self._deadline)
-            if now >= until:
-                return True
+                limit = min(when, self._deadline)
             self._clock.wait(self.doorbell, limit - now)
 
     # -- accounting at the end -------------------------------------------------------------------
@@ -350,6 +351,7 @@ class Delivery:
         counted the batch itself.
         """
         with self._progress:
+            self._on_the_wire = 0
             if not self._abandoned:
                 update()
                 self._in_flight_count -= count
@@ -372,40 +374,20 @@ class Delivery:
                 self._counters.dropped(SHUTDOWN_DEADLINE, self.buffer.drain())
 
     def _abandon(self) -> None:
-        """The worker is stuck past the deadline: count its batch and the queue as dropped now."""
+        """The worker is stuck past the deadline: count its batch and the queue as dropped now.
+
+        The records of the request on the wire may or may not have reached the server: they are
+        counted under a reason of their own. From now on the worker sends nothing more.
+        """
         with self._progress:
             if self._abandoned:
                 return
             self._abandoned = True
-            stranded = self._in_flight_count + self.buffer.drain()
+            in_doubt = self._on_the_wire
+            self._counters.dropped(IN_FLIGHT_AT_DEADLINE, in_doubt)
+            stranded = self._in_flight_count - in_doubt + self.buffer.drain()
             self._counters.dropped(SHUTDOWN_DEADLINE, stranded)
             self._in_flight_first = None
             self._in_flight_count = 0
+            self._on_the_wire = 0
             self._wake_flushers()
-
-
-class _NotFromWorkers(logging.Filter):
-    """Refuses records made on a delivery worker's thread (the HTTP library's own chatter)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return threading.get_ident() not in WORKER_THREAD_IDS
-
-
-_CHATTER_FILTER = _NotFromWorkers()
-_CHATTY_LIBRARIES = ("urllib3", "requests", "charset_normalizer")
-
-
-def install_chatter_filter() -> None:
-    """Keep the worker's HTTP chatter out of every handler, the application's included.
-
-    A logger's filters apply only to records made on that very logger, so the filter goes on
-    each logger of the HTTP libraries. The same libraries used by the application's own threads
-    log as before.
-    """
-    for name, logger in list(logging.Logger.manager.loggerDict.items()):
-        if (
-            isinstance(logger, logging.Logger)
-            and name.split(".")[0] in _CHATTY_LIBRARIES
-            and _CHATTER_FILTER not in logger.filters
-        ):
-            logger.addFilter(_CHATTER_FILTER)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import warnings
 import weakref
@@ -19,8 +18,10 @@ from urllib.parse import urlsplit
 from ._buffer import RecordBuffer
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import Config, build_config, checked_method
-from ._delivery import WORKER_THREAD_IDS, Delivery, DeliveryOptions
+from ._delivery import Delivery, DeliveryOptions
+from ._lifecycle import register as register_live_handler
 from ._mapping import Enrichment, snapshot, to_fields
+from ._quiet import WORKER_THREAD_IDS
 from ._report import LossReporter
 from ._retry import RetryPolicy
 from ._stats import HANDLER_CLOSED, QUEUE_FULL, Counters, Stats
@@ -75,7 +76,7 @@ class ExHTTPHandler(logging.Handler):
         cert: Union[str, Tuple[str, str], None] = None,
         spool_path: Optional[str] = None,
         _clock: Clock = SYSTEM_CLOCK,
-        _backoff_factor: float = RetryPolicy.backoff_factor,
+        _first_backoff: float = RetryPolicy.first_wait,
     ) -> None:
         if spool_path is not None:
             raise ValueError(
@@ -104,7 +105,7 @@ class ExHTTPHandler(logging.Handler):
         self._method = self._config.method
         # Test seams, not options: the clock the worker waits on, and the backoff's scale.
         self._clock = _clock
-        self._backoff_factor = _backoff_factor
+        self._first_backoff = _first_backoff
         self._closed = False
         self._close_lock = threading.Lock()
         #: When the last flush(None) started and ended: close() soon after shares its budget.
@@ -115,7 +116,7 @@ class ExHTTPHandler(logging.Handler):
         self._block_timeout = self._config.timeout if overflow == "block" else 0.0
         self._batch_size = self._config.batch_size
         self._new_delivery()
-        _register_fork_hook(self)
+        register_live_handler(self)
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -180,8 +181,8 @@ class ExHTTPHandler(logging.Handler):
             dropped, queued = delivery.buffer.put(item, size, self._block_timeout)
             if dropped:
                 self._count_overflow(dropped, size)
-            # Ring only when the buffer stops being empty (the worker starts its flush_interval)
-            # or a batch is full: not once per record.
+            # Ring only when the buffer stops being empty (the worker may be idle) or a batch is
+            # full: not once per record.
             if queued == 1 or queued >= self._batch_size:
                 doorbell = delivery.doorbell
                 if not doorbell.is_set():
@@ -292,9 +293,7 @@ class ExHTTPHandler(logging.Handler):
             ),
             method=lambda: self._method,
             policy=RetryPolicy(
-                max_retry_time=config.max_retry_time,
-                backoff_factor=self._backoff_factor,
-                backoff_jitter=self._backoff_factor,  # up to one more step, at random
+                max_retry_time=config.max_retry_time, first_wait=self._first_backoff
             ),
             counters=self._counters,
             reporter=LossReporter(self._counters, config.display_url, self._clock),
@@ -302,7 +301,6 @@ class ExHTTPHandler(logging.Handler):
             notice=self._notice_item,
             options=DeliveryOptions(
                 batch_size=config.batch_size,
-                flush_interval=config.flush_interval,
                 timeout=config.timeout,
                 thread_name=f"ex_loghandlers-worker-{id(self):x}",
             ),
@@ -329,11 +327,6 @@ class ExHTTPHandler(logging.Handler):
         self._last_exit_flush = None
         self._new_delivery()
         _call_at_thread_shutdown(weakref.WeakMethod(self.close))
-
-
-def _register_fork_hook(handler: ExHTTPHandler) -> None:
-    if hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_weak_call(weakref.WeakMethod(handler._after_fork_in_child)))
 
 
 def _weak_call(method: weakref.WeakMethod[Callable[[], None]]) -> Callable[[], None]:

@@ -9,6 +9,8 @@ from typing import Dict, Mapping, Optional, Tuple
 # Why a record was dropped (never sent) ...
 QUEUE_FULL = "queue full"
 SHUTDOWN_DEADLINE = "shutdown deadline"
+#: Sent when the shutdown deadline came, no answer yet: they may or may not have arrived.
+IN_FLIGHT_AT_DEADLINE = "in flight at shutdown deadline"
 HANDLER_CLOSED = "handler closed"
 
 

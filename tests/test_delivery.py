@@ -62,10 +62,14 @@ def test_records_arrive_in_order_in_every_format(
         bodies = [r.body for r in server.accepted()]
         found = [int(m) for body in bodies for m in re.findall(rb"record (\d+)", body)]
         assert found == list(range(30))
+        sizes = [len(re.findall(rb"record \d+", body)) for body in bodies]
     else:
         assert messages(server) == [f"record {i}" for i in range(30)]
-    expected_requests = 30 if wire_format == "form" else 5  # 7+7+7+7+2
-    assert len(server.accepted()) == expected_requests
+        sizes = [len(r.records()) for r in server.accepted()]
+    if wire_format == "form":
+        assert sizes == [1] * 30
+    else:  # batches form while a request is in flight, never beyond batch_size
+        assert sum(sizes) == 30 and max(sizes) <= 7
     assert handler.stats.sent == 30 and handler.stats.queued == 0
     assert_accounted(handler)
 
@@ -105,23 +109,29 @@ def test_server_down_for_a_while_then_up_loses_nothing_and_keeps_order(
     assert_accounted(handler)
 
 
-@pytest.mark.parametrize("wire_format", ["form", "json"])
-def test_503s_and_resets_lose_nothing_and_duplicate_nothing(
+@pytest.mark.parametrize("wire_format", ["form", "json", "ndjson"])
+def test_a_flaky_server_loses_nothing_and_duplicates_nothing(
     logger: logging.Logger, wire_format: str
 ) -> None:
-    with FaultServer(seeded_mix(seed=7, p_status=0.3, status=503, p_reset=0.1)) as server:
-        # Backoff in milliseconds rather than seconds: the point here is what arrives.
-        handler = attach(logger, server, wire_format=wire_format, batch_size=20,
-                         _backoff_factor=0.001)
-        count = 300 if wire_format == "form" else 1000
+    """30 % of requests answered 503 (no Retry-After) and 5 % reset, at random.
+
+    With the shipped backoff, not a test seam: sporadic failures are retried at once, so even
+    one request per record (form) keeps up. A schedule per record (a wait of a second or more
+    after its second failure, at most 4 retries) loses records and time here.
+    """
+    script = seeded_mix(seed=7, p_status=0.3, status=503, p_reset=0.05, retry_after=None)
+    with FaultServer(script) as server:
+        handler = attach(logger, server, wire_format=wire_format)
+        count = 3000
         for i in range(count):
             logger.info("record %d", i)
-        assert handler.flush(timeout=30)
-        assert messages(server) == [f"record {i}" for i in range(count)]
+        assert handler.flush(timeout=60)
+        assert messages(server) == [f"record {i}" for i in range(count)]  # once each, in order
         refused = [r for r in server.requests() if not r.accepted]
-        assert refused, "the script should have refused some requests"
-        assert handler.stats.retried == len(refused)
-        assert handler.stats.sent == count and handler.stats.failed == 0
+        assert len(refused) > count * 0.3 if wire_format == "form" else refused
+        stats = handler.stats
+        assert stats.retried == len(refused)
+        assert (stats.sent, stats.failed, stats.dropped) == (count, 0, 0)
 
 
 def test_retry_after_is_honoured(logger: logging.Logger) -> None:
@@ -228,17 +238,31 @@ def test_flush_without_records_is_true_at_once(logger: logging.Logger, server: F
     assert handler.flush(timeout=0)
 
 
-def test_a_partial_batch_waits_for_flush_interval(logger: logging.Logger) -> None:
-    clock = FakeClock()
+def test_a_lone_record_is_sent_at_once_whatever_the_flush_interval(
+    logger: logging.Logger,
+) -> None:
+    clock = FakeClock()  # time stands still: nothing may wait for flush_interval to pass
     with FaultServer() as server:
-        handler = attach(logger, server, batch_size=100, flush_interval=2.0, _clock=clock)
+        handler = attach(logger, server, wire_format="json", batch_size=100,
+                         flush_interval=3600, _clock=clock)
         logger.info("lonely")
-        assert clock.wait_for_waiter(timeout=10)
-        assert clock.timed_waits[-1] == pytest.approx(2.0)
-        assert not server.wait_for_requests(1, timeout=0.05)
-        clock.advance(2.0)
         assert server.wait_for_accepted_records(1, timeout=10)
         assert handler.flush(timeout=10)
+        assert messages(server) == ["lonely"]
+
+
+def test_batches_form_while_a_request_is_in_flight(logger: logging.Logger) -> None:
+    release = threading.Event()
+    with FaultServer(sequence([Action.hang(release)])) as server:
+        handler = attach(logger, server, wire_format="json", batch_size=10)
+        logger.info("first")
+        assert server.wait_for_requests(1, timeout=10)  # on the wire, unanswered
+        for i in range(25):
+            logger.info("record %d", i)
+        release.set()
+        assert handler.flush(timeout=10)
+        assert [len(r.records()) for r in server.accepted()] == [1, 10, 10, 5]
+        assert messages(server) == ["first"] + [f"record {i}" for i in range(25)]
 
 
 def test_a_full_batch_goes_without_waiting_for_the_interval(logger: logging.Logger) -> None:
@@ -339,7 +363,11 @@ def test_flush_then_close_share_one_shutdown_timeout(logger: logging.Logger) -> 
         assert results == [False]
         with redirect_stderr(io.StringIO()):
             handler.close()  # what is left of the shared 5 s is nothing: no further wait
-        assert handler.stats.dropped_by_reason == {"shutdown deadline": 1}
+        # Still queued, or caught in one more attempt at the deadline: either way, counted.
+        assert sum(handler.stats.dropped_by_reason.values()) == 1
+        assert set(handler.stats.dropped_by_reason) <= {
+            "shutdown deadline", "in flight at shutdown deadline"
+        }
         assert clock.monotonic() == 1005.0
 
 

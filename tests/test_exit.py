@@ -234,6 +234,11 @@ def test_exit_with_a_server_that_never_answers(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
     # A timing bound used as a hang bound: shutdown_timeout plus start-up, not the 30 s timeout.
     assert done.seconds <= SHUTDOWN_TIMEOUT + EXIT_MARGIN, done
-    [line] = done.loss_lines()
-    assert line.startswith("ex_loghandlers: 10 records dropped (shutdown deadline) for "), line
-    assert line.endswith("/sink/***/app"), line
+    # The first record's request reached the server and was never answered: it may or may not
+    # have been stored. The nine behind it were never sent.
+    lines = done.loss_lines()
+    assert sorted(line.split(" for ")[0] for line in lines) == [
+        "ex_loghandlers: 1 record dropped (in flight at shutdown deadline)",
+        "ex_loghandlers: 9 records dropped (shutdown deadline)",
+    ], lines
+    assert all(line.endswith("/sink/***/app") for line in lines), lines

@@ -12,10 +12,13 @@ import io
 import json
 import logging
 import logging.config
+import threading
+import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
+from faultserver import Action, FaultServer, sequence
 from pytest_httpserver import HTTPServer
 
 from ex_loghandlers import ExHTTPHandler
@@ -240,3 +243,86 @@ def test_fileconfig_ini_to_the_logy_sink(sink: Any, logging_state: LoggingState)
     assert {r["name"] for r in records} == {"myapp.fileconfig"}
     # On the root logger at DEBUG, the worker's own HTTP chatter (urllib3) is not sent.
     assert not [r for r in records if r["name"].startswith(("urllib3", "requests"))]
+
+
+# -- reconfiguring logging while records are queued ------------------------------------------------
+
+
+class FlushSignal(logging.Handler):
+    """A handler whose flush() tells the test that a reconfiguration holds logging's lock.
+
+    ``dictConfig()``/``fileConfig()`` shut the old handlers down newest first, holding logging's
+    module lock throughout: this one, made after the ExHTTPHandler, is flushed just before it.
+    """
+
+    reconfiguring = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        pass
+
+    def flush(self) -> None:
+        FlushSignal.reconfiguring.set()
+
+
+def reconfigure_with_dictconfig(url: str) -> None:
+    logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
+
+
+def reconfigure_with_fileconfig(url: str) -> None:
+    ini = "[loggers]\nkeys=root\n[handlers]\nkeys=\n[formatters]\nkeys=\n[logger_root]\nhandlers=\n"
+    logging.config.fileConfig(io.StringIO(ini), disable_existing_loggers=False)
+
+
+@pytest.mark.parametrize(
+    "reconfigure", [reconfigure_with_dictconfig, reconfigure_with_fileconfig],
+    ids=["dictConfig", "fileConfig"],
+)
+def test_reconfiguring_logging_delivers_what_was_queued_promptly(
+    reconfigure: Callable[[str], None], logging_state: LoggingState
+) -> None:
+    """The worker is inside urllib3 when a reconfiguration takes logging's module lock and
+    flushes the old handler; urllib3's own logging then needs that lock (a level change cleared
+    the loggers' caches). Nothing the worker does may wait for it."""
+    release = threading.Event()
+    logging_state.configured("myapp.reconfig")
+    FlushSignal.reconfiguring.clear()
+    with FaultServer(sequence([Action.hang(release)])) as server:
+        logging.config.dictConfig({
+            "version": 1,
+            "disable_existing_loggers": False,
+            "handlers": {
+                "central": {
+                    "class": "ex_loghandlers.ExHTTPHandler",
+                    "url": server.url_for("/sink/TEST/app"),
+                    "wire_format": "json",
+                    "shutdown_timeout": 30,
+                },
+                "signal": {"()": FlushSignal},
+            },
+            "loggers": {"myapp.reconfig": {"level": "INFO", "handlers": ["central", "signal"]}},
+        })
+        log = logging.getLogger("myapp.reconfig")
+        handler = ex_handler_of(log)
+        log.info("on the wire")
+        assert server.wait_for_requests(1, timeout=WAIT)  # the worker waits inside urllib3
+        for i in range(5):
+            log.info("queued %d", i)
+        logging.getLogger("myapp.other").setLevel(logging.DEBUG)  # clears every logger's cache
+
+        releaser = threading.Thread(
+            target=lambda: FlushSignal.reconfiguring.wait(WAIT) and release.set()
+        )
+        releaser.start()
+        started = time.monotonic()
+        reconfigure(server.url)  # flushes and closes the handler under logging's lock
+        took = time.monotonic() - started
+        releaser.join(WAIT)
+
+        assert FlushSignal.reconfiguring.is_set()
+        stats = handler.stats
+        assert (stats.sent, stats.dropped, stats.failed, stats.queued) == (6, 0, 0, 0), stats
+        assert [r["message"] for r in server.accepted_records()] == ["on the wire"] + [
+            f"queued {i}" for i in range(5)
+        ]
+    # A hang bound, not a speed goal: a worker waiting for the lock would take all 30 s.
+    assert took < 10, took

@@ -1,0 +1,141 @@
+"""What happens to every live handler at once: a fork, and (when the user asks) SIGTERM.
+
+All handlers of the process sit in one weak set, so that one at-fork hook serves them all and a
+handler that is gone costs nothing: a hook per handler, never removed, would make every later
+``fork()`` slower and keep growing.
+
+SIGTERM is what ``docker stop``, systemd, Kubernetes and ``multiprocessing.Pool.terminate()``
+send. Python's default reaction ends the process at once, without ``atexit`` and so without
+``logging.shutdown()``: whatever was queued is lost. A library must not take over a signal on its
+own, so ``flush_on_sigterm()`` is an explicit opt-in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+import warnings
+import weakref
+from types import FrameType
+from typing import Any, Callable, Iterable, Optional, Protocol, Union
+
+from ._config import Config
+
+
+class LiveHandler(Protocol):
+    @property
+    def config(self) -> Config: ...
+
+    def flush(self, timeout: Optional[float] = None) -> bool: ...
+
+    def _after_fork_in_child(self) -> None: ...
+
+
+_LIVE: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def register(handler: LiveHandler) -> None:
+    _LIVE.add(handler)
+
+
+def live_handlers() -> list[LiveHandler]:
+    return list(_LIVE)
+
+
+def _after_fork_in_child() -> None:
+    for handler in live_handlers():
+        handler._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def flush_all() -> None:
+    """Flush every live handler, all of them within the longest ``shutdown_timeout``."""
+    handlers = live_handlers()
+    if not handlers:
+        return
+    deadline = time.monotonic() + max(h.config.shutdown_timeout for h in handlers)
+    for handler in handlers:
+        remaining = min(deadline - time.monotonic(), handler.config.shutdown_timeout)
+        if remaining <= 0:
+            break
+        with contextlib.suppress(Exception):
+            handler.flush(remaining)
+
+
+SignalHandler = Union[Callable[[int, Optional[FrameType]], Any], int, None]
+
+_MARK = "_ex_loghandlers_flushes"
+
+
+def flush_on_sigterm(signals: Iterable[int] = (signal.SIGTERM,)) -> bool:
+    """On SIGTERM, deliver what every ``ExHTTPHandler`` holds, then let the signal do what it did.
+
+    Call it once from the main thread (Python lets only the main thread set signal handlers),
+    e.g. next to your logging configuration. The handler already installed is kept and called
+    afterwards: a Python handler (a framework's graceful shutdown) runs as before, an ignored
+    signal stays ignored, and the default one still ends the process, with the same exit status,
+    once the records are delivered or ``shutdown_timeout`` has passed. A second SIGTERM during
+    the flush goes straight to that. Calling it again changes nothing.
+
+    Returns True when installed; False, with a ``RuntimeWarning``, when called from another
+    thread (nothing is changed then).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        warnings.warn(
+            "ex_loghandlers.flush_on_sigterm() must be called from the main thread: SIGTERM"
+            " will not flush the log handlers",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
+    for signum in signals:
+        previous = signal.getsignal(signum)
+        if not getattr(previous, _MARK, False):
+            signal.signal(signum, _flushing_then(previous))
+    return True
+
+
+def _flushing_then(previous: SignalHandler) -> Callable[[int, Optional[FrameType]], None]:
+    flushing = threading.Event()
+
+    def on_signal(signum: int, frame: Optional[FrameType]) -> None:
+        if not flushing.is_set():
+            flushing.set()
+            try:
+                _flush_off_this_thread()
+            finally:
+                flushing.clear()
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:  # the default (or one not set from Python)
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+
+    setattr(on_signal, _MARK, True)
+    return on_signal
+
+
+def _flush_off_this_thread() -> None:
+    """Flush on a thread of its own and wait for it within the time allowed.
+
+    The signal handler runs on the main thread between two of its bytecodes, perhaps while that
+    thread holds a lock of a handler (inside ``emit()`` or ``stats``): flushing right here could
+    wait on that lock forever, and a process that does not end on SIGTERM is worse than one
+    that loses records. A thread of its own can only be late.
+    """
+    handlers = live_handlers()
+    if not handlers:
+        return
+    budget = max(h.config.shutdown_timeout for h in handlers) + 0.5
+    flusher = threading.Thread(target=flush_all, name="ex_loghandlers-sigterm", daemon=True)
+    try:
+        flusher.start()
+    except RuntimeError:  # the interpreter is shutting down: no new threads
+        return
+    flusher.join(budget)
