@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import logging
@@ -12,6 +13,7 @@ import sys
 import textwrap
 import threading
 import time
+import weakref
 from contextlib import redirect_stderr
 from typing import Any, Iterator, List
 
@@ -492,6 +494,44 @@ def test_close_stays_within_shutdown_timeout_with_a_request_in_flight(
         assert took <= 1.0 + 0.2, took
         # Sent, never answered: it may or may not have arrived, and is counted so.
         assert handler.stats.dropped_by_reason == {"in flight at shutdown deadline": 1}
+
+
+def test_after_close_gives_up_the_worker_sends_nothing_more(logger: logging.Logger) -> None:
+    release = threading.Event()
+    with FaultServer(sequence([Action.hang(release)])) as server:
+        handler = ExHTTPHandler(url=server.url_for("/x"), timeout=30, shutdown_timeout=0.5)
+        logger.addHandler(handler)
+        logger.info("stuck")
+        assert server.wait_for_requests(1, timeout=10)
+        for i in range(3):
+            logger.info("behind it %d", i)
+        worker = handler._delivery.thread
+        with redirect_stderr(io.StringIO()):
+            handler.close()
+        assert worker is not None and worker.is_alive()  # given up on, still in its request
+        release.set()
+        worker.join(10)
+        assert not worker.is_alive()
+        assert [r.body for r in server.requests()][1:] == []  # nothing after the deadline
+        stats = handler.stats
+        assert stats.dropped_by_reason == {
+            "in flight at shutdown deadline": 1, "shutdown deadline": 3
+        }
+        assert (stats.sent, stats.queued) == (0, 0)  # its answer came, but too late to count
+
+
+def test_one_at_fork_hook_serves_every_handler(monkeypatch: pytest.MonkeyPatch) -> None:
+    registered: List[Any] = []
+    monkeypatch.setattr(os, "register_at_fork", lambda **hooks: registered.append(hooks),
+                        raising=False)
+    handlers = [ExHTTPHandler(url="http://127.0.0.1:9/x") for _ in range(100)]
+    for handler in handlers:
+        handler.close()
+    assert registered == []  # none per handler: one hook, registered at import, serves all
+    survivor = weakref.ref(handlers[0])
+    del handlers, handler
+    gc.collect()
+    assert survivor() is None  # and nothing of the fork machinery keeps a handler alive
 
 
 @fork_only
