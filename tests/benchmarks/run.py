@@ -1,4 +1,4 @@
-"""Benchmarks for ``ExHTTPHandler`` (issue 4): caller cost, delivered records/s, memory, exit time.
+"""Benchmarks for ``ExHTTPHandler``: caller cost, records/s, faults, latency, memory, exit time.
 
     make bench                                   # the full run, ~3 minutes on 2 cores
     .venv/bin/python tests/benchmarks/run.py --quick            # a smoke run, ~30 s
@@ -39,21 +39,24 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 from urllib.parse import urlencode, urlsplit
 
 import urllib3
+from faults import section_flaky, section_latency
 from sink import HOST, SinkProcess
 
 import ex_loghandlers
 from ex_loghandlers import ExHTTPHandler
 
 PACKAGE_DIR = Path(ex_loghandlers.__file__).resolve().parent
-SECTIONS = ("caller", "exception", "throughput", "burst", "memory", "exit")
+SECTIONS = ("caller", "exception", "throughput", "burst", "flaky", "latency", "memory", "exit")
 LOGGER_NAME = "bench"
 SINK_PATH = "/sink/BENCH/bench"
 
-#: Targets from issue 4.
+#: Targets.
 EXCEPTION_RATIO_TARGET = 3.0
 INFO_RATIO_TARGET = 1.5  # logger.info: mean / NullHandler, ExHTTPHandler in every format
 JSON_THROUGHPUT_TARGET = 0.50
 FORM_THROUGHPUT_TARGET = 0.80
+FLAKY_FORM_RATE_TARGET = 0.50  # form records/s with 30 % 503s, as a share of none
+LONE_RECORD_LATENCY_TARGET_MS = 10.0  # median, log call -> counted by the sink
 MEMORY_GROWTH_TARGET_MB = 18.0
 EXIT_GRACE_S = 0.5
 
@@ -75,6 +78,9 @@ class Plan:
     throughput_n: int  # records per json/ndjson throughput run
     throughput_form_n: int  # records per form throughput run (one request per record)
     burst_n: int  # records in the default-options burst
+    flaky_paced_n: int  # records logged at 1 per ms to a flaky server, then a normal exit
+    flaky_rate_n: int  # form records logged as fast as possible, with and without faults
+    latency_n: int  # lone records, one after the other has arrived
     memory_n: int  # records logged in the memory subprocess
     exit_n: int  # records logged in the exit-time subprocess
 
@@ -82,12 +88,12 @@ class Plan:
 FULL = Plan(
     quick=False, repeats=5, caller_n=20_000, warmup_n=2_000, stdlib_http_n=1_000,
     exception_n=10_000, throughput_n=100_000, throughput_form_n=20_000, burst_n=100_000,
-    memory_n=200_000, exit_n=200_000,
+    flaky_paced_n=10_000, flaky_rate_n=5_000, latency_n=50, memory_n=200_000, exit_n=200_000,
 )
 QUICK = Plan(
     quick=True, repeats=3, caller_n=3_000, warmup_n=300, stdlib_http_n=200,
     exception_n=1_500, throughput_n=20_000, throughput_form_n=2_000, burst_n=3_000,
-    memory_n=50_000, exit_n=20_000,
+    flaky_paced_n=2_000, flaky_rate_n=1_000, latency_n=10, memory_n=50_000, exit_n=20_000,
 )
 
 
@@ -775,6 +781,45 @@ def burst_rows(result: Dict[str, Any]) -> List[Row]:
     )]
 
 
+def flaky_rows(result: Dict[str, Any]) -> List[Row]:
+    rows = []
+    for fmt in ("form", "json"):
+        paced = result[f"paced {fmt}"]
+        rows.append(Row(
+            "4b flaky", f"{fmt}: 1 rec/ms, 30 % 503, then exit",
+            f"lost {paced['lost']:,} of {paced['records']:,}, duplicates {paced['duplicates']}",
+            "",
+            "lost 0, duplicates 0",
+            verdict(paced["lost"] == 0 and paced["duplicates"] == 0),
+            note=f"exit {paced['returncode']}, {paced['seconds']:.1f} s in all",
+        ))
+    clean, flaky = result["rate form clean"], result["rate form flaky"]
+    ratio = result["rate form ratio"]
+    rows.append(Row(
+        "4b flaky", f"form rec/s, 30 % 503 vs none ({flaky['records']:,} rec, then flush)",
+        f"{flaky['records_per_s']:,.0f} vs {clean['records_per_s']:,.0f} rec/s",
+        f"{ratio:.0%} of fault-free",
+        f">= {FLAKY_FORM_RATE_TARGET:.0%}, lost 0",
+        verdict(ratio >= FLAKY_FORM_RATE_TARGET and flaky["lost"] == 0 == clean["lost"]),
+        note=f"retried {flaky['retried']:,}; lost {flaky['lost']} / {clean['lost']}",
+    ))
+    return rows
+
+
+def latency_rows(result: Dict[str, Any]) -> List[Row]:
+    median = result["median_ms"]
+    return [Row(
+        "4c latency", "lone record: log call -> counted by the sink",
+        f"median {median:.1f} ms, p90 {result['p90_ms']:.1f}, max {result['max_ms']:.1f}"
+        if median is not None else "nothing arrived",
+        "",
+        f"median <= {LONE_RECORD_LATENCY_TARGET_MS:g} ms",
+        verdict(median is not None and median <= LONE_RECORD_LATENCY_TARGET_MS
+                and result["arrived"] == result["records"]),
+        note=f"{result['arrived']} of {result['records']} arrived within 10 s each",
+    )]
+
+
 def memory_rows(result: Dict[str, Any]) -> List[Row]:
     return [Row(
         "5 memory", f"RSS growth, {result['records']:,} x ~200 B, max_queue_bytes 8 MiB, down",
@@ -807,6 +852,10 @@ def build_rows(results: Dict[str, Any]) -> List[Row]:
         rows += throughput_rows(results["throughput"])
     if "burst" in results:
         rows += burst_rows(results["burst"])
+    if "flaky" in results:
+        rows += flaky_rows(results["flaky"])
+    if "latency" in results:
+        rows += latency_rows(results["latency"])
     if "memory" in results:
         rows += memory_rows(results["memory"])
     if "exit" in results:
@@ -930,7 +979,9 @@ def run(plan: Plan, only: Sequence[str], out: Path) -> int:
     results: Dict[str, Any] = {}
     errors: Dict[str, str] = {}
     seconds: Dict[str, float] = {}
-    needs_sink = [s for s in only if s in ("caller", "exception", "throughput", "burst")]
+    needs_sink = [
+        s for s in only if s in ("caller", "exception", "throughput", "burst", "flaky", "latency")
+    ]
     sink = SinkProcess()
     try:
         if needs_sink:
@@ -940,6 +991,8 @@ def run(plan: Plan, only: Sequence[str], out: Path) -> int:
             "exception": lambda: section_exception(plan, sink),
             "throughput": lambda: section_throughput(plan, sink),
             "burst": lambda: section_burst(plan, sink),
+            "flaky": lambda: section_flaky(sink, plan.flaky_paced_n, plan.flaky_rate_n),
+            "latency": lambda: section_latency(sink, plan.latency_n),
             "memory": lambda: section_memory(plan),
             "exit": lambda: section_exit(plan),
         }
@@ -990,7 +1043,7 @@ def run(plan: Plan, only: Sequence[str], out: Path) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="ExHTTPHandler benchmarks (issue 4)")
+    parser = argparse.ArgumentParser(description="ExHTTPHandler benchmarks")
     parser.add_argument("--quick", action="store_true", help="small counts: a ~30 s smoke run")
     parser.add_argument("--only", action="append", choices=SECTIONS, metavar="NAME",
                         help=f"run only this section (repeatable): {', '.join(SECTIONS)}")

@@ -15,6 +15,10 @@ for ``id=<digits>``, which only a message holds), so a run can tell delivered, l
 duplicated records apart. Parsing is that cheap so that the client, not the sink, is the
 bottleneck; and the sink answers before it parses, so the two overlap.
 
+Faults: a path that starts with ``/flaky/<percent>/`` (e.g. ``/flaky/30/sink/BENCH/bench``) is
+answered ``503`` without ``Retry-After``, and not counted, for that share of its requests, drawn at
+random (seeded, so runs are comparable).
+
 Control endpoints (not counted)::
 
     GET  /stats   -> JSON: requests, records and bytes per format, distinct ids, duplicates,
@@ -33,6 +37,7 @@ import contextlib
 import gzip
 import http.client
 import json
+import random
 import re
 import resource
 import subprocess
@@ -58,6 +63,8 @@ _OK_CLOSE = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n"
     b"Connection: close\r\n\r\nok"
 )
+_UNAVAILABLE = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
+_FLAKY = re.compile(r"/flaky/(\d+)/")
 _MAX_HEAD = 1 << 20
 
 
@@ -146,8 +153,15 @@ def _decode(body: bytes, encoding: str) -> bytes:
     return body
 
 
+def fails_now(path: str, draw: random.Random) -> bool:
+    """A ``/flaky/<percent>/`` path fails that share of its requests."""
+    match = _FLAKY.match(path)
+    return match is not None and draw.random() * 100 < int(match.group(1))
+
+
 async def serve_connection(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, counts: Counts
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, counts: Counts,
+    draw: random.Random,
 ) -> None:
     counts.connections += 1
     try:
@@ -186,6 +200,8 @@ async def serve_connection(
             elif path == "/reset" and method == "POST":
                 counts.reset()
                 writer.write(_OK_CLOSE if close else _OK)
+            elif fails_now(path, draw):
+                writer.write(_UNAVAILABLE)
             else:
                 # Answer first, count after: the client gets its response while the sink parses.
                 # Counting finishes before the event loop serves anything else, so a /stats
@@ -210,9 +226,10 @@ async def serve_connection(
 
 async def main_async(port: int) -> None:
     counts = Counts()
+    draw = random.Random(7)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await serve_connection(reader, writer, counts)
+        await serve_connection(reader, writer, counts, draw)
 
     server = await asyncio.start_server(handle, HOST, port, limit=_MAX_HEAD, backlog=1024)
     sockets = server.sockets or []
