@@ -4,17 +4,41 @@ Many application threads put; one worker takes from the head. Every record put i
 accepted or reported back as dropped, so the handler can count it: nothing disappears here.
 Sequence numbers let ``flush()`` know when everything put before it has left the buffer and been
 settled. Pure: no I/O, nothing else from the package.
+
+``take_batch()``/``release()``/``pending()``/``oldest_seq()`` are the interface the delivery worker
+reads records through; the on-disk spool offers the same.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Deque, Generic, List, Tuple, TypeVar
+from dataclasses import dataclass
+from typing import Any, Deque, Generic, List, Optional, Tuple, TypeVar
 
 T = TypeVar("T")
 
 OVERFLOW_POLICIES = ("drop_newest", "drop_oldest", "block")
+
+
+@dataclass(frozen=True)
+class Taken:
+    """Records taken for delivery, oldest first; they stay the source's until released."""
+
+    items: List[Any]
+    #: Sequence number of each item (None: a record adopted from an earlier process's spool).
+    seqs: List[Optional[int]]
+    #: The items are the wire fields already (from disk); otherwise snapshots to prepare.
+    prepared: bool = False
+    #: The spool's row ids (empty for records in memory).
+    rowids: Tuple[int, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def first_seq(self) -> Optional[int]:
+        return next((seq for seq in self.seqs if seq is not None), None)
 
 
 class RecordBuffer(Generic[T]):
@@ -118,6 +142,21 @@ class RecordBuffer(Generic[T]):
             if count and self.overflow == "block":
                 self._room.notify_all()
             return first_seq, taken
+
+    # -- the delivery worker's interface (shared with the spool) -----------------------------
+
+    def take_batch(self, max_count: int) -> Taken:
+        first_seq, items = self.take(max_count)
+        return Taken(items, list(range(first_seq, first_seq + len(items))))
+
+    def release(self, taken: Taken, settled: int) -> None:
+        """Nothing to do: ``take_batch()`` already removed them."""
+
+    def pending(self) -> int:
+        return len(self._items)
+
+    def oldest_seq(self) -> Optional[int]:
+        return self.removed_total if self._items else None
 
     def drain(self) -> int:
         """Remove everything; return how many records were removed."""

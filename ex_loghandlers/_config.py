@@ -47,6 +47,8 @@ class Config:
     cert: Union[str, Tuple[str, str], None]
     credentials: Optional[Tuple[str, str]] = field(repr=False)
     context: Optional[ssl.SSLContext]
+    spool_path: Optional[str] = None
+    spool_max_bytes: int = 128 * 1024 * 1024
 
 
 def build_config(
@@ -86,6 +88,8 @@ def build_config(
         cert=_cert(options["cert"]),
         credentials=_credentials(credentials),
         context=_context(context),
+        spool_path=_spool_path(options.get("spool_path")),
+        spool_max_bytes=_count("spool_max_bytes", options.get("spool_max_bytes", 128 << 20)),
     )
 
 
@@ -228,6 +232,20 @@ def _verify(value: Any) -> Union[bool, str]:
                              f"no file or directory at {value!r}")
         return value
     raise TypeError(f"verify must be True, False or the path of a CA bundle, not {value!r}")
+
+
+def _spool_path(value: Any) -> Optional[str]:
+    """A file path (its directory is made when the spool opens), ``~`` expanded."""
+    if value is None:
+        return None
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value.strip() or value.endswith(("/", os.sep)):
+        raise ValueError(
+            f"spool_path must be None or the path of a file (e.g. '/var/spool/myapp/logs'),"
+            f" not {value!r}"
+        )
+    return os.path.abspath(os.path.expanduser(value))
 
 
 def _context(value: Any) -> Optional[ssl.SSLContext]:

@@ -1,29 +1,35 @@
-"""The background worker: take a batch, encode it, send it, retry it, account for it.
+"""The background worker: take a batch, encode it, send it, retry it.
 
 One daemon thread per handler, started on the first record. Whenever it is free and records are
-queued, it takes up to ``batch_size`` of them and sends them at once: a lone record leaves within
+waiting, it takes up to ``batch_size`` of them and sends them at once: a lone record leaves within
 milliseconds, and under load batches form by themselves while a request is in flight. With
 nothing to do it sleeps on a doorbell event (rung by ``emit()`` when the buffer stops being empty
-or a batch is full, and by ``flush()`` and ``close()``); it decides from state, never from why it
-woke, so a spurious ring is harmless and a fake clock can ring it. It never takes the handler's
-lock, and nothing it does waits on logging's module lock (see ``_quiet``).
+or a batch is full, by the spool's writer after each write, and by ``flush()`` and ``close()``);
+it decides from state, never from why it woke, so a spurious ring is harmless and a fake clock
+can ring it. It never takes the handler's lock, and nothing it does waits on logging's module
+lock (see ``_quiet``). What becomes of each record is counted by the ``Ledger``.
+
+Without a spool the worker reads the memory buffer; with one, a second thread (``_spooler``)
+moves records from the buffer to disk, and the worker reads the disk.
 """
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, List, Optional, Tuple
 
-from ._buffer import RecordBuffer
+from ._buffer import RecordBuffer, Taken
 from ._clock import Clock
+from ._ledger import Ledger, Source
 from ._quiet import WORKER_THREAD_IDS, quiet_http_libraries
 from ._report import LossReporter
 from ._retry import FAIL, RETRY, SENT, SPLIT, RetryPolicy, ServerHealth
-from ._stats import IN_FLIGHT_AT_DEADLINE, SHUTDOWN_DEADLINE, Counters, Stats
+from ._spool import SpoolError
+from ._spooler import Prepare, Spooler
+from ._stats import SHUTDOWN_DEADLINE, Counters, Stats
 from ._transport import HTTPTransport
 from ._wire import Encoder, Fields, Payload
 
@@ -42,16 +48,18 @@ class DeliveryOptions:
     batch_size: int
     timeout: float
     thread_name: str
+    spool_path: Optional[str] = None
+    spool_max_bytes: int = 0
 
 
 class Delivery:
-    """Moves records from the buffer to the server and accounts for each one."""
+    """Moves records to the server; the ledger accounts for each one."""
 
     def __init__(
         self,
         *,
         buffer: RecordBuffer[Any],
-        prepare: Callable[[Any], Fields],
+        prepare: Prepare,
         encode: Encoder,
         transport: HTTPTransport,
         method: Callable[[], str],
@@ -61,8 +69,10 @@ class Delivery:
         clock: Clock,
         options: DeliveryOptions,
         notice: Callable[[str], Tuple[Any, int]],
+        say: Callable[[str], None],
     ) -> None:
         self.buffer = buffer
+        self.ledger = Ledger(counters, buffer)
         self._notice = notice
         self._prepare = prepare
         self._encode = encode
@@ -74,28 +84,36 @@ class Delivery:
         self._reporter = reporter
         self._clock = clock
         self._options = options
+        #: Rung by emit(): wakes the first thread on the records' path.
         self.doorbell = threading.Event()
-        #: Guards the in-flight batch's bounds, the flush waiters and the accounting after close.
-        self._progress = threading.Lock()
         self._start_lock = threading.Lock()
         #: The worker, once started (read without a lock by emit(): set once, under _start_lock).
         self.thread: Optional[threading.Thread] = None
         self._closing = False
         self._deadline: Optional[float] = None
-        self._abandoned = False
-        #: Each waiting flush(): the sequence number it waits for, and the event that wakes it.
-        self._flush_waiters: List[Tuple[int, threading.Event]] = []
-        #: Sequence number of the first record of the batch being sent, and its size.
-        self._in_flight_first: Optional[int] = None
-        self._in_flight_count = 0
-        #: Records of the batch whose request is on the wire now: if close() gives up on the
-        #: worker, these may or may not have reached the server.
-        self._on_the_wire = 0
+        self._spooler: Optional[Spooler] = None
+        #: The worker's own doorbell: the same as emit()'s unless a spool's writer comes first.
+        self._bell = self.doorbell
+        if options.spool_path is not None:
+            self._bell = threading.Event()
+            self._spooler = Spooler(
+                path=options.spool_path,
+                max_bytes=options.spool_max_bytes,
+                buffer=buffer,
+                ledger=self.ledger,
+                prepare=prepare,
+                say=say,
+                written=self._bell,
+                clock=clock,
+                batch_size=options.batch_size,
+                thread_name=options.thread_name + "-spool",
+            )
+            self._spooler.doorbell = self.doorbell
 
     # -- called from the application's threads -------------------------------------------------
 
     def ensure_started(self) -> None:
-        """Start the worker on the first record (never at import or construction)."""
+        """Start the worker (on the first record; with a spool, when the handler is made)."""
         if self.thread is None and not self._closing:
             self._start()
 
@@ -106,78 +124,88 @@ class Delivery:
             quiet_http_libraries()
             thread = threading.Thread(target=self._run, name=self._options.thread_name, daemon=True)
             try:
+                if self._spooler is not None:
+                    self._spooler.start()
                 thread.start()
             except RuntimeError:  # Python 3.12+ refuses new threads at interpreter shutdown
-                with self._progress:
-                    self._counters.dropped(NO_WORKER, self.buffer.drain())
-                    self._wake_flushers()
+                self.ledger.drop_buffered(NO_WORKER)
                 return
             self.thread = thread
 
     def snapshot(self) -> Stats:
-        """The counters, with the buffer and the batch in flight read at the same moment."""
-        with self._progress:
-            return self._counters.snapshot(
-                accepted=self.buffer.accepted_total,
-                queued=len(self.buffer) + self._in_flight_count,
-            )
+        return self.ledger.snapshot()
 
     def flush(self, timeout: float) -> bool:
         """Wait until every record accepted before the call is settled; False when time is up.
 
-        The wait is on an event of this call's own, through the clock, so a fake clock can make
-        the timeout pass in tests.
+        With a spool, the records are on disk first (unless the disk is slower than
+        ``timeout``), whatever flush() returns. The waits are on events of this call's own,
+        through the clock, so a fake clock can make the timeout pass in tests.
         """
         target = self.buffer.accepted_total
-        done = threading.Event()
-        waiter = (target, done)
-        with self._progress:
-            if self._settled() >= target:
-                return True
-            self._flush_waiters.append(waiter)
+        ledger = self.ledger
+        if ledger.holds(lambda: ledger.settled() >= target):
+            return True
+        self.ensure_started()
+        self.doorbell.set()
+        self._bell.set()
+        deadline = self._clock.monotonic() + timeout
+        if self._spooler is not None:
+            self._wait_for(lambda: ledger.on_disk_or_settled() >= target, deadline)
+        return self._wait_for(lambda: ledger.settled() >= target, deadline)
+
+    def _wait_for(self, condition: Callable[[], bool], deadline: float) -> bool:
+        done = self.ledger.waiter(condition)
+        if done is None:
+            return True
         try:
-            self.ensure_started()
-            self.doorbell.set()
-            deadline = self._clock.monotonic() + timeout
             while True:
-                with self._progress:
-                    if self._settled() >= target:
-                        return True
+                if self.ledger.holds(condition):
+                    return True
                 now = self._clock.monotonic()
                 if now >= deadline:
                     return False
                 self._clock.wait(done, deadline - now)
         finally:
-            with self._progress:
-                self._flush_waiters.remove(waiter)
+            self.ledger.stop_waiting(done)
 
     def close(self, deadline: float) -> None:
-        """Send what is queued until ``deadline`` (on the clock), then stop; drop what is left.
+        """Send what is queued until ``deadline`` (on the clock), then stop.
 
-        The worker gets a little less than ``deadline``, so joining it fits in the time too.
+        Without a spool, what is left is dropped and counted; with one, what is left in memory
+        is written to disk and kept for the next start. The worker gets a little less than
+        ``deadline``, so joining it fits in the time too.
         """
         grace = min(JOIN_GRACE, 0.2 * max(0.0, deadline - self._clock.monotonic()))
-        with self._progress:
+        with self.ledger.lock:
             self._closing = True
             self._deadline = deadline - grace
         self.buffer.close()  # from now on, records are refused (and counted) by put()
+        spooler = self._spooler
+        if spooler is not None:
+            spooler.stop()
         self.doorbell.set()
-        if self.thread is None and len(self.buffer):
+        self._bell.set()
+        if self.thread is None and (self.buffer.pending() or spooler is not None):
             self._start()
-        thread = self.thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(max(0.0, deadline - self._clock.monotonic()))
-            if thread.is_alive():
-                self._abandon()
+        for thread in (self.thread, spooler.thread if spooler is not None else None):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - self._clock.monotonic()))
+        if spooler is not None:
+            kept = self.ledger.keep_on_disk(spooler.close_spool, spooler.drop_memory)
+            if kept:
+                self._reporter.kept(kept, spooler.path)
+        elif self.thread is not None and self.thread.is_alive():
+            self.ledger.abandon()
         self._reporter.report(final=True)
         self._transport.close()
 
-    # -- the worker ------------------------------------------------------------------------------
+    def forget_after_fork(self) -> None:
+        """In a forked child, before this delivery is replaced: let go of the parent's spool."""
+        if self._spooler is not None:
+            self._spooler.forget_after_fork()
 
-    def _settled(self) -> int:
-        """All records with a smaller sequence number are sent, failed or dropped."""
-        first = self._in_flight_first
-        return first if first is not None else self.buffer.head_seq()
+    # -- the worker ------------------------------------------------------------------------------
 
     def _run(self) -> None:
         ident = threading.get_ident()
@@ -186,8 +214,9 @@ class Delivery:
             while self._one_batch():
                 pass
         finally:
-            self._drop_queued()
-            self._batch_done()
+            if self._spooler is None:
+                self.ledger.drop_buffered()
+            self.ledger.end_batch()
             WORKER_THREAD_IDS.discard(ident)
 
     def _one_batch(self) -> bool:
@@ -198,75 +227,99 @@ class Delivery:
         a worker that died would leave flush() nothing to wait for.
         """
         try:
-            batch = self._next_batch()
-            if batch is None:
+            taken = self._next_batch()
+            if taken is None:
                 return False
-            if batch:
-                self._send_batch(batch)
+            self._send_batch(taken)
         except BaseException as exc:
             reason = f"internal error: {type(exc).__name__}"
-            self._rest_of_batch(functools.partial(self._counters.failed, reason))
+            self.ledger.rest_of_batch(lambda n: self._counters.failed(reason, n))
             if not self._closing:
-                self._clock.wait(self.doorbell, INTERNAL_ERROR_PAUSE)
-        self._batch_done()
+                self._clock.wait(self._bell, INTERNAL_ERROR_PAUSE)
+        self.ledger.end_batch()
+        if self.ledger.release_error is not None:
+            self._spool_unreadable(self.ledger.release_error)
+            self.ledger.release_error = None
         if not self._closing:  # close() reports once, at the end
             self._reporter.report()
         return True
 
-    def _batch_done(self) -> None:
-        """The batch in flight is settled: wake the flushes it completes."""
-        with self._progress:
-            self._in_flight_first = None
-            self._in_flight_count = 0
-            self._wake_flushers()
-
-    def _wake_flushers(self) -> None:
-        settled = self._settled()
-        for target, done in self._flush_waiters:
-            if settled >= target:
-                done.set()
-
-    def _take(self) -> List[Any]:
-        with self._progress:
-            first, batch = self.buffer.take(self._options.batch_size)
-            if batch:
-                self._in_flight_first = first
-                self._in_flight_count = len(batch)
-            return batch
-
-    def _next_batch(self) -> Optional[List[Any]]:
-        """Wait until records are queued and take them; None when the worker should stop."""
+    def _next_batch(self) -> Optional[Taken]:
+        """Wait until records are waiting and take them; None when the worker should stop."""
         while True:
-            self.doorbell.clear()
-            queued = len(self.buffer)
-            if self._closing and (queued == 0 or self._past_deadline(self._clock.monotonic())):
+            self._bell.clear()
+            source = self._source()
+            try:
+                taken = self.ledger.begin(source, self._options.batch_size) if source else None
+            except SpoolError as exc:
+                self._spool_unreadable(exc)
+                continue
+            if taken is not None:
+                return taken
+            if self._closing and (
+                self._nothing_left() or self._past_deadline(self._clock.monotonic())
+            ):
                 return None
-            if queued:
-                return self._take()
             self._reporter.report()
-            self._clock.wait(self.doorbell, None)
+            self._clock.wait(self._bell, None)
+
+    def _source(self) -> Optional[Source]:
+        """Oldest first: the spool, a batch the disk refused, then the memory buffer."""
+        spooler = self._spooler
+        if spooler is None:
+            return self.buffer
+        spool = spooler.spool
+        if spool is not None and not spool.closed and not spooler.unreadable and spool.pending():
+            return spool
+        if spooler.unwritten is not None:
+            return spooler
+        if spooler.failed:
+            return self.buffer  # the disk failed: deliver from memory
+        return None
+
+    def _nothing_left(self) -> bool:
+        spooler = self._spooler
+        if spooler is None:
+            return self.buffer.pending() == 0
+        return self.buffer.pending() == 0 and spooler.pending() == 0
+
+    def _spool_unreadable(self, exc: Exception) -> None:
+        """The disk fails under the worker: what is on it stays for the next start; the
+        spool's writer stops, and what comes next is delivered from memory."""
+        spooler = self._spooler
+        if spooler is not None and not spooler.unreadable:
+            spooler.unreadable = spooler.failed = True
+            self._reporter.say(
+                f"cannot read the spool at {spooler.path}: {exc}; keeping records in memory"
+            )
 
     def _past_deadline(self, now: float) -> bool:
         return self._deadline is not None and now >= self._deadline
 
-    def _send_batch(self, batch: Sequence[Any]) -> None:
+    def _send_batch(self, taken: Taken) -> None:
         records: List[Fields] = []
-        for item in batch:
-            try:
-                records.append(self._prepare(item))
-            except BaseException as exc:  # see _one_batch
-                self._fail(f"record could not be mapped: {type(exc).__name__}", 1)
+        if taken.prepared:
+            records = list(taken.items)
+        else:
+            for item, seq in zip(taken.items, taken.seqs):
+                try:
+                    records.append(self._prepare(item, seq))
+                except BaseException as exc:  # see _one_batch
+                    self.ledger.failed(f"record could not be mapped: {type(exc).__name__}", 1)
         try:
             pending: Deque[Payload] = deque(self._encode(records))
         except Exception as exc:
-            self._fail(f"records could not be encoded: {type(exc).__name__}", len(records))
+            self.ledger.failed(f"records could not be encoded: {type(exc).__name__}", len(records))
             return
         method = self._method()
         batch_started = self._clock.monotonic()  # max_retry_time is per batch
         while pending:
             payload = pending.popleft()
             if not self._deliver(payload, method, pending, batch_started):
-                self._rest_of_batch(lambda n: self._counters.dropped(SHUTDOWN_DEADLINE, n))
+                if self._spooler is None:
+                    self.ledger.rest_of_batch(
+                        lambda n: self._counters.dropped(SHUTDOWN_DEADLINE, n)
+                    )
                 return
 
     def _deliver(
@@ -283,23 +336,20 @@ class Delivery:
             if not self._wait_until(self._health.resume_at):
                 return False
             now = self._clock.monotonic()
-            with self._progress:
-                if self._abandoned or self._past_deadline(now):
-                    return False
-                self._on_the_wire = count
+            if self._past_deadline(now) or not self.ledger.on_the_wire(count):
+                return False
             outcome = self._transport.send(payload, method, self._request_timeout(now))
             decision = schedule.decide(outcome, self._clock.monotonic(), count)
             if decision.action == SENT:
-                self._settle(count, lambda: self._counters.succeeded(count, time.time()))
+                self.ledger.sent(count, time.time())
                 if not self._closing:
                     self._tell_of_losses()
                 return True
             if decision.action == FAIL:
-                self._fail(decision.reason, count)
+                self.ledger.failed(decision.reason, count)
                 self._reporter.report()
                 return True
-            with self._progress:
-                self._on_the_wire = 0
+            self.ledger.off_the_wire()
             if decision.action == SPLIT:
                 half = count // 2
                 halves = self._encode(payload.records[:half]) + self._encode(payload.records[half:])
@@ -320,6 +370,7 @@ class Delivery:
             return  # the loss is still in stats and on stderr
         # At most one a minute: it may go beyond the buffer's bounds rather than be lost itself.
         self.buffer.put_beyond_bounds(item, size)
+        self.doorbell.set()
 
     def _request_timeout(self, now: float) -> float:
         timeout = self._options.timeout
@@ -330,7 +381,7 @@ class Delivery:
     def _wait_until(self, when: float) -> bool:
         """Wait until ``when`` on the clock; False if the shutdown deadline comes first."""
         while True:
-            self.doorbell.clear()
+            self._bell.clear()
             now = self._clock.monotonic()
             if now >= when:
                 return True
@@ -339,55 +390,4 @@ class Delivery:
                 if now >= self._deadline:
                     return False
                 limit = min(when, self._deadline)
-            self._clock.wait(self.doorbell, limit - now)
-
-    # -- accounting at the end -------------------------------------------------------------------
-
-    def _settle(self, count: int, update: Callable[[], None]) -> None:
-        """Count ``count`` records of the batch in flight as ``update`` says, once.
-
-        They leave the in-flight count at the same moment, so ``stats`` never shows a record
-        both sent and queued. Nothing is counted if ``close()`` gave up on this worker and
-        counted the batch itself.
-        """
-        with self._progress:
-            self._on_the_wire = 0
-            if not self._abandoned:
-                update()
-                self._in_flight_count -= count
-
-    def _fail(self, reason: str, count: int) -> None:
-        self._settle(count, lambda: self._counters.failed(reason, count))
-
-    def _rest_of_batch(self, count_them: Callable[[int], None]) -> None:
-        """Count what of the batch in flight is not counted yet, with ``count_them(n)``."""
-        with self._progress:
-            count = self._in_flight_count
-            if count and not self._abandoned:
-                count_them(count)
-                self._in_flight_count = 0
-
-    def _drop_queued(self) -> None:
-        """At the end of the worker: whatever is still queued was not sent in time."""
-        with self._progress:
-            if not self._abandoned:
-                self._counters.dropped(SHUTDOWN_DEADLINE, self.buffer.drain())
-
-    def _abandon(self) -> None:
-        """The worker is stuck past the deadline: count its batch and the queue as dropped now.
-
-        The records of the request on the wire may or may not have reached the server: they are
-        counted under a reason of their own. From now on the worker sends nothing more.
-        """
-        with self._progress:
-            if self._abandoned:
-                return
-            self._abandoned = True
-            in_doubt = self._on_the_wire
-            self._counters.dropped(IN_FLIGHT_AT_DEADLINE, in_doubt)
-            stranded = self._in_flight_count - in_doubt + self.buffer.drain()
-            self._counters.dropped(SHUTDOWN_DEADLINE, stranded)
-            self._in_flight_first = None
-            self._in_flight_count = 0
-            self._on_the_wire = 0
-            self._wake_flushers()
+            self._clock.wait(self._bell, limit - now)

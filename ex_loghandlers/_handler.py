@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import warnings
 import weakref
@@ -74,15 +75,11 @@ class ExHTTPHandler(logging.Handler):
         compress: bool = False,
         verify: Union[bool, str] = True,
         cert: Union[str, Tuple[str, str], None] = None,
-        spool_path: Optional[str] = None,
+        spool_path: Union[str, os.PathLike[str], None] = None,
+        spool_max_bytes: int = 128 * 1024 * 1024,
         _clock: Clock = SYSTEM_CLOCK,
         _first_backoff: float = RetryPolicy.first_wait,
     ) -> None:
-        if spool_path is not None:
-            raise ValueError(
-                "spool_path: the durable on-disk queue is not available in this version;"
-                " leave spool_path=None"
-            )
         self._config: Config = build_config(
             host, url, method, secure, credentials, context,
             {
@@ -92,6 +89,7 @@ class ExHTTPHandler(logging.Handler):
                 "overflow": overflow, "timeout": timeout, "max_retry_time": max_retry_time,
                 "shutdown_timeout": shutdown_timeout, "headers": headers,
                 "compress": compress, "verify": verify, "cert": cert,
+                "spool_path": spool_path, "spool_max_bytes": spool_max_bytes,
             },
         )
         super().__init__()
@@ -117,6 +115,9 @@ class ExHTTPHandler(logging.Handler):
         self._batch_size = self._config.batch_size
         self._new_delivery()
         register_live_handler(self)
+        if self._config.spool_path is not None:
+            # What an earlier process left on disk goes out without waiting for a first record.
+            self._delivery.ensure_started()
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -269,13 +270,19 @@ class ExHTTPHandler(logging.Handler):
         config = self._config
         self._enrichment = Enrichment.for_this_process(config.prefix, config.app_name)
         self._counters = Counters()
+        reporter = LossReporter(self._counters, config.display_url, self._clock)
         buffer: RecordBuffer[Dict[str, Any]] = RecordBuffer(
             config.max_queue_size, config.max_queue_bytes, config.overflow
         )
         enrichment, otlp = self._enrichment, self._otlp
+        seq_key = config.prefix + "seq"
 
-        def prepare(item: Dict[str, Any]) -> Dict[str, Any]:
-            return item if self._user_mapping else to_fields(item, enrichment, otlp)
+        def prepare(item: Dict[str, Any], seq: Optional[int]) -> Dict[str, Any]:
+            if self._user_mapping:
+                return item  # sent as the user's mapLogRecord made it
+            fields = to_fields(item, enrichment, otlp)
+            fields[seq_key] = seq
+            return fields
 
         self._delivery = Delivery(
             buffer=buffer,
@@ -296,14 +303,17 @@ class ExHTTPHandler(logging.Handler):
                 max_retry_time=config.max_retry_time, first_wait=self._first_backoff
             ),
             counters=self._counters,
-            reporter=LossReporter(self._counters, config.display_url, self._clock),
+            reporter=reporter,
             clock=self._clock,
             notice=self._notice_item,
             options=DeliveryOptions(
                 batch_size=config.batch_size,
                 timeout=config.timeout,
                 thread_name=f"ex_loghandlers-worker-{id(self):x}",
+                spool_path=config.spool_path,
+                spool_max_bytes=config.spool_max_bytes,
             ),
+            say=reporter.say,
         )
 
     def _notice_item(self, text: str) -> Tuple[Dict[str, Any], int]:
@@ -325,6 +335,7 @@ class ExHTTPHandler(logging.Handler):
         if self._closed:
             return
         self._last_exit_flush = None
+        self._delivery.forget_after_fork()
         self._new_delivery()
         _call_at_thread_shutdown(weakref.WeakMethod(self.close))
 

@@ -88,6 +88,14 @@ class LossReporter:
             f" succeeded: {causes}"
         )
 
+    def say(self, text: str) -> None:
+        """One line about the handler itself (not a loss): the spool, for instance."""
+        self._write(f"ex_loghandlers: {text}")
+
+    def kept(self, count: int, path: str) -> None:
+        noun = "record" if count == 1 else "records"
+        self.say(f"{count} {noun} kept in {path} for the next start")
+
     def line(self, cause: Cause, count: int) -> str:
         kind, reason = cause
         noun = "record" if count == 1 else "records"

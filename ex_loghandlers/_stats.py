@@ -12,6 +12,8 @@ SHUTDOWN_DEADLINE = "shutdown deadline"
 #: Sent when the shutdown deadline came, no answer yet: they may or may not have arrived.
 IN_FLIGHT_AT_DEADLINE = "in flight at shutdown deadline"
 HANDLER_CLOSED = "handler closed"
+#: The spool reached spool_max_bytes: its oldest records made room for new ones.
+SPOOL_FULL = "spool full"
 
 
 @dataclass(frozen=True)
@@ -19,8 +21,11 @@ class Stats:
     """A snapshot of the handler's counters.
 
     Every record emitted ends as exactly one of ``sent``, ``dropped`` (never sent: see
-    ``dropped_by_reason``) or ``failed`` (the server rejected it, or retries ran out: see
-    ``failed_by_reason``); until then it is ``queued``. ``retried`` counts repeated attempts.
+    ``dropped_by_reason``), ``failed`` (the server rejected it, or retries ran out: see
+    ``failed_by_reason``) or ``kept`` (left in the spool on disk at ``close()``, for the next
+    process with the same ``spool_path``); until then it is ``queued``. ``retried`` counts
+    repeated attempts. ``emitted`` counts what the handler took in: records logged, its own
+    loss notices, and records an earlier process left in the spool.
     """
 
     emitted: int = 0
@@ -29,6 +34,7 @@ class Stats:
     failed: int = 0
     retried: int = 0
     queued: int = 0
+    kept: int = 0
     dropped_by_reason: Mapping[str, int] = field(default_factory=dict)
     failed_by_reason: Mapping[str, int] = field(default_factory=dict)
     last_error: Optional[str] = None
@@ -43,6 +49,9 @@ class Counters:
         self.sent = 0
         self.retried = 0
         self.refused = 0
+        #: Records this handler took in without the buffer: found in the spool at start.
+        self.adopted = 0
+        self.kept = 0
         self.dropped_by_reason: Dict[str, int] = {}
         self.failed_by_reason: Dict[str, int] = {}
         self.last_error: Optional[str] = None
@@ -66,6 +75,15 @@ class Counters:
             self.lost += count
             self.last_error = reason
 
+    def took_in(self, count: int) -> None:
+        """Records found in the spool, left by a process that died."""
+        with self._lock:
+            self.adopted += count
+
+    def left_on_disk(self, count: int) -> None:
+        with self._lock:
+            self.kept += count
+
     def succeeded(self, count: int, when: float) -> None:
         with self._lock:
             self.sent += count
@@ -88,12 +106,13 @@ class Counters:
             dropped = sum(self.dropped_by_reason.values())
             failed = sum(self.failed_by_reason.values())
             return Stats(
-                emitted=accepted + self.refused,
+                emitted=accepted + self.refused + self.adopted,
                 sent=self.sent,
                 dropped=dropped,
                 failed=failed,
                 retried=self.retried,
                 queued=queued,
+                kept=self.kept,
                 dropped_by_reason=dict(self.dropped_by_reason),
                 failed_by_reason=dict(self.failed_by_reason),
                 last_error=self.last_error,

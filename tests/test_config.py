@@ -62,7 +62,9 @@ BAD_VALUES = [
     ("compress", {"compress": "yes"}, TypeError),
     ("prefix", {"prefix": 1}, TypeError),
     ("app_name", {"app_name": 7}, TypeError),
-    ("spool_path", {"spool_path": "/tmp/x"}, ValueError),
+    ("spool_path", {"spool_path": "   "}, ValueError),
+    ("spool_path", {"spool_path": 3}, ValueError),
+    ("spool_max_bytes", {"spool_max_bytes": 0}, ValueError),
     ("method", {"method": "PUT"}, ValueError),
     ("method", {"method": None}, ValueError),
 ]

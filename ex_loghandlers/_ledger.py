@@ -1,0 +1,244 @@
+"""Where each record's fate is decided and counted, and what ``flush()`` waits for.
+
+Every record the buffer accepts gets a sequence number, in order, and moves along one path:
+the memory buffer, then (with a spool) the disk, then one batch in flight at a time. Each
+*stage* of the path reports how many records it holds and the oldest sequence number among
+them; a record that leaves the path is counted, at that very moment and under one lock, as
+exactly one of sent, dropped (why), failed (why) or kept (on disk for the next start). So
+``stats`` always satisfies ``emitted == sent + dropped + failed + kept + queued``, and a
+``flush()`` waiting for record N is done as soon as no stage holds anything older than N.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, List, Optional, Protocol, Tuple
+
+from ._buffer import RecordBuffer, Taken
+from ._stats import IN_FLIGHT_AT_DEADLINE, SHUTDOWN_DEADLINE, Counters, Stats
+
+
+class Stage(Protocol):
+    """A place on the path where records wait: the buffer, the spool, the spool's writer."""
+
+    def pending(self) -> int: ...
+
+    def oldest_seq(self) -> Optional[int]: ...
+
+
+class Source(Protocol):
+    """A stage the worker takes batches from (the memory buffer, the spool, or a batch the
+    spool's writer could not write)."""
+
+    def take_batch(self, max_count: int) -> Taken: ...
+
+    def release(self, taken: Taken, settled: int) -> None: ...
+
+
+class Ledger:
+    """The path's stages, the batch in flight, the counts and the waiting flushes.
+
+    ``lock`` must be held while records move from one stage to the next (so that no reader
+    ever sees a record in neither), and is held by every method here that counts.
+    """
+
+    def __init__(self, counters: Counters, buffer: RecordBuffer[object]) -> None:
+        self.lock = threading.Lock()
+        self.counters = counters
+        self._buffer = buffer
+        self._stages: List[Stage] = [buffer]
+        #: While it says so, nothing is settled: records found on disk at start must be
+        #: delivered first, and a spool not yet opened may hold some.
+        self._holding_back: Callable[[], bool] = lambda: False
+        #: The batch in flight, where it came from, and how many of it are not settled yet.
+        self._source: Optional[Source] = None
+        self._taken: Optional[Taken] = None
+        self._in_flight = 0
+        #: Records of the request on the wire now: if close() gives up, they are in doubt.
+        self._on_the_wire = 0
+        self.abandoned = False
+        #: Why the last release failed (a spool that cannot be written any more), if it did.
+        self.release_error: Optional[Exception] = None
+        #: Each waiting flush(): what it waits for, and the event that wakes it.
+        self._waiters: List[Tuple[Callable[[], bool], threading.Event]] = []
+        #: The oldest record a stage holds in memory only (the spool's writer's batch).
+        self._oldest_in_memory: Callable[[], Optional[int]] = lambda: None
+
+    def add_stage(
+        self,
+        stage: Stage,
+        holding_back: Callable[[], bool],
+        oldest_in_memory: Callable[[], Optional[int]],
+    ) -> None:
+        """A stage after the buffer (the spool and its writer)."""
+        with self.lock:
+            self._stages.append(stage)
+            self._holding_back = holding_back
+            self._oldest_in_memory = oldest_in_memory
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def settled(self) -> int:
+        """Every record with a smaller sequence number is settled (lock held)."""
+        if self._holding_back():
+            return -1
+        oldest = [s for s in (stage.oldest_seq() for stage in self._stages) if s is not None]
+        taken = self._taken
+        if self._in_flight and taken is not None and taken.first_seq is not None:
+            oldest.append(taken.first_seq)
+        return min(oldest) if oldest else self._buffer.accepted_total
+
+    def on_disk_or_settled(self) -> int:
+        """Every record with a smaller sequence number has left memory (lock held)."""
+        oldest = [s for s in (self._buffer.oldest_seq(), self._oldest_in_memory()) if s is not None]
+        return min(oldest) if oldest else self._buffer.accepted_total
+
+    def queued(self) -> int:
+        """Records on the path (lock held)."""
+        return sum(stage.pending() for stage in self._stages) + self._in_flight
+
+    def snapshot(self) -> Stats:
+        with self.lock:
+            return self.counters.snapshot(self._buffer.accepted_total, self.queued())
+
+    # -- flush() ---------------------------------------------------------------------------------
+
+    def waiter(self, condition: Callable[[], bool]) -> Optional[threading.Event]:
+        """None if ``condition()`` holds now; else an event set once it does (lock held while
+        it is evaluated)."""
+        with self.lock:
+            if condition():
+                return None
+            done = threading.Event()
+            self._waiters.append((condition, done))
+            return done
+
+    def holds(self, condition: Callable[[], bool]) -> bool:
+        with self.lock:
+            return condition()
+
+    def stop_waiting(self, done: threading.Event) -> None:
+        with self.lock:
+            self._waiters = [(c, e) for c, e in self._waiters if e is not done]
+
+    def wake_flushers(self) -> None:
+        """Records moved on or were settled (lock held)."""
+        for condition, done in self._waiters:
+            if not done.is_set() and condition():
+                done.set()
+
+    # -- the batch in flight ---------------------------------------------------------------------
+
+    def begin(self, source: Source, count: int) -> Optional[Taken]:
+        """Take a batch from ``source`` into flight, in the same breath; None if it had none."""
+        with self.lock:
+            taken = source.take_batch(count)
+            if not taken.items:
+                return None
+            self._source, self._taken, self._in_flight = source, taken, len(taken)
+            return taken
+
+    def on_the_wire(self, count: int) -> bool:
+        """A request of ``count`` records is about to go; False if it must not (abandoned)."""
+        with self.lock:
+            if self.abandoned:
+                return False
+            self._on_the_wire = count
+            return True
+
+    def off_the_wire(self) -> None:
+        with self.lock:
+            self._on_the_wire = 0
+
+    def sent(self, count: int, when: float) -> None:
+        self._settle(count, lambda: self.counters.succeeded(count, when))
+
+    def failed(self, reason: str, count: int) -> None:
+        self._settle(count, lambda: self.counters.failed(reason, count))
+
+    def _settle(self, count: int, update: Callable[[], None]) -> None:
+        """Count ``count`` records of the batch in flight, once: they leave the in-flight count
+        at the same moment, so ``stats`` never shows a record both settled and queued. Nothing
+        is counted if ``close()`` gave up on the worker and counted the batch itself."""
+        with self.lock:
+            self._on_the_wire = 0
+            if not self.abandoned:
+                update()
+                self._in_flight -= count
+
+    def rest_of_batch(self, count_them: Callable[[int], None]) -> None:
+        """Count what of the batch in flight is not counted yet, with ``count_them(n)``."""
+        with self.lock:
+            if self._in_flight and not self.abandoned:
+                count_them(self._in_flight)
+                self._in_flight = 0
+
+    def end_batch(self) -> None:
+        """The batch in flight is done: its source forgets what of it is settled (the rest
+        waits there again), and the flushes it completes wake."""
+        with self.lock:
+            if not self.abandoned:
+                self._release_settled()
+            self._source = self._taken = None
+            self._in_flight = 0
+            self._on_the_wire = 0
+            self.wake_flushers()
+
+    def _release_settled(self) -> None:
+        source, taken = self._source, self._taken
+        if source is not None and taken is not None:
+            try:
+                source.release(taken, len(taken) - self._in_flight)
+            except Exception as exc:  # the spool's disk: the worker hears of it on its next read
+                self.release_error = exc
+
+    @property
+    def in_flight_on_disk(self) -> int:
+        """Records of the batch in flight that are not settled and are still on disk."""
+        taken = self._taken
+        return self._in_flight if taken is not None and taken.rowids else 0
+
+    # -- the end ---------------------------------------------------------------------------------
+
+    def drop_buffered(self, reason: str = SHUTDOWN_DEADLINE) -> None:
+        """The worker stops: what is still in the memory buffer was not sent in time."""
+        with self.lock:
+            if not self.abandoned:
+                self.counters.dropped(reason, self._buffer.drain())
+                self.wake_flushers()
+
+    def abandon(self) -> None:
+        """``close()`` gives up on a worker stuck past the deadline: count what it held now.
+
+        The request on the wire may or may not have reached the server: its records are
+        counted under a reason of their own. From now on the worker counts and sends nothing.
+        """
+        with self.lock:
+            if self.abandoned:
+                return
+            self.abandoned = True
+            in_doubt = self._on_the_wire
+            self.counters.dropped(IN_FLIGHT_AT_DEADLINE, in_doubt)
+            self.counters.dropped(SHUTDOWN_DEADLINE, self._in_flight - in_doubt)
+            self.counters.dropped(SHUTDOWN_DEADLINE, self._buffer.drain())
+            self._forget_batch()
+
+    def keep_on_disk(self, close_spool: Callable[[], int], drop_memory: Callable[[], int]) -> int:
+        """``close()`` with a spool: what is on disk is kept for the next start, what is still
+        only in memory is dropped. The worker counts nothing from now on. Returns the kept."""
+        with self.lock:
+            self.abandoned = True
+            self._release_settled()  # sent ones of a batch cut short are not kept as well
+            in_memory = self._in_flight - self.in_flight_on_disk
+            kept = close_spool()
+            self.counters.left_on_disk(kept)
+            lost = in_memory + drop_memory() + self._buffer.drain()
+            self.counters.dropped(SHUTDOWN_DEADLINE, lost)
+            self._forget_batch()
+            return kept
+
+    def _forget_batch(self) -> None:
+        self._source = self._taken = None
+        self._in_flight = 0
+        self._on_the_wire = 0
+        self.wake_flushers()

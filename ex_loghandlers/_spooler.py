@@ -1,0 +1,231 @@
+"""With ``spool_path``: a thread of its own moves records from memory to disk as they come.
+
+Its own thread, because the delivery worker can be inside a request for up to ``timeout``
+seconds, and a record must not wait that long to be safe from a crash. It writes as soon as
+records are queued (batches form while a write is under way), so a record is on disk within
+milliseconds of ``emit()``; ``flush()`` waits for the write before it waits for delivery.
+
+If the spool cannot be opened or written (a read-only directory, a full disk), the handler
+carries on in memory and says so once; records already on disk stay there for the next start.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from ._buffer import RecordBuffer, Taken
+from ._clock import Clock
+from ._ledger import Ledger
+from ._quiet import WORKER_THREAD_IDS
+from ._spool import Spool, SpoolError
+from ._stats import SPOOL_FULL
+
+Prepare = Callable[[Any, Optional[int]], Dict[str, Any]]
+
+
+class Spooler:
+    def __init__(
+        self,
+        *,
+        path: str,
+        max_bytes: int,
+        buffer: RecordBuffer[Any],
+        ledger: Ledger,
+        prepare: Prepare,
+        say: Callable[[str], None],
+        written: threading.Event,
+        clock: Clock,
+        batch_size: int,
+        thread_name: str,
+    ) -> None:
+        self.path = path
+        self._max_bytes = max_bytes
+        self._buffer = buffer
+        self._ledger = ledger
+        self._prepare = prepare
+        self._say = say
+        self._written = written  # rung after each write: the delivery worker's doorbell
+        self._clock = clock
+        self._batch_size = batch_size
+        self._thread_name = thread_name
+        self.doorbell = threading.Event()
+        self.thread: Optional[threading.Thread] = None
+        self.spool: Optional[Spool] = None
+        #: The spool was opened, or could not be: until then, flush() cannot know what the
+        #: spool holds from an earlier process.
+        self.ready = False
+        #: Writing failed: records stay in memory from now on.
+        self.failed = False
+        #: Reading failed too: what is on disk stays there for the next start.
+        self.unreadable = False
+        #: A batch that could not be written when the disk failed, for the worker to send.
+        self.unwritten: Optional[Taken] = None
+        self._unwritten_taken = False
+        self._writing: Optional[Taken] = None
+        self._stopping = False
+        self._stopped = False
+        ledger.add_stage(self, self.holding_back, self.oldest_in_memory)
+
+    # -- the ledger's view: everything between the buffer and the batch in flight --------------
+
+    def pending(self) -> int:
+        spool = self.spool
+        on_disk = spool.pending() if spool is not None and not spool.closed else 0
+        return on_disk + sum(len(t) for t in self._in_memory())
+
+    def oldest_seq(self) -> Optional[int]:
+        spool = self.spool
+        oldest = [self.oldest_in_memory()]
+        if spool is not None and not spool.closed:
+            oldest.append(spool.oldest_seq())
+        found = [seq for seq in oldest if seq is not None]
+        return min(found) if found else None
+
+    def oldest_in_memory(self) -> Optional[int]:
+        found = [t.first_seq for t in self._in_memory() if t.first_seq is not None]
+        return min(found) if found else None
+
+    def _in_memory(self) -> List[Taken]:
+        batches = [self._writing]
+        if not self._unwritten_taken:
+            batches.append(self.unwritten)
+        return [t for t in batches if t is not None]
+
+    def holding_back(self) -> bool:
+        """Until the spool is open, and while records an earlier process left are not settled,
+        nothing is: they go first, and flush() waits for them."""
+        if not self.ready:
+            return True
+        spool = self.spool
+        return (
+            spool is not None and not spool.closed and not self.unreadable
+            and spool.adopted_left > 0
+        )
+
+    # -- the worker's view of a batch the disk refused ------------------------------------------
+
+    def take_batch(self, max_count: int) -> Taken:
+        taken = self.unwritten
+        if taken is None or self._unwritten_taken:
+            return Taken([], [])
+        self._unwritten_taken = True
+        return taken
+
+    def release(self, taken: Taken, settled: int) -> None:
+        """The worker has settled the refused batch (or given up on it at close)."""
+        self.unwritten = None
+        self._unwritten_taken = False
+
+    # -- control ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        thread = threading.Thread(target=self._run, name=self._thread_name, daemon=True)
+        thread.start()
+        self.thread = thread
+
+    def stop(self) -> None:
+        """Write what is left in memory, then end (``join`` the thread to wait for it)."""
+        self._stopping = True
+        self.doorbell.set()
+
+    def drop_memory(self) -> int:
+        """At close, after the spool: how many records were only in memory here (ledger lock
+        held); they are forgotten, for the caller to count."""
+        count = sum(len(t) for t in self._in_memory())
+        self._writing = self.unwritten = None
+        return count
+
+    def close_spool(self) -> int:
+        """Close the spool (ledger lock held); return the records kept on disk for later."""
+        self._stopped = True
+        spool = self.spool
+        if spool is None or spool.closed:
+            return 0
+        try:
+            return spool.close()
+        except SpoolError:
+            return spool.count
+
+    def forget_after_fork(self) -> None:
+        if self.spool is not None:
+            self.spool.forget_after_fork()
+
+    # -- the thread ----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        ident = threading.get_ident()
+        WORKER_THREAD_IDS.add(ident)
+        try:
+            self._open()
+            while not self.failed and not self._stopped:
+                if not self._write_some() and self._stopping:
+                    break
+        finally:
+            WORKER_THREAD_IDS.discard(ident)
+            self._written.set()
+
+    def _open(self) -> None:
+        spool: Optional[Spool] = None
+        try:
+            spool = Spool.open(self.path, self._max_bytes, self._say)
+        except SpoolError as exc:
+            self._fail(f"cannot open the spool at {self.path}: {exc}")
+        with self._ledger.lock:
+            if spool is not None:
+                self._ledger.counters.took_in(spool.count)
+            self.spool = spool
+            self.ready = True
+            self._ledger.wake_flushers()
+        self._written.set()  # records found on disk: the worker can start on them
+
+    def _write_some(self) -> bool:
+        """Write what is queued; wait for more. False if there was nothing to write."""
+        self.doorbell.clear()
+        with self._ledger.lock:
+            taken = self._buffer.take_batch(self._batch_size)
+            self._writing = taken if taken.items else None
+        if not taken.items:
+            if not self._stopping:
+                self._clock.wait(self.doorbell, None)
+            return False
+        prepared, unmappable = self._prepared(taken)
+        spool = self.spool
+        assert spool is not None
+        try:
+            evicted = spool.append(list(zip(prepared.seqs, prepared.items)))
+        except SpoolError as exc:
+            with self._ledger.lock:
+                self._count_unmappable(unmappable)
+                self.unwritten, self._writing = prepared, None
+            self._fail(f"cannot write the spool at {self.path}: {exc}")
+            return False
+        with self._ledger.lock:
+            self._count_unmappable(unmappable)
+            self._writing = None
+            self._ledger.counters.dropped(SPOOL_FULL, len(evicted.own) + evicted.adopted)
+            self._ledger.wake_flushers()
+        self._written.set()
+        return True
+
+    def _prepared(self, taken: Taken) -> Tuple[Taken, Dict[str, int]]:
+        """The batch as wire fields, and how many could not be mapped, by reason."""
+        items: List[Dict[str, Any]] = []
+        seqs: List[Optional[int]] = []
+        unmappable: Dict[str, int] = {}
+        for item, seq in zip(taken.items, taken.seqs):
+            try:
+                items.append(self._prepare(item, seq))
+                seqs.append(seq)
+            except BaseException as exc:  # a user's code: see Delivery._one_batch
+                reason = f"record could not be mapped: {type(exc).__name__}"
+                unmappable[reason] = unmappable.get(reason, 0) + 1
+        return Taken(items, seqs, prepared=True), unmappable
+
+    def _count_unmappable(self, unmappable: Dict[str, int]) -> None:
+        for reason, count in unmappable.items():
+            self._ledger.counters.failed(reason, count)
+
+    def _fail(self, line: str) -> None:
+        self.failed = True
+        self._say(f"{line}; keeping records in memory")

@@ -1,0 +1,391 @@
+"""Durable delivery: ``spool_path`` keeps records on disk until the server has them.
+
+The spool itself is tested by direct calls; the handler with a spool against real servers on
+127.0.0.1, in this process and in subprocesses that are killed (SIGKILL, SIGTERM) the way real
+processes die.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from contextlib import redirect_stderr
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+from faultserver import Action, FaultServer, sequence
+
+from ex_loghandlers import ExHTTPHandler
+from ex_loghandlers._spool import Spool, SpoolError, own_files
+
+REPO = Path(__file__).resolve().parent.parent
+WAIT = 20.0  # a failure bound
+posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX signals and locks")
+
+
+def fields(i: int) -> Dict[str, Any]:
+    return {"message": f"record {i}", "created": 1700000000.0 + i, "levelname": "INFO"}
+
+
+def messages(server: FaultServer) -> List[str]:
+    return [str(r["message"]) for r in server.accepted_records() if r["name"] != "ex_loghandlers"]
+
+
+def spool_files(base: Path) -> List[str]:
+    return sorted(os.path.basename(p) for p in os.listdir(base.parent))
+
+
+# -- the spool, by direct calls ---------------------------------------------------------------
+
+
+def test_records_wait_on_disk_in_order_until_released(tmp_path: Path) -> None:
+    lines: List[str] = []
+    spool = Spool.open(str(tmp_path / "logs"), max_bytes=1 << 20, say=lines.append)
+    spool.append([(i, fields(i)) for i in range(5)])
+    assert (spool.count, spool.pending(), spool.oldest_seq()) == (5, 5, 0)
+    taken = spool.take_batch(3)
+    assert [f["message"] for f in taken.items] == ["record 0", "record 1", "record 2"]
+    assert taken.seqs == [0, 1, 2] and taken.prepared
+    assert (spool.pending(), spool.oldest_seq()) == (2, 3)  # taken ones are in flight
+    assert spool.take_batch(10).seqs == [3, 4]  # never taken twice
+    spool.release(taken, 3)  # (the second batch is released without settling: see below)
+    assert spool.count == 2
+    spool.release(spool.take_batch(0), 0)
+    assert spool.close() == 2  # kept for the next start
+    assert lines == []
+
+
+def test_a_batch_cut_short_releases_its_settled_part_and_the_rest_waits_again(
+    tmp_path: Path,
+) -> None:
+    spool = Spool.open(str(tmp_path / "logs"), max_bytes=1 << 20, say=print)
+    spool.append([(i, fields(i)) for i in range(4)])
+    taken = spool.take_batch(4)
+    spool.release(taken, 1)  # record 0 sent, then the deadline
+    assert (spool.count, spool.pending(), spool.oldest_seq()) == (3, 3, 1)
+    assert spool.take_batch(10).seqs == [1, 2, 3]
+    spool.close()
+
+
+def test_over_max_bytes_the_oldest_records_not_in_flight_are_evicted(tmp_path: Path) -> None:
+    spool = Spool.open(str(tmp_path / "logs"), max_bytes=1000, say=print)
+    spool.append([(0, fields(0)), (1, fields(1))])
+    in_flight = spool.take_batch(1)  # record 0 is being delivered: it must stay
+    evicted = spool.append([(i, fields(i)) for i in range(2, 20)])
+    assert evicted.own and 0 not in evicted.own and evicted.own[0] == 1
+    assert evicted.own == sorted(evicted.own)  # the oldest go first
+    assert spool.size <= 1000
+    assert spool.count == 20 - len(evicted.own)
+    spool.release(in_flight, 1)
+    assert spool.oldest_seq() == max(evicted.own) + 1
+    spool.close()
+
+
+def test_a_dead_process_file_is_adopted_first_in_order_and_deleted(tmp_path: Path) -> None:
+    base = str(tmp_path / "logs")
+    earlier = Spool.open(base, max_bytes=1 << 20, say=print)
+    earlier.append([(i, fields(i)) for i in range(3)])
+    assert earlier.close() == 3  # its lock is gone with it: as if its process died
+    later = Spool.open(base, max_bytes=1 << 20, say=print)
+    assert (later.count, later.adopted_left) == (3, 3)
+    assert own_files(base) == [later.path]
+    later.append([(0, fields(100))])
+    taken = later.take_batch(10)
+    assert [f["message"] for f in taken.items] == ["record 0", "record 1", "record 2",
+                                                   "record 100"]
+    assert taken.seqs == [None, None, None, 0]  # adopted ones are not this process's
+    later.release(taken, 4)
+    assert later.adopted_left == 0
+    assert later.close() == 0
+    assert os.listdir(tmp_path) == []  # an empty spool leaves nothing behind
+
+
+def test_a_live_process_file_is_never_adopted(tmp_path: Path) -> None:
+    base = str(tmp_path / "logs")
+    living = Spool.open(base, max_bytes=1 << 20, say=print)
+    living.append([(0, fields(0))])
+    other = Spool.open(base, max_bytes=1 << 20, say=print)
+    assert other.count == 0
+    assert sorted(own_files(base)) == sorted([living.path, other.path])
+    other.close()
+    living.close()
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"not a database at all" * 100, "another schema"],
+    ids=["truncated", "foreign", "another schema"],
+)
+def test_an_unreadable_file_is_moved_aside_with_one_line(
+    tmp_path: Path, content: Any
+) -> None:
+    base = str(tmp_path / "logs")
+    bad = tmp_path / "logs.4242-deadbeef.db"
+    if content == "another schema":
+        with sqlite3.connect(bad) as other:
+            other.execute("CREATE TABLE users (name TEXT)")
+        other.close()
+    else:
+        bad.write_bytes(content if content else b"SQLite format 3\x00" + b"\x00" * 50)
+    lines: List[str] = []
+    spool = Spool.open(base, max_bytes=1 << 20, say=lines.append)
+    assert spool.count == 0
+    assert len(lines) == 1 and str(bad) in lines[0] and "moved aside" in lines[0]
+    assert not bad.exists()
+    assert [p for p in os.listdir(tmp_path) if ".unreadable-" in p]  # kept, never deleted
+    spool.append([(0, fields(0))])  # and the handler carries on with a fresh file
+    assert spool.count == 1
+    spool.close()
+
+
+def test_a_spool_that_cannot_be_made_is_an_error_to_fall_back_on(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(SpoolError):
+        Spool.open(str(blocker / "logs"), max_bytes=1 << 20, say=print)
+
+
+# -- the handler with a spool, in this process ------------------------------------------------
+
+
+def spooled(server: FaultServer, spool: Path, **options: Any) -> ExHTTPHandler:
+    return ExHTTPHandler(url=server.url_for("/sink/TEST/app"), spool_path=str(spool),
+                         wire_format=options.pop("wire_format", "json"), **options)
+
+
+def test_records_go_through_the_disk_and_arrive_in_order(
+    tmp_path: Path, logger: logging.Logger
+) -> None:
+    with FaultServer() as server:
+        handler = spooled(server, tmp_path / "logs")
+        logger.addHandler(handler)
+        for i in range(300):
+            logger.info("record %d", i)
+        assert handler.flush(WAIT)
+        assert messages(server) == [f"record {i}" for i in range(300)]
+        seqs = [r["_ex_seq"] for r in server.accepted_records()]
+        assert seqs == list(range(300))  # a per-process sequence number, for deduplication
+        stats = handler.stats
+        assert (stats.sent, stats.queued, stats.kept) == (300, 0, 0)
+        logger.removeHandler(handler)
+        handler.close()
+    assert os.listdir(tmp_path) == []
+
+
+def test_close_with_the_server_down_keeps_the_records_for_the_next_start(
+    tmp_path: Path, logger: logging.Logger
+) -> None:
+    spool = tmp_path / "spool" / "logs"  # the directory is made when missing
+    with FaultServer() as server:
+        server.refuse_connections()
+        handler = spooled(server, spool, shutdown_timeout=0.5)
+        logger.addHandler(handler)
+        for i in range(20):
+            logger.info("record %d", i)
+        stderr = io.StringIO()
+        with redirect_stderr(stderr):
+            assert not handler.flush(0.2)
+            logger.removeHandler(handler)
+            handler.close()
+        stats = handler.stats
+        assert (stats.kept, stats.dropped, stats.sent, stats.queued) == (20, 0, 0, 0), stats
+        [line] = [line for line in stderr.getvalue().splitlines() if "kept" in line]
+        assert line.startswith("ex_loghandlers: 20 records kept in ")
+        assert line.endswith(" for the next start") and str(spool) in line
+        assert "dropped" not in stderr.getvalue()  # not reported as lost
+
+        server.accept_connections()
+        later = spooled(server, spool)  # the next start
+        assert later.flush(WAIT)  # waits for the records it found
+        assert messages(server) == [f"record {i}" for i in range(20)]
+        assert later.stats.sent == 20 and later.stats.emitted == 20
+        later.close()
+
+
+def test_the_cap_evicts_the_oldest_and_counts_them(tmp_path: Path, logger: logging.Logger) -> None:
+    release = threading.Event()
+    with FaultServer(sequence([Action.hang(release)])) as server:
+        handler = spooled(server, tmp_path / "logs", spool_max_bytes=20_000, batch_size=1)
+        logger.addHandler(handler)
+        logger.info("in flight")
+        assert server.wait_for_requests(1, WAIT)
+        for i in range(100):
+            logger.info("record %d %s", i, "x" * 200)
+        assert not handler.flush(1.0)  # on disk, not delivered: the server holds the first
+        stats = handler.stats
+        full = stats.dropped_by_reason.get("spool full", 0)
+        assert 0 < full < 100
+        assert stats.emitted == stats.sent + stats.dropped + stats.failed + stats.queued, stats
+        release.set()
+        assert handler.flush(WAIT)
+        got = messages(server)
+        assert got[0] == "in flight"
+        assert got[1:] == [f"record {i} {'x' * 200}" for i in range(full, 100)]  # the newest
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def test_a_spool_that_cannot_be_written_falls_back_to_memory_and_says_so_once(
+    tmp_path: Path, logger: logging.Logger
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with FaultServer() as server:
+        stderr = io.StringIO()
+        with redirect_stderr(stderr):
+            handler = spooled(server, blocker / "logs")
+            logger.addHandler(handler)
+            for i in range(10):
+                logger.info("record %d", i)
+            assert handler.flush(WAIT)
+            logger.removeHandler(handler)
+            handler.close()
+        assert messages(server) == [f"record {i}" for i in range(10)]
+        [line] = stderr.getvalue().splitlines()
+        assert line.startswith(f"ex_loghandlers: cannot open the spool at {blocker / 'logs'}")
+        assert line.endswith("; keeping records in memory")
+
+
+# -- processes that die --------------------------------------------------------------------------
+
+KILLED_APP = """
+import logging, os, signal, sys
+from ex_loghandlers import ExHTTPHandler
+
+handler = ExHTTPHandler(url=sys.argv[1], wire_format="json", spool_path=sys.argv[2])
+log = logging.getLogger("app")
+log.setLevel(logging.INFO)
+log.addHandler(handler)
+for i in range(200):
+    log.info("record %d", i)
+try:
+    1 / 0
+except ZeroDivisionError:
+    log.exception("the last words")
+handler.flush(0.5)   # the server is down: False, but every record is on disk now
+os.kill(os.getpid(), getattr(signal, sys.argv[3]))
+"""
+
+
+def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO), NO_PROXY="127.0.0.1", no_proxy="127.0.0.1")
+    env.pop("PYTHONWARNINGS", None)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(script), *args],
+                          capture_output=True, text=True, timeout=WAIT, env=env)
+
+
+@posix_only
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_a_killed_process_loses_nothing_the_next_one_delivers_it(
+    tmp_path: Path, how: str
+) -> None:
+    spool = tmp_path / "logs"
+    with FaultServer() as server:
+        server.refuse_connections()
+        died = run(KILLED_APP, server.url_for("/sink/TEST/app"), str(spool), how)
+        assert died.returncode == -getattr(signal, how), died.stderr
+        server.accept_connections()
+        later = spooled(server, spool)
+        assert later.flush(WAIT)
+        got = messages(server)
+        assert got == [f"record {i}" for i in range(200)] + ["the last words"]
+        last = server.accepted_records()[-1]
+        assert "ZeroDivisionError" in last["_ex_traceback"]
+        later.close()
+    assert os.listdir(tmp_path) == []
+
+
+TWO_WRITERS_APP = """
+import logging, sys
+from ex_loghandlers import ExHTTPHandler
+
+handler = ExHTTPHandler(url=sys.argv[1], wire_format="ndjson", spool_path=sys.argv[2])
+log = logging.getLogger("app")
+log.setLevel(logging.INFO)
+log.addHandler(handler)
+for i in range(300):
+    log.info("%s %d", sys.argv[3], i)
+print(handler.flush(20), flush=True)
+"""
+
+
+@posix_only
+def test_processes_sharing_a_spool_path_never_send_each_others_records(tmp_path: Path) -> None:
+    spool = tmp_path / "logs"
+    with FaultServer() as server:
+        url = server.url_for("/sink/TEST/app")
+        env = dict(os.environ, PYTHONPATH=str(REPO), NO_PROXY="127.0.0.1")
+        procs = [
+            subprocess.Popen([sys.executable, "-c", TWO_WRITERS_APP, url, str(spool), name],
+                             stdout=subprocess.PIPE, text=True, env=env)
+            for name in ("first", "second", "third")
+        ]
+        outputs = [p.communicate(timeout=WAIT)[0].strip() for p in procs]
+        assert outputs == ["True"] * 3
+        got = messages(server)
+        for name in ("first", "second", "third"):
+            assert [m for m in got if m.startswith(name)] == [f"{name} {i}" for i in range(300)]
+        assert len(got) == 900  # none twice
+    assert os.listdir(tmp_path) == []
+
+
+@posix_only
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # forking a threaded process (3.12+)
+def test_a_forked_child_writes_a_file_of_its_own(tmp_path: Path, logger: logging.Logger) -> None:
+    spool = tmp_path / "logs"
+    release = threading.Event()
+    with FaultServer(sequence([Action.hang(release)])) as server:
+        handler = spooled(server, spool)
+        logger.addHandler(handler)
+        logger.info("parent, in flight")
+        assert server.wait_for_requests(1, WAIT)
+        logger.info("parent, on disk")
+        assert not handler.flush(0.5)
+        parent_files = own_files(str(spool))
+        pid = os.fork()
+        if pid == 0:  # the child: report through the exit code, never return into pytest
+            code = 1
+            try:
+                logger.info("child")
+                ok = handler.flush(WAIT)
+                mine = [p for p in own_files(str(spool)) if f".{os.getpid()}-" in p]
+                code = 0 if ok and handler.stats.sent == 1 and len(mine) == 1 else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        assert set(parent_files) < set(own_files(str(spool)))  # the parent's, and the child's
+        release.set()
+        assert handler.flush(WAIT)
+        assert sorted(messages(server)) == ["child", "parent, in flight", "parent, on disk"]
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def test_the_cli_inspects_and_ships_a_spool(tmp_path: Path) -> None:
+    spool = tmp_path / "logs"
+    earlier = Spool.open(str(spool), max_bytes=1 << 20, say=print)
+    earlier.append([(i, fields(i)) for i in range(3)])
+    earlier.close()
+    shown = run("from ex_loghandlers.__main__ import main; import sys; sys.exit(main())",
+                "spool", "show", str(spool), "--json")
+    assert shown.returncode == 0, shown.stderr
+    report = json.loads(shown.stdout)
+    assert report["records"] == 3 and report["files"] == 1
+    assert report["oldest"].startswith("2023-11-14")
+    with FaultServer() as server:
+        sent = run("from ex_loghandlers.__main__ import main; import sys; sys.exit(main())",
+                   "spool", "send", str(spool), server.url_for("/x"), "--wire-format", "json")
+        assert sent.returncode == 0, sent.stderr
+        assert [r["message"] for r in server.accepted_records()] == [
+            "record 0", "record 1", "record 2"
+        ]
+    assert own_files(str(spool)) == []
