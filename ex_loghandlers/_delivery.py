@@ -237,8 +237,9 @@ class Delivery:
             if not self._closing:
                 self._clock.wait(self._bell, INTERNAL_ERROR_PAUSE)
         self.ledger.end_batch()
-        if self.ledger.release_error is not None:
-            self._spool_unreadable(self.ledger.release_error)
+        error = self.ledger.release_error
+        if error is not None and self._spooler is not None:
+            self._spooler.cannot_write(error)
             self.ledger.release_error = None
         if not self._closing:  # close() reports once, at the end
             self._reporter.report()
@@ -252,7 +253,8 @@ class Delivery:
             try:
                 taken = self.ledger.begin(source, self._options.batch_size) if source else None
             except SpoolError as exc:
-                self._spool_unreadable(exc)
+                if self._spooler is not None:
+                    self._spooler.cannot_read(exc)
                 continue
             if taken is not None:
                 return taken
@@ -282,16 +284,6 @@ class Delivery:
         if spooler is None:
             return self.buffer.pending() == 0
         return self.buffer.pending() == 0 and spooler.pending() == 0
-
-    def _spool_unreadable(self, exc: Exception) -> None:
-        """The disk fails under the worker: what is on it stays for the next start; the
-        spool's writer stops, and what comes next is delivered from memory."""
-        spooler = self._spooler
-        if spooler is not None and not spooler.unreadable:
-            spooler.unreadable = spooler.failed = True
-            self._reporter.say(
-                f"cannot read the spool at {spooler.path}: {exc}; keeping records in memory"
-            )
 
     def _past_deadline(self, now: float) -> bool:
         return self._deadline is not None and now >= self._deadline

@@ -85,6 +85,9 @@ class Spool:
         self._adopted_left = 0
         #: Rows up to this id are being delivered (taken): never evicted, never taken again.
         self._protected_through = 0
+        #: Rows up to this id are settled but could not be deleted (a full disk): they are
+        #: gone but for the file; deleting them is tried again at each release and at close.
+        self._settled_through = 0
         self._taken = 0
         self._taken_own = 0
         #: Sequence numbers of this process's records on disk, ascending (taken ones first).
@@ -194,7 +197,7 @@ class Spool:
         freed = 0
         cursor = self._db.execute(
             "SELECT id, seq, LENGTH(body) FROM records WHERE id > ? ORDER BY id",
-            (self._protected_through,),
+            (max(self._protected_through, self._settled_through),),
         )
         for rowid, seq, length in cursor:
             if self._bytes - freed <= self._max_bytes:
@@ -221,7 +224,7 @@ class Spool:
         with self._guard, _disk_errors():
             rows = self._db.execute(
                 "SELECT id, seq, body FROM records WHERE id > ? ORDER BY id LIMIT ?",
-                (self._protected_through, max_count),
+                (max(self._protected_through, self._settled_through), max_count),
             ).fetchall()
             if rows:
                 self._protected_through = rows[-1][0]
@@ -235,24 +238,35 @@ class Spool:
         )
 
     def release(self, taken: Taken, settled: int) -> None:
-        """Delete the first ``settled`` records of a batch from ``take_batch()`` (their fate is
-        decided); the rest are waiting again, as before they were taken."""
-        with self._guard, _disk_errors():
+        """Forget the first ``settled`` records of a batch from ``take_batch()`` (their fate is
+        decided); the rest are waiting again, as before they were taken.
+
+        They are forgotten even when the disk refuses to delete them (``SpoolError`` then):
+        counted out of the spool, never taken again, deleted later if the disk allows.
+        """
+        with self._guard:
             if settled:
                 last = taken.rowids[settled - 1]
-                freed, count = self._db.execute(
-                    "SELECT COALESCE(SUM(LENGTH(body)), 0) + COUNT(*) * ?, COUNT(*)"
-                    " FROM records WHERE id <= ?", (ROW_OVERHEAD, last),
-                ).fetchone()
-                with self._db:
-                    self._db.execute("DELETE FROM records WHERE id <= ?", (last,))
-                self._bytes -= freed
-                self._count -= count
+                with _disk_errors():
+                    freed = self._db.execute(
+                        "SELECT COALESCE(SUM(LENGTH(body)), 0) FROM records"
+                        " WHERE id > ? AND id <= ?", (self._settled_through, last),
+                    ).fetchone()[0]
+                self._bytes -= freed + settled * ROW_OVERHEAD
+                self._count -= settled
+                self._settled_through = last
             own_settled = sum(1 for seq in taken.seqs[:settled] if seq is not None)
             self._adopted_left -= settled - own_settled
             del self._own_seqs[:own_settled]
             self._taken = self._taken_own = 0
             self._protected_through = 0
+            self._delete_settled()
+
+    def _delete_settled(self) -> None:
+        if self._settled_through:
+            with _disk_errors(), self._db:
+                self._db.execute("DELETE FROM records WHERE id <= ?", (self._settled_through,))
+            self._settled_through = 0
 
     def pending(self) -> int:
         """Records on disk not taken for delivery."""
@@ -289,6 +303,8 @@ class Spool:
                 return self._count
             self._closed = True
             kept = self._count
+            with contextlib.suppress(SpoolError):
+                self._delete_settled()  # what a full disk refused before: its last chance
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
             if kept == 0:

@@ -65,6 +65,7 @@ class Spooler:
         self._writing: Optional[Taken] = None
         self._stopping = False
         self._stopped = False
+        self._said = False
         ledger.add_stage(self, self.holding_back, self.oldest_in_memory)
 
     # -- the ledger's view: everything between the buffer and the batch in flight --------------
@@ -227,5 +228,17 @@ class Spooler:
             self._ledger.counters.failed(reason, count)
 
     def _fail(self, line: str) -> None:
+        """Stop writing; records stay in memory from now on. Said once, whatever fails next."""
         self.failed = True
-        self._say(f"{line}; keeping records in memory")
+        if not self._said:
+            self._said = True
+            self._say(f"{line}; keeping records in memory")
+
+    def cannot_write(self, exc: Exception) -> None:
+        """The disk refused the worker's update (deleting what was sent)."""
+        self._fail(f"cannot write the spool at {self.path}: {exc}")
+
+    def cannot_read(self, exc: Exception) -> None:
+        """The disk refused the worker's read: what is on it stays there for the next start."""
+        self.unreadable = True
+        self._fail(f"cannot read the spool at {self.path}: {exc}")

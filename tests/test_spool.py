@@ -389,3 +389,33 @@ def test_the_cli_inspects_and_ships_a_spool(tmp_path: Path) -> None:
             "record 0", "record 1", "record 2"
         ]
     assert own_files(str(spool)) == []
+
+
+FULL_DISK_APP = """
+import logging, resource, signal, sys
+from ex_loghandlers import ExHTTPHandler
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))   # as a nearly full disk
+handler = ExHTTPHandler(url=sys.argv[1], wire_format="json", spool_path=sys.argv[2])
+log = logging.getLogger("app")
+log.setLevel(logging.INFO)
+log.addHandler(handler)
+for i in range(2000):
+    log.info("record %d %s", i, "x" * 100)
+print(handler.flush(20), handler.stats.sent, flush=True)
+"""
+
+
+@posix_only
+def test_a_disk_that_fills_up_falls_back_to_memory_and_loses_nothing(tmp_path: Path) -> None:
+    with FaultServer() as server:
+        done = run(FULL_DISK_APP, server.url_for("/sink/TEST/app"), str(tmp_path / "logs"))
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ["True", "2000"]
+        assert sorted(messages(server), key=lambda m: int(m.split()[1])) == [
+            f"record {i} {'x' * 100}" for i in range(2000)
+        ]
+        lines = [line for line in done.stderr.splitlines() if line.startswith("ex_loghandlers")]
+        assert len(lines) == 1, done.stderr
+        assert "cannot write the spool" in lines[0] and "keeping records in memory" in lines[0]
