@@ -31,6 +31,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from dataclasses import asdict, dataclass
@@ -44,9 +45,12 @@ from sink import HOST, SinkProcess
 
 import ex_loghandlers
 from ex_loghandlers import ExHTTPHandler
+from ex_loghandlers._spool import inspect as inspect_spool
 
 PACKAGE_DIR = Path(ex_loghandlers.__file__).resolve().parent
-SECTIONS = ("caller", "exception", "throughput", "burst", "flaky", "latency", "memory", "exit")
+SECTIONS = (
+    "caller", "exception", "throughput", "burst", "flaky", "latency", "spool", "memory", "exit",
+)
 LOGGER_NAME = "bench"
 SINK_PATH = "/sink/BENCH/bench"
 
@@ -57,6 +61,8 @@ JSON_THROUGHPUT_TARGET = 0.50
 FORM_THROUGHPUT_TARGET = 0.80
 FLAKY_FORM_RATE_TARGET = 0.50  # form records/s with 30 % 503s, as a share of none
 LONE_RECORD_LATENCY_TARGET_MS = 10.0  # median, log call -> counted by the sink
+SPOOL_CALLER_TARGET = 1.10  # logger.info mean with a spool / without: the disk is not the caller's
+SPOOL_THROUGHPUT_TARGET = 0.50  # json records/s with a spool / without
 MEMORY_GROWTH_TARGET_MB = 18.0
 EXIT_GRACE_S = 0.5
 
@@ -574,6 +580,61 @@ def section_burst(plan: Plan, sink: SinkProcess) -> Dict[str, Any]:
     return result
 
 
+# -- 4d: the spool --------------------------------------------------------------------------------
+
+
+def section_spool(plan: Plan, sink: SinkProcess) -> Dict[str, Any]:
+    """json, batch 500, with and without ``spool_path``: caller cost, delivered records/s, and
+    records/s written to disk with the server down."""
+    with tempfile.TemporaryDirectory(prefix="bench-spool-") as directory:
+        spool = os.path.join(directory, "caller")  # what its runs leave is not delivered later
+        variants = [
+            Variant("NullHandler", logging.NullHandler, plan.caller_n),
+            Variant("ExHTTPHandler json", ex_handler(sink, wire_format="json", batch_size=500),
+                    plan.caller_n),
+            Variant("ExHTTPHandler json + spool",
+                    ex_handler(sink, wire_format="json", batch_size=500, spool_path=spool),
+                    plan.caller_n),
+        ]
+        caller = run_variants(variants, plan, time_info)
+        add_ratios(caller, "NullHandler")
+        n = plan.throughput_n
+        memory = ours_throughput(sink, n, 120.0, wire_format="json", batch_size=500)
+        disk = ours_throughput(sink, n, 120.0, wire_format="json", batch_size=500,
+                               spool_path=os.path.join(directory, "throughput"))
+        written = spool_write_rate(os.path.join(directory, "down"), n)
+    return {
+        "caller": caller,
+        "caller_ratio": (caller["ExHTTPHandler json + spool"]["mean_ns"]
+                         / caller["ExHTTPHandler json"]["mean_ns"]),
+        "throughput memory": memory,
+        "throughput spool": disk,
+        "throughput_ratio": disk["records_per_s"] / memory["records_per_s"],
+        "write": written,
+    }
+
+
+def spool_write_rate(spool: str, n: int) -> Dict[str, Any]:
+    """Server down: from the first log call until every record is on disk."""
+    handler = ExHTTPHandler(url=f"http://{HOST}:{free_port()}{SINK_PATH}", wire_format="json",
+                            batch_size=500, spool_path=spool, shutdown_timeout=5.0)
+    logger = bench_logger(handler)
+    try:
+        start = time.perf_counter()
+        log_burst(logger, IDS.take(n))
+        on_disk = 0
+        deadline = start + 120.0
+        while on_disk < n and time.perf_counter() < deadline:
+            on_disk = sum(f.records for f in inspect_spool(spool))
+        elapsed = time.perf_counter() - start
+        stats = handler.stats
+    finally:
+        stderr = close_quietly(handler)
+    return {"records": n, "on_disk": on_disk, "seconds": elapsed,
+            "records_per_s": on_disk / elapsed, "dropped": stats.dropped,
+            "stderr": stderr.strip()[-300:]}
+
+
 # -- 5 and 6: subprocesses ---------------------------------------------------------------------
 
 
@@ -820,6 +881,36 @@ def latency_rows(result: Dict[str, Any]) -> List[Row]:
     )]
 
 
+def spool_rows(result: Dict[str, Any]) -> List[Row]:
+    caller = result["caller"]
+    memory, disk = caller["ExHTTPHandler json"], caller["ExHTTPHandler json + spool"]
+    rows = [Row(
+        "4d spool", "logger.info, json batch 500: spool on vs off",
+        f"mean {us(disk['mean_ns'])} vs {us(memory['mean_ns'])} us",
+        f"x{result['caller_ratio']:.2f} (x{disk['ratio_mean']:.2f} NullHandler)",
+        f"<= x{SPOOL_CALLER_TARGET:g}",
+        verdict(result["caller_ratio"] <= SPOOL_CALLER_TARGET),
+        note=f"thread-cpu {us(disk['thread_cpu_ns_per_call'])} vs "
+             f"{us(memory['thread_cpu_ns_per_call'])} us",
+    )]
+    mem, dsk = result["throughput memory"], result["throughput spool"]
+    rows.append(Row(
+        "4d spool", f"records/s delivered, json batch 500, {dsk['records']:,} rec",
+        f"{dsk['records_per_s']:,.0f} vs {mem['records_per_s']:,.0f} rec/s, lost {dsk['lost']}",
+        f"{result['throughput_ratio']:.0%} of spool off",
+        f">= {SPOOL_THROUGHPUT_TARGET:.0%}, lost 0",
+        verdict(result["throughput_ratio"] >= SPOOL_THROUGHPUT_TARGET and dsk["lost"] == 0),
+    ))
+    written = result["write"]
+    rows.append(Row(
+        "4d spool", "records/s written to the spool, server down",
+        f"{written['records_per_s']:,.0f} rec/s",
+        note=f"{written['on_disk']:,} of {written['records']:,} on disk in "
+             f"{written['seconds']:.1f} s; dropped {written['dropped']}",
+    ))
+    return rows
+
+
 def memory_rows(result: Dict[str, Any]) -> List[Row]:
     return [Row(
         "5 memory", f"RSS growth, {result['records']:,} x ~200 B, max_queue_bytes 8 MiB, down",
@@ -856,6 +947,8 @@ def build_rows(results: Dict[str, Any]) -> List[Row]:
         rows += flaky_rows(results["flaky"])
     if "latency" in results:
         rows += latency_rows(results["latency"])
+    if "spool" in results:
+        rows += spool_rows(results["spool"])
     if "memory" in results:
         rows += memory_rows(results["memory"])
     if "exit" in results:
@@ -980,7 +1073,8 @@ def run(plan: Plan, only: Sequence[str], out: Path) -> int:
     errors: Dict[str, str] = {}
     seconds: Dict[str, float] = {}
     needs_sink = [
-        s for s in only if s in ("caller", "exception", "throughput", "burst", "flaky", "latency")
+        s for s in only
+        if s in ("caller", "exception", "throughput", "burst", "flaky", "latency", "spool")
     ]
     sink = SinkProcess()
     try:
@@ -993,6 +1087,7 @@ def run(plan: Plan, only: Sequence[str], out: Path) -> int:
             "burst": lambda: section_burst(plan, sink),
             "flaky": lambda: section_flaky(sink, plan.flaky_paced_n, plan.flaky_rate_n),
             "latency": lambda: section_latency(sink, plan.latency_n),
+            "spool": lambda: section_spool(plan, sink),
             "memory": lambda: section_memory(plan),
             "exit": lambda: section_exit(plan),
         }
