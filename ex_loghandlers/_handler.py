@@ -12,8 +12,7 @@ import logging
 import os
 import threading
 import warnings
-import weakref
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 from ._buffer import RecordBuffer
@@ -328,8 +327,7 @@ class ExHTTPHandler(logging.Handler):
         """The child starts empty: the parent's queued records are the parent's to send.
 
         Fresh buffer, counters, locks, worker (started on the child's first record) and HTTP
-        session. A ``multiprocessing`` child leaves through ``os._exit()`` without running
-        ``atexit``, so the child also closes the handler when its threading shuts down.
+        session; the parent's spool file stays the parent's.
         """
         self._close_lock = threading.Lock()
         if self._closed:
@@ -337,28 +335,3 @@ class ExHTTPHandler(logging.Handler):
         self._last_exit_flush = None
         self._delivery.forget_after_fork()
         self._new_delivery()
-        _call_at_thread_shutdown(weakref.WeakMethod(self.close))
-
-
-def _weak_call(method: weakref.WeakMethod[Callable[[], None]]) -> Callable[[], None]:
-    """A callable that calls ``method`` while its object lives (hooks must not keep it alive)."""
-
-    def call() -> None:
-        bound = method()
-        if bound is not None:
-            bound()
-
-    return call
-
-
-def _call_at_thread_shutdown(method: weakref.WeakMethod[Callable[[], None]]) -> None:
-    """Run ``method`` when this process's threading shuts down (also in multiprocessing children).
-
-    ``threading._register_atexit`` is what ``concurrent.futures`` uses for the same purpose; it is
-    private, hence the guard.
-    """
-    register = getattr(threading, "_register_atexit", None)
-    if register is None:
-        return
-    with contextlib.suppress(RuntimeError):  # shutdown already under way
-        register(_weak_call(method))

@@ -1,8 +1,15 @@
-"""What happens to every live handler at once: a fork, and (when the user asks) SIGTERM.
+"""What happens to every live handler at once: a fork, a process's end, and SIGTERM.
 
 All handlers of the process sit in one weak set, so that one at-fork hook serves them all and a
 handler that is gone costs nothing: a hook per handler, never removed, would make every later
 ``fork()`` slower and keep growing.
+
+A normal exit runs ``atexit``, and ``logging.shutdown()`` there flushes and closes every handler,
+after the program's own ``atexit`` callbacks (which may still log). A ``multiprocessing`` child
+never gets there: it ends with ``os._exit()`` right after threading's shutdown, whether its
+handler came through ``fork()`` or was made in the child (a pool's initializer, a ``spawn`` or
+``forkserver`` child). So threading's shutdown closes the handlers in such children, and only
+there: elsewhere it would come before ``atexit`` and refuse what the program logs there.
 
 SIGTERM is what ``docker stop``, systemd, Kubernetes and ``multiprocessing.Pool.terminate()``
 send. Python's default reaction ends the process at once, without ``atexit`` and so without
@@ -15,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -30,6 +38,8 @@ class LiveHandler(Protocol):
     def config(self) -> Config: ...
 
     def flush(self, timeout: Optional[float] = None) -> bool: ...
+
+    def close(self) -> None: ...
 
     def _after_fork_in_child(self) -> None: ...
 
@@ -52,6 +62,22 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _close_all_in_a_multiprocessing_child() -> None:
+    multiprocessing = sys.modules.get("multiprocessing")
+    if multiprocessing is None or multiprocessing.parent_process() is None:
+        return  # not a multiprocessing child: logging.shutdown() will run at exit
+    handlers = live_handlers()
+    for handler in handlers:
+        with contextlib.suppress(Exception):
+            handler.close()
+
+
+_register_at_thread_shutdown = getattr(threading, "_register_atexit", None)
+if _register_at_thread_shutdown is not None:  # private (concurrent.futures uses it): guarded
+    with contextlib.suppress(RuntimeError):  # an interpreter already shutting down
+        _register_at_thread_shutdown(_close_all_in_a_multiprocessing_child)
 
 
 def flush_all() -> None:

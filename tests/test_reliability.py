@@ -588,3 +588,90 @@ def test_a_first_record_logged_at_exit_is_delivered_or_counted(tmp_path: Any) ->
     assert delivered == ["logged from an atexit hook"] or (
         "1 record dropped (no worker thread" in result.stderr
     ), result.stderr
+
+
+# -- handlers in child processes -------------------------------------------------------------------
+
+POOL_SCRIPT = """
+import logging, multiprocessing, sys
+from ex_loghandlers import ExHTTPHandler
+
+def configure(url):   # a handler made in the child, not inherited
+    logging.getLogger().addHandler(ExHTTPHandler(url=url, wire_format="json"))
+    logging.getLogger().setLevel(logging.INFO)
+
+def task(i):
+    logging.getLogger("pool").info("task %d", i)
+
+def own_process(url):   # a Process that configures logging itself
+    configure(url)
+    logging.getLogger("process").info("from a process of its own")
+
+if __name__ == "__main__":
+    url, method = sys.argv[1], sys.argv[2]
+    ctx = multiprocessing.get_context(method)
+    pool = ctx.Pool(2, initializer=configure, initargs=(url,))
+    pool.map(task, range(20))
+    pool.close()
+    pool.join()
+    child = ctx.Process(target=own_process, args=(url,))
+    child.start()
+    child.join()
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_a_handler_made_in_a_multiprocessing_child_delivers_before_the_child_ends(
+    tmp_path: Any, method: str
+) -> None:
+    import multiprocessing
+
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"no {method} start method here")
+    script = tmp_path / "pool.py"
+    script.write_text(POOL_SCRIPT)
+    with FaultServer() as server:
+        env = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning",
+                   PYTHONPATH=str(REPO))
+        result = subprocess.run(
+            [sys.executable, str(script), server.url_for("/sink/TEST/pool"), method],
+            capture_output=True, text=True, timeout=60, env=env,
+        )
+        assert result.returncode == 0, result.stderr
+        got = [r["message"] for r in server.accepted_records()]
+    assert sorted(m for m in got if m.startswith("task")) == sorted(
+        f"task {i}" for i in range(20)
+    )
+    assert got.count("from a process of its own") == 1
+
+
+FORK_ATEXIT_SCRIPT = """
+import atexit, logging, os, sys
+from ex_loghandlers import ExHTTPHandler
+
+handler = ExHTTPHandler(url=sys.argv[1], wire_format="json")
+log = logging.getLogger("app")
+log.setLevel(logging.INFO)
+log.addHandler(handler)
+pid = os.fork()
+if pid == 0:
+    atexit.register(lambda: log.info("child: clean shutdown"))   # runs before logging's own
+    log.info("child: working")
+    sys.exit(0)
+os.waitpid(pid, 0)
+"""
+
+
+@fork_only
+def test_a_forked_child_exits_in_the_order_a_normal_process_does(tmp_path: Any) -> None:
+    script = tmp_path / "fork_atexit.py"
+    script.write_text(FORK_ATEXIT_SCRIPT)
+    with FaultServer() as server:
+        env = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning",
+                   PYTHONPATH=str(REPO))
+        result = subprocess.run([sys.executable, str(script), server.url_for("/x")],
+                                capture_output=True, text=True, timeout=60, env=env)
+        assert result.returncode == 0, result.stderr
+        got = [r["message"] for r in server.accepted_records()]
+    assert got == ["child: working", "child: clean shutdown"]
+    assert "ex_loghandlers:" not in result.stderr  # nothing dropped as "handler closed"
