@@ -58,6 +58,9 @@ class RecordBuffer(Generic[T]):
         self.accepted_total = 0
         #: How many records were ever removed from the head (taken or evicted).
         self.removed_total = 0
+        #: How many accepted records were evicted to make room (``drop_oldest``). Counted here,
+        #: at the moment they leave, so that a snapshot never sees them gone but uncounted.
+        self.evicted_total = 0
         #: Set by close(): put() refuses every record from then on.
         self.closed = False
 
@@ -75,13 +78,13 @@ class RecordBuffer(Generic[T]):
                 self._append(item, size)
 
     def put(self, item: T, size: int, block_timeout: float = 0.0) -> Tuple[int, int]:
-        """Append ``item``; return (records dropped to keep the bounds, records now queued).
+        """Append ``item``; return (1 if ``item`` itself was refused else 0, records queued).
 
-        ``drop_newest`` drops ``item`` itself; ``drop_oldest`` evicts from the head until
-        ``item`` fits; ``block`` waits up to ``block_timeout`` seconds for room, then drops
-        ``item``. A record larger than ``max_bytes`` on its own can never fit and is dropped.
-        The queued count is taken under the lock, so exactly one caller sees the buffer go from
-        empty to 1: the one that must wake the worker.
+        ``drop_newest`` refuses ``item``; ``drop_oldest`` evicts from the head until ``item``
+        fits (counted in ``evicted_total``); ``block`` waits up to ``block_timeout`` seconds for
+        room, then refuses ``item``. A record larger than ``max_bytes`` on its own can never fit
+        and is refused. The queued count is taken under the lock, so exactly one caller sees
+        the buffer go from empty to 1: the one that must wake the worker.
         """
         with self._lock:
             # The fast path, inlined: this runs on the application's thread for every record.
@@ -96,7 +99,7 @@ class RecordBuffer(Generic[T]):
             return self._overflow(item, size, block_timeout), len(items)
 
     def _overflow(self, item: T, size: int, block_timeout: float) -> int:
-        """The buffer is full (lock held): apply the policy; return how many were dropped."""
+        """The buffer is full (lock held): apply the policy; return 1 if ``item`` is refused."""
         if size > self.max_bytes:
             return 1
         if self.overflow == "drop_oldest":
@@ -106,8 +109,9 @@ class RecordBuffer(Generic[T]):
                 self._bytes -= old_size
                 evicted += 1
             self.removed_total += evicted
+            self.evicted_total += evicted
             self._append(item, size)
-            return evicted
+            return 0
         if (
             self.overflow == "block"
             and block_timeout > 0
@@ -167,6 +171,11 @@ class RecordBuffer(Generic[T]):
             self.removed_total += count
             self._room.notify_all()
             return count
+
+    def counts(self) -> Tuple[int, int, int]:
+        """(accepted, queued, evicted), read at one moment."""
+        with self._lock:
+            return self.accepted_total, len(self._items), self.evicted_total
 
     def head_seq(self) -> int:
         """Sequence number of the oldest record still in the buffer (or the next one to come)."""

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, List, Optional, Tuple
+from typing import Any, Callable, Deque, List, Optional, Set, Tuple
 
 from ._buffer import RecordBuffer, Taken
 from ._clock import Clock
@@ -69,9 +69,13 @@ class Delivery:
         clock: Clock,
         options: DeliveryOptions,
         notice: Callable[[str], Tuple[Any, int]],
+        move_aside_on: Callable[[], None],
         say: Callable[[str], None],
     ) -> None:
         self.buffer = buffer
+        self._move_aside_on = move_aside_on
+        #: Idents of this delivery's own threads (the worker, the spool's writer).
+        self.thread_idents: Set[int] = set()
         self.ledger = Ledger(counters, buffer)
         self._notice = notice
         self._prepare = prepare
@@ -107,6 +111,8 @@ class Delivery:
                 clock=clock,
                 batch_size=options.batch_size,
                 thread_name=options.thread_name + "-spool",
+                thread_idents=self.thread_idents,
+                move_aside_on=move_aside_on,
             )
             self._spooler.doorbell = self.doorbell
 
@@ -210,6 +216,7 @@ class Delivery:
     def _run(self) -> None:
         ident = threading.get_ident()
         WORKER_THREAD_IDS.add(ident)
+        self.thread_idents.add(ident)
         try:
             while self._one_batch():
                 pass
@@ -249,6 +256,7 @@ class Delivery:
         """Wait until records are waiting and take them; None when the worker should stop."""
         while True:
             self._bell.clear()
+            self._move_aside_on()  # what a finalizer logged on this thread
             source = self._source()
             try:
                 taken = self.ledger.begin(source, self._options.batch_size) if source else None

@@ -12,7 +12,8 @@ import logging
 import os
 import threading
 import warnings
-from typing import Any, Dict, Optional, Tuple, Union
+from collections import deque
+from typing import Any, Deque, Dict, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 from ._buffer import RecordBuffer
@@ -21,7 +22,6 @@ from ._config import Config, build_config, checked_method
 from ._delivery import Delivery, DeliveryOptions
 from ._lifecycle import register as register_live_handler
 from ._mapping import Enrichment, snapshot, to_fields
-from ._quiet import WORKER_THREAD_IDS
 from ._report import LossReporter
 from ._retry import RetryPolicy
 from ._stats import HANDLER_CLOSED, QUEUE_FULL, Counters, Stats
@@ -105,6 +105,9 @@ class ExHTTPHandler(logging.Handler):
         self._first_backoff = _first_backoff
         self._closed = False
         self._close_lock = threading.Lock()
+        #: Which threads are inside emit() now, and what a re-entered emit() set aside.
+        self._reentry = threading.local()
+        self._aside: Deque[Tuple[Dict[str, Any], int]] = deque()
         #: When the last flush(None) started and ended: close() soon after shares its budget.
         self._last_exit_flush: Optional[Tuple[float, float]] = None
         # A subclass that overrides mapLogRecord gets it called on the caller's thread, as in the
@@ -154,20 +157,45 @@ class ExHTTPHandler(logging.Handler):
     def handle(self, record: logging.LogRecord) -> Any:
         """Filter and emit without the handler's lock: ``emit()`` is thread-safe on its own.
 
-        Records made on a delivery worker's thread are refused first, so the worker never waits
-        on a lock that ``logging.shutdown()`` holds while it waits for the worker.
+        So the worker never waits on the lock that ``logging.shutdown()`` holds while it waits
+        for the worker. A record made on this handler's own worker threads (a finalizer the
+        garbage collector happens to run there: the HTTP libraries' chatter never gets here,
+        see ``_quiet``) takes no lock at all: it is set aside, and the worker moves it on.
         """
-        if _get_ident() in WORKER_THREAD_IDS:
-            return False
         rv = self.filter(record) if self.filters else True
         if isinstance(rv, logging.LogRecord):  # Python 3.12+: a filter may return a new record
             record = rv
         if rv:
-            self.emit(record)
+            if _get_ident() in self._delivery.thread_idents:
+                self._set_aside(record)
+            else:
+                self.emit(record)
         return rv
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Queue the record for the worker. Never raises, never does I/O, never waits."""
+        """Queue the record for the worker. Never raises, never does I/O, never waits.
+
+        It may be re-entered on its own thread: the garbage collector may run a finalizer that
+        logs in the middle of it (asyncio's "Future exception was never retrieved" is logged
+        so), and so may a signal handler. Such a record waits in a side queue that takes no
+        lock, and this call, or the next one, moves it on: no call ever waits on a lock its
+        own thread holds.
+        """
+        reentry = self._reentry
+        if getattr(reentry, "active", False):
+            self._set_aside(record)
+            return
+        reentry.active = True
+        try:
+            prepared = self._prepared(record)
+            if prepared is not None:
+                self._enqueue(*prepared)
+            self._enqueue_aside()
+        finally:
+            reentry.active = False
+
+    def _prepared(self, record: logging.LogRecord) -> Optional[Tuple[Dict[str, Any], int]]:
+        """What the buffer keeps of ``record``, and its size; None if it could not be made."""
         try:
             item: Dict[str, Any]
             if self._user_mapping:
@@ -176,11 +204,39 @@ class ExHTTPHandler(logging.Handler):
             else:
                 item = snapshot(record)
                 message = item["message"]
-            size = estimated_size(message, bool(record.exc_info))
+            return item, estimated_size(message, bool(record.exc_info))
+        except RecursionError:
+            raise
+        except Exception as exc:
+            self._emit_failed(record, exc)
+            return None
+
+    def _set_aside(self, record: logging.LogRecord) -> None:
+        prepared = self._prepared(record)
+        if prepared is not None:
+            self._aside.append(prepared)  # a deque: thread-safe without a lock
+
+    def _enqueue_aside(self) -> None:
+        while self._aside:
+            self._enqueue(*self._aside.popleft())
+
+    def _move_aside_on(self) -> None:
+        """Queue records a re-entered emit() set aside that no emit() moved on since."""
+        reentry = self._reentry
+        if not self._aside or getattr(reentry, "active", False):
+            return
+        reentry.active = True
+        try:
+            self._enqueue_aside()
+        finally:
+            reentry.active = False
+
+    def _enqueue(self, item: Dict[str, Any], size: int) -> None:
+        try:
             delivery = self._delivery
-            dropped, queued = delivery.buffer.put(item, size, self._block_timeout)
-            if dropped:
-                self._count_overflow(dropped, size)
+            refused, queued = delivery.buffer.put(item, size, self._block_timeout)
+            if refused:
+                self._count_refused(size)
             # Ring only when the buffer stops being empty (the worker may be idle) or a batch is
             # full: not once per record.
             if queued == 1 or queued >= self._batch_size:
@@ -189,12 +245,14 @@ class ExHTTPHandler(logging.Handler):
                     doorbell.set()
             if delivery.thread is None:
                 delivery.ensure_started()
-        except RecursionError:
-            raise
         except Exception as exc:
-            # Counted, so that even this loss shows in stats; handleError says what happened.
-            with contextlib.suppress(Exception):
-                self._counters.dropped(f"emit failed: {type(exc).__name__}", 1, refused=True)
+            self._emit_failed(None, exc)
+
+    def _emit_failed(self, record: Optional[logging.LogRecord], exc: Exception) -> None:
+        """Counted, so that even this loss shows in stats; handleError says what happened."""
+        with contextlib.suppress(Exception):
+            self._counters.dropped(f"emit failed: {type(exc).__name__}", 1, refused=True)
+        if record is not None:
             self.handleError(record)
 
     def flush(self, timeout: Optional[float] = None) -> bool:  # type: ignore[override]
@@ -204,6 +262,7 @@ class ExHTTPHandler(logging.Handler):
         pass first. The stdlib's ``Handler.flush`` returns None; the bool is what makes an honest
         flush useful, hence the ignored override.
         """
+        self._move_aside_on()
         if timeout is not None:
             return self._delivery.flush(max(0.0, timeout))
         started = self._clock.monotonic()
@@ -222,6 +281,7 @@ class ExHTTPHandler(logging.Handler):
             if self._closed:
                 return
             self._closed = True
+        self._move_aside_on()
         try:
             now = self._clock.monotonic()
             budget = self._config.shutdown_timeout
@@ -247,7 +307,8 @@ class ExHTTPHandler(logging.Handler):
     def _otlp(self) -> bool:
         return self._config.wire_format == "otlp"
 
-    def _count_overflow(self, dropped: int, size: int) -> None:
+    def _count_refused(self, size: int) -> None:
+        """The buffer refused a record (evictions it counts itself): say why."""
         if self._delivery.buffer.closed:
             reason = HANDLER_CLOSED
         elif size > self._config.max_queue_bytes:
@@ -256,23 +317,18 @@ class ExHTTPHandler(logging.Handler):
             reason = f"{QUEUE_FULL} after waiting {self._block_timeout:g} s"
         else:
             reason = QUEUE_FULL
-        refused = (
-            self._config.overflow != "drop_oldest"
-            or size > self._config.max_queue_bytes
-            or self._delivery.buffer.closed
-        )
-        self._counters.dropped(reason, dropped, refused=refused)
+        self._counters.dropped(reason, 1, refused=True)
         self._delivery.doorbell.set()  # let the worker report the loss
 
     def _new_delivery(self) -> None:
         """Everything per process: buffer, counters, worker, HTTP session."""
         config = self._config
         self._enrichment = Enrichment.for_this_process(config.prefix, config.app_name)
-        self._counters = Counters()
-        reporter = LossReporter(self._counters, config.display_url, self._clock)
         buffer: RecordBuffer[Dict[str, Any]] = RecordBuffer(
             config.max_queue_size, config.max_queue_bytes, config.overflow
         )
+        self._counters = Counters(evicted=lambda: buffer.evicted_total)
+        reporter = LossReporter(self._counters, config.display_url, self._clock)
         enrichment, otlp = self._enrichment, self._otlp
         seq_key = config.prefix + "seq"
 
@@ -305,6 +361,7 @@ class ExHTTPHandler(logging.Handler):
             reporter=reporter,
             clock=self._clock,
             notice=self._notice_item,
+            move_aside_on=self._move_aside_on,
             options=DeliveryOptions(
                 batch_size=config.batch_size,
                 timeout=config.timeout,
@@ -330,6 +387,8 @@ class ExHTTPHandler(logging.Handler):
         session; the parent's spool file stays the parent's.
         """
         self._close_lock = threading.Lock()
+        self._reentry = threading.local()
+        self._aside = deque()
         if self._closed:
             return
         self._last_exit_flush = None

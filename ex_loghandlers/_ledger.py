@@ -98,8 +98,13 @@ class Ledger:
         return sum(stage.pending() for stage in self._stages) + self._in_flight
 
     def snapshot(self) -> Stats:
+        """The counts, with every stage read at the same moment: the buffer's own counts (its
+        evictions among them) under its lock, the rest under this one."""
         with self.lock:
-            return self.counters.snapshot(self._buffer.accepted_total, self.queued())
+            accepted, buffered, evicted = self._buffer.counts()
+            after_the_buffer = sum(stage.pending() for stage in self._stages[1:])
+            queued = buffered + after_the_buffer + self._in_flight
+            return self.counters.snapshot(accepted, queued, evicted)
 
     # -- flush() ---------------------------------------------------------------------------------
 

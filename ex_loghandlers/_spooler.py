@@ -12,7 +12,7 @@ carries on in memory and says so once; records already on disk stay there for th
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from ._buffer import RecordBuffer, Taken
 from ._clock import Clock
@@ -38,7 +38,11 @@ class Spooler:
         clock: Clock,
         batch_size: int,
         thread_name: str,
+        thread_idents: Set[int],
+        move_aside_on: Callable[[], None],
     ) -> None:
+        self._thread_idents = thread_idents
+        self._move_aside_on = move_aside_on
         self.path = path
         self._max_bytes = max_bytes
         self._buffer = buffer
@@ -157,6 +161,7 @@ class Spooler:
     def _run(self) -> None:
         ident = threading.get_ident()
         WORKER_THREAD_IDS.add(ident)
+        self._thread_idents.add(ident)
         try:
             self._open()
             while not self.failed and not self._stopped:
@@ -183,6 +188,7 @@ class Spooler:
     def _write_some(self) -> bool:
         """Write what is queued; wait for more. False if there was nothing to write."""
         self.doorbell.clear()
+        self._move_aside_on()  # what a finalizer logged on this thread
         with self._ledger.lock:
             taken = self._buffer.take_batch(self._batch_size)
             self._writing = taken if taken.items else None

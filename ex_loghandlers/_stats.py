@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
-from typing import Dict, Mapping, Optional, Tuple
+from dataclasses import dataclass, field, replace
+from typing import Callable, Dict, Mapping, Optional, Tuple
 
 # Why a record was dropped (never sent) ...
 QUEUE_FULL = "queue full"
@@ -41,80 +41,106 @@ class Stats:
     last_success: Optional[float] = None
 
 
-class Counters:
-    """Mutable counts shared by the application's threads (drops) and the worker (the rest)."""
+@dataclass(frozen=True)
+class _Tally:
+    """The counts at one moment: replaced whole, never changed."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.sent = 0
-        self.retried = 0
-        self.refused = 0
-        #: Records this handler took in without the buffer: found in the spool at start.
-        self.adopted = 0
-        self.kept = 0
-        self.dropped_by_reason: Dict[str, int] = {}
-        self.failed_by_reason: Dict[str, int] = {}
-        self.last_error: Optional[str] = None
-        self.last_success: Optional[float] = None
-        #: Every record dropped or failed so far: a cheap "anything new?" for the reporter.
-        self.lost = 0
+    sent: int = 0
+    retried: int = 0
+    refused: int = 0  # records that never entered the buffer
+    adopted: int = 0  # records found in the spool at start, left by a process that died
+    kept: int = 0
+    lost: int = 0  # dropped + failed, evictions aside: a cheap "anything new?"
+    dropped_by_reason: Mapping[str, int] = field(default_factory=dict)
+    failed_by_reason: Mapping[str, int] = field(default_factory=dict)
+    last_error: Optional[str] = None
+    last_success: Optional[float] = None
+
+
+class Counters:
+    """Counts shared by the application's threads (drops) and the worker (the rest).
+
+    Writers replace an immutable tally under a lock; readers take the tally whole, without a
+    lock. So a snapshot is consistent, and reading never waits: ``stats`` may be called from
+    anywhere, a finalizer that runs in the middle of a write on the same thread included.
+    Records evicted from the buffer (``drop_oldest``) are counted by the buffer itself, at the
+    moment they leave it (``evicted`` reads that count).
+    """
+
+    def __init__(self, evicted: Callable[[], int] = lambda: 0) -> None:
+        self._write = threading.RLock()
+        self._tally = _Tally()
+        self._evicted = evicted
+
+    def _change(self, change: Callable[[_Tally], _Tally]) -> None:
+        with self._write:
+            self._tally = change(self._tally)
 
     def dropped(self, reason: str, count: int, refused: bool = False) -> None:
         """Count ``count`` records never sent; ``refused``: they never entered the buffer."""
         if count <= 0:
             return
-        with self._lock:
-            self.dropped_by_reason[reason] = self.dropped_by_reason.get(reason, 0) + count
-            self.lost += count
-            if refused:
-                self.refused += count
+        self._change(lambda t: replace(
+            t, dropped_by_reason=_plus(t.dropped_by_reason, reason, count),
+            lost=t.lost + count, refused=t.refused + (count if refused else 0),
+        ))
 
     def failed(self, reason: str, count: int) -> None:
-        with self._lock:
-            self.failed_by_reason[reason] = self.failed_by_reason.get(reason, 0) + count
-            self.lost += count
-            self.last_error = reason
+        if count <= 0:
+            return
+        self._change(lambda t: replace(
+            t, failed_by_reason=_plus(t.failed_by_reason, reason, count),
+            lost=t.lost + count, last_error=reason,
+        ))
 
     def took_in(self, count: int) -> None:
         """Records found in the spool, left by a process that died."""
-        with self._lock:
-            self.adopted += count
+        self._change(lambda t: replace(t, adopted=t.adopted + count))
 
     def left_on_disk(self, count: int) -> None:
-        with self._lock:
-            self.kept += count
+        self._change(lambda t: replace(t, kept=t.kept + count))
 
     def succeeded(self, count: int, when: float) -> None:
-        with self._lock:
-            self.sent += count
-            self.last_success = when
+        self._change(lambda t: replace(t, sent=t.sent + count, last_success=when))
 
     def retrying(self, error: str) -> None:
-        with self._lock:
-            self.retried += 1
-            self.last_error = error
+        self._change(lambda t: replace(t, retried=t.retried + 1, last_error=error))
+
+    @property
+    def lost(self) -> int:
+        """Every record dropped or failed so far."""
+        return self._tally.lost + self._evicted()
 
     def losses(self) -> Dict[Tuple[str, str], int]:
         """Counts per (``"dropped"`` or ``"failed"``, reason): what the loss reporter compares."""
-        with self._lock:
-            out = {("dropped", r): n for r, n in self.dropped_by_reason.items()}
-            out.update({("failed", r): n for r, n in self.failed_by_reason.items()})
-            return out
+        tally = self._tally
+        dropped = _plus(tally.dropped_by_reason, QUEUE_FULL, self._evicted())
+        out = {("dropped", r): n for r, n in dropped.items()}
+        out.update({("failed", r): n for r, n in tally.failed_by_reason.items()})
+        return out
 
-    def snapshot(self, accepted: int, queued: int) -> Stats:
-        with self._lock:
-            dropped = sum(self.dropped_by_reason.values())
-            failed = sum(self.failed_by_reason.values())
-            return Stats(
-                emitted=accepted + self.refused + self.adopted,
-                sent=self.sent,
-                dropped=dropped,
-                failed=failed,
-                retried=self.retried,
-                queued=queued,
-                kept=self.kept,
-                dropped_by_reason=dict(self.dropped_by_reason),
-                failed_by_reason=dict(self.failed_by_reason),
-                last_error=self.last_error,
-                last_success=self.last_success,
-            )
+    def snapshot(self, accepted: int, queued: int, evicted: int) -> Stats:
+        """Stats from the tally and the buffer's counts (read by the caller at one moment)."""
+        tally = self._tally
+        dropped = _plus(tally.dropped_by_reason, QUEUE_FULL, evicted)
+        return Stats(
+            emitted=accepted + tally.refused + tally.adopted,
+            sent=tally.sent,
+            dropped=sum(dropped.values()),
+            failed=sum(tally.failed_by_reason.values()),
+            retried=tally.retried,
+            queued=queued,
+            kept=tally.kept,
+            dropped_by_reason=dropped,
+            failed_by_reason=dict(tally.failed_by_reason),
+            last_error=tally.last_error,
+            last_success=tally.last_success,
+        )
+
+
+def _plus(counts: Mapping[str, int], reason: str, count: int) -> Dict[str, int]:
+    """A copy of ``counts`` with ``count`` more under ``reason`` (none added for 0)."""
+    out = dict(counts)
+    if count:
+        out[reason] = out.get(reason, 0) + count
+    return out

@@ -39,7 +39,8 @@ def test_drop_oldest_evicts_from_the_head_until_the_new_record_fits() -> None:
     buffer: RecordBuffer[int] = RecordBuffer(100, 10, "drop_oldest")
     for i in range(5):
         buffer.put(i, 2)
-    assert buffer.put(99, 5) == (3, 3)  # evicts 0, 1, 2
+    assert buffer.put(99, 5) == (0, 3)  # accepted, after evicting 0, 1, 2
+    assert buffer.evicted_total == 3
     first, items = buffer.take(10)
     assert items == [3, 4, 99]
     assert first == 3  # evicted records count as removed: the sequence stays exact
@@ -95,4 +96,4 @@ def test_bounds_always_hold_and_nothing_is_unaccounted(
             dropped += buffer.put(put, op)[0]
         assert len(buffer) <= max_items
         assert buffer.queued_bytes <= max_bytes
-    assert put == taken + dropped + len(buffer)
+    assert put == taken + dropped + buffer.evicted_total + len(buffer)

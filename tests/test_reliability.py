@@ -675,3 +675,119 @@ def test_a_forked_child_exits_in_the_order_a_normal_process_does(tmp_path: Any) 
         got = [r["message"] for r in server.accepted_records()]
     assert got == ["child: working", "child: clean shutdown"]
     assert "ex_loghandlers:" not in result.stderr  # nothing dropped as "handler closed"
+
+
+# -- re-entered on its own thread ------------------------------------------------------------------
+
+
+class LogsWhenFreed:
+    """Logs from ``__del__``: as asyncio's unretrieved-exception Future, or a leaked resource."""
+
+    def __init__(self, logger: logging.Logger, text: str) -> None:
+        self.logger, self.text = logger, text
+
+    def __del__(self) -> None:
+        self.logger.warning(self.text)
+
+
+def test_a_finalizer_that_logs_in_the_middle_of_emit_neither_hangs_nor_is_lost(
+    logger: logging.Logger,
+) -> None:
+    """A record evicted by drop_oldest is freed inside the buffer's lock, and its finalizer logs
+    through the same handler on the same thread, right there."""
+    release = threading.Event()
+
+    class KeepsObjects(ExHTTPHandler):  # a user mapping's dict is kept as it is, objects and all
+        def mapLogRecord(self, record: logging.LogRecord) -> dict:
+            return {"message": record.getMessage(), "guard": getattr(record, "guard", None)}
+
+    with FaultServer(sequence([Action.hang(release)])) as server:
+        handler = KeepsObjects(url=server.url_for("/x"), wire_format="json", max_queue_size=1,
+                               overflow="drop_oldest", batch_size=1)
+        logger.addHandler(handler)
+        logger.info("in flight")
+        assert server.wait_for_requests(1, timeout=10)
+
+        def log_two() -> None:
+            logger.info("queued", extra={"guard": LogsWhenFreed(logger, "freed while queued")})
+            logger.info("evicts it")  # frees the first while the buffer is locked
+
+        caller = threading.Thread(target=log_two, daemon=True)
+        caller.start()
+        caller.join(10)
+        assert not caller.is_alive(), "emit() waited on a lock its own thread holds"
+        release.set()
+        assert handler.flush(timeout=10)
+        assert handler.flush(timeout=10)  # and the notice of the loss, queued after
+        stats = handler.stats
+        got = [str(r["message"]) for r in server.accepted_records()]
+        assert got[:2] == ["in flight", "freed while queued"]
+        assert "2 log records were lost" in got[2]
+        assert stats.dropped_by_reason == {"queue full": 2}  # "queued", then "evicts it"
+        assert stats.emitted == 5 == stats.sent + stats.dropped + stats.failed + stats.queued
+
+
+def test_finalizers_logging_under_load_never_hang(logger: logging.Logger) -> None:
+    """Cyclic garbage whose finalizers log, collected at random points of emit()."""
+    with FaultServer() as server:
+        handler = ExHTTPHandler(url=server.url_for("/x"), wire_format="json")
+        logger.addHandler(handler)
+
+        class Cycle(LogsWhenFreed):
+            def __init__(self) -> None:
+                super().__init__(logger, "a cycle was collected")
+                self.me = self
+
+        def work() -> None:
+            for i in range(5000):
+                Cycle()
+                logger.info("work %d", i)
+
+        old = gc.get_threshold()
+        gc.set_threshold(20)
+        try:
+            worker = threading.Thread(target=work, daemon=True)
+            worker.start()
+            worker.join(60)
+            assert not worker.is_alive(), "a finalizer's record deadlocked emit()"
+        finally:
+            gc.set_threshold(*old)
+            gc.collect()
+        assert handler.flush(timeout=30)
+        stats = handler.stats
+        assert stats.sent == stats.emitted and stats.dropped == 0
+        messages_seen = [r["message"] for r in server.accepted_records()]
+        assert sum(m.startswith("work ") for m in messages_seen) == 5000
+        assert sum(m == "a cycle was collected" for m in messages_seen) == 5000
+
+
+def test_every_stats_snapshot_adds_up_while_drop_oldest_evicts(logger: logging.Logger) -> None:
+    release = threading.Event()
+    with FaultServer(sequence([Action.hang(release)], then=Action.ok())) as server:
+        handler = ExHTTPHandler(url=server.url_for("/x"), wire_format="json", max_queue_size=50,
+                                overflow="drop_oldest")
+        logger.addHandler(handler)
+        stop = threading.Event()
+
+        def flood() -> None:
+            while not stop.is_set():
+                logger.info("x")
+
+        floods = [threading.Thread(target=flood) for _ in range(3)]
+        for thread in floods:
+            thread.start()
+        off = []
+        try:
+            for n in range(3000):
+                if n == 1500:
+                    release.set()  # half the time stuck, half the time sending
+                st = handler.stats
+                balance = st.emitted - (st.sent + st.dropped + st.failed + st.queued)
+                if balance:
+                    off.append(balance)
+        finally:
+            stop.set()
+            for thread in floods:
+                thread.join(10)
+        assert off == []
+        assert handler.stats.dropped_by_reason.get("queue full", 0) > 0
