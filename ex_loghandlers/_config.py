@@ -53,12 +53,21 @@ def build_config(
     host: Optional[str],
     url: str,
     method: str,
-    secure: bool,
+    secure: Any,
     credentials: Any,
     context: Any,
     options: Dict[str, Any],
 ) -> Config:
-    full_url = target_url(host, url, _flag("secure", secure))
+    context = _context(context)
+    use_https = _truthy("secure", secure)
+    if host is not None and not use_https and context is not None:
+        # The stdlib's HTTPHandler refuses this too ("context parameter only makes sense with
+        # secure=True").
+        raise ValueError(
+            "context is used only for https: pass secure=True with it, as the stdlib's"
+            " HTTPHandler requires (or give a full https:// url without host)"
+        )
+    full_url = target_url(host, url, use_https)
     if context is not None and options["cert"] is not None:
         raise ValueError(
             "cert cannot be combined with context: load the client certificate into the context"
@@ -85,14 +94,14 @@ def build_config(
         verify=_verify(options["verify"]),
         cert=_cert(options["cert"]),
         credentials=_credentials(credentials),
-        context=_context(context),
+        context=context,
     )
 
 
 def target_url(host: Optional[str], url: str, secure: bool) -> str:
     """The stdlib's ``host`` + ``url`` (+ ``secure``), or a full URL on its own."""
-    if not isinstance(url, str) or not url:
-        raise TypeError(f"url must be a non-empty str (a path or a full URL), not {url!r}")
+    if not isinstance(url, str):
+        raise TypeError(f"url must be a str (a path or a full URL), not {type(url).__name__}")
     if host is None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -103,11 +112,12 @@ def target_url(host: Optional[str], url: str, secure: bool) -> str:
         return url
     if not isinstance(host, str) or not host or "/" in host:
         raise ValueError(f"host must be 'server' or 'server:port' (no scheme), not {host!r}")
-    if not url.startswith("/"):
+    if url and not url.startswith("/"):
         raise ValueError(
             f"url must be a path starting with '/' when host is given, not {display_url(url)!r}"
         )
-    return f"{'https' if secure else 'http'}://{host}{url}"
+    # An empty path is the stdlib's "/" (http.client sends "/" for an empty request target).
+    return f"{'https' if secure else 'http'}://{host}{url or '/'}"
 
 
 def display_url(url: str) -> str:
@@ -164,6 +174,14 @@ def _flag(name: str, value: Any) -> bool:
     return value
 
 
+def _truthy(name: str, value: Any) -> bool:
+    """The stdlib's reading of a flag it only tests for truth (``secure``: any true value)."""
+    try:
+        return bool(value)
+    except Exception:
+        raise TypeError(f"{name} must be True or False, not {type(value).__name__}") from None
+
+
 def _choice(name: str, value: Any, accepted: Tuple[str, ...]) -> str:
     if value not in accepted:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, accepted))}, not {value!r}")
@@ -210,7 +228,24 @@ def _pair(name: str, value: Any, example: str) -> Tuple[str, str]:
 
 
 def _credentials(value: Any) -> Optional[Tuple[str, str]]:
-    return None if value is None else _pair("credentials", value, "(user, password)")
+    """The stdlib's ``credentials``: a ``(user, password)`` pair; any false value means none.
+
+    The stdlib formats the pair with ``'%s:%s'``, so a number (a PIN from YAML) is its digits;
+    anything else there (None, bytes) would be sent as its repr, so it is refused instead.
+    """
+    if not value:
+        return None
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        user, password = value
+        if all(isinstance(v, str) or _is_whole_number(v) for v in (user, password)):
+            return (str(user), str(password))
+    raise TypeError(
+        "credentials must be None or a (user, password) pair of str (a list from JSON works too)"
+    )
+
+
+def _is_whole_number(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _cert(value: Any) -> Union[str, Tuple[str, str], None]:
