@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import ssl
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 from urllib.parse import unquote, urlsplit
@@ -21,6 +22,13 @@ from ._wire import WIRE_FORMATS
 
 METHODS = ("GET", "POST")
 REDACTED = "***"
+
+#: The largest value of a seconds option: a million seconds, about 11.6 days. Larger values
+#: break the waits that use them: ``threading`` refuses timeouts above ``threading.TIMEOUT_MAX``
+#: (OverflowError in the worker or in ``logging.shutdown()``; about 49.7 days on Windows), and
+#: CPython's socket waits truncate a timeout above 2**31 ms (about 24.8 days) to a random,
+#: possibly tiny one.
+MAX_SECONDS = min(1_000_000.0, threading.TIMEOUT_MAX)
 
 
 @dataclass(frozen=True)
@@ -201,9 +209,12 @@ def _seconds(name: str, value: Any, positive: bool = False) -> float:
         or not math.isfinite(value)
     ):
         raise ValueError(f"{name} must be a finite number of seconds, not {value!r}")
-    if value < 0 or (positive and value == 0):
-        bound = "greater than 0" if positive else "0 or more"
-        raise ValueError(f"{name} must be {bound} seconds, not {value!r}")
+    if value < 0 or (positive and value == 0) or value > MAX_SECONDS:
+        low = "more than 0 and" if positive else "0 or more, and"
+        raise ValueError(
+            f"{name} must be {low} at most {MAX_SECONDS:.0f} seconds (about"
+            f" {MAX_SECONDS / 86400:.1f} days), not {value!r}"
+        )
     return float(value)
 
 

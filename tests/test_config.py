@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import socket
 import ssl
@@ -10,10 +11,13 @@ import threading
 from typing import Any, Dict, Iterator, List
 
 import pytest
-from faultserver import FaultServer
+from faultserver import Action, FaultServer, sequence
 
 import ex_loghandlers
 from ex_loghandlers import ExHTTPHandler
+from ex_loghandlers._config import MAX_SECONDS
+
+WAIT = 10.0  # a failure bound: a passing flush returns in milliseconds
 
 BASE: Dict[str, Any] = {"host": "localhost:5000", "url": "/sink/TEST/myapp"}
 
@@ -331,6 +335,54 @@ def test_a_sink_url_without_an_app_segment_still_hides_the_key() -> None:
 def test_seconds_must_be_finite(option: str, value: float) -> None:
     with pytest.raises(ValueError, match=option):
         ExHTTPHandler(url="http://logs.example/x", **{option: value})
+
+
+SECONDS_OPTIONS = ["timeout", "flush_interval", "max_retry_time", "shutdown_timeout"]
+
+
+@pytest.mark.parametrize("option", SECONDS_OPTIONS)
+@pytest.mark.parametrize(
+    "value",
+    [1e10, threading.TIMEOUT_MAX + 1, MAX_SECONDS + 0.5],
+    ids=["1e10", "TIMEOUT_MAX+1", "MAX+0.5"],
+)
+def test_seconds_above_the_maximum_are_refused_with_the_range(option: str, value: float) -> None:
+    with pytest.raises(ValueError) as info:
+        ExHTTPHandler(url="http://logs.example/x", **{option: value})
+    message = str(info.value)
+    assert re.search(rf"\b{option}\b", message), message
+    assert "at most 1000000 seconds" in message
+
+
+def test_the_maximum_fits_every_wait_it_is_used_for() -> None:
+    assert MAX_SECONDS <= threading.TIMEOUT_MAX  # Event.wait, Lock.acquire, Thread.join
+    assert MAX_SECONDS * 1000 < 2**31  # socket timeouts, in poll()'s int milliseconds
+
+
+def test_every_seconds_option_at_the_maximum_works_end_to_end() -> None:
+    """The longest waits allowed still wait: no OverflowError, no socket timeout cut short."""
+    release = threading.Event()
+    with FaultServer(sequence([Action.hang(release)], then=Action.ok())) as server:
+        handler = ExHTTPHandler(
+            url=server.url_for("/log"), **{option: MAX_SECONDS for option in SECONDS_OPTIONS}
+        )
+        logger = logging.getLogger("test_config.max_seconds")
+        logger.propagate = False
+        logger.addHandler(handler)
+        try:
+            logger.error("waits as long as it is told")
+            assert handler.flush(timeout=0.05) is False  # the flush request reached the worker
+            assert server.wait_for_requests(1, timeout=WAIT)
+            # A socket timeout cut short would make the worker try again meanwhile.
+            assert not server.wait_for_requests(2, timeout=0.5)
+            release.set()
+            assert handler.flush(timeout=WAIT) is True
+            assert handler.flush() is True  # what logging.shutdown() calls: shutdown_timeout
+        finally:
+            logger.removeHandler(handler)
+            logger.propagate = True
+            handler.close()
+        assert (handler.stats.sent, len(server.requests())) == (1, 1)
 
 
 def test_get_cannot_be_compressed() -> None:
