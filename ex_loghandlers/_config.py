@@ -8,8 +8,10 @@ arrive from code, ``dictConfig`` (JSON/YAML/TOML: lists where code would pass tu
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
+import re
 import ssl
 import threading
 from dataclasses import dataclass, field
@@ -110,22 +112,98 @@ def target_url(host: Optional[str], url: str, secure: bool) -> str:
     """The stdlib's ``host`` + ``url`` (+ ``secure``), or a full URL on its own."""
     if not isinstance(url, str):
         raise TypeError(f"url must be a str (a path or a full URL), not {type(url).__name__}")
+    _check_characters(url)
     if host is None:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # an unclosed '[', or what is in brackets is not an IPv6 address
+            raise ValueError(
+                "url must be a full http:// or https:// URL; an IPv6 address goes in brackets:"
+                " 'http://[::1]:8080/path'"
+            ) from None
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(
                 "url must be a full http:// or https:// URL when host is not given"
                 f" (or give host='server:port' and a path), not {display_url(url)!r}"
             )
+        check_server("url", parts.netloc.rpartition("@")[2], display_url(url))
         return url
     if not isinstance(host, str) or not host or "/" in host:
-        raise ValueError(f"host must be 'server' or 'server:port' (no scheme), not {host!r}")
+        shown = host.rpartition("@")[2] if isinstance(host, str) else host
+        raise ValueError(f"host must be 'server' or 'server:port' (no scheme), not {shown!r}")
+    if "@" in host:
+        raise ValueError(
+            "host must be 'server' or 'server:port', without a user or password:"
+            " pass credentials=(user, password)"
+        )
+    check_server("host", host)
     if url and not url.startswith("/"):
         raise ValueError(
             f"url must be a path starting with '/' when host is given, not {display_url(url)!r}"
         )
     # An empty path is the stdlib's "/" (http.client sends "/" for an empty request target).
     return f"{'https' if secure else 'http'}://{host}{url or '/'}"
+
+
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+#: A DNS name or an IPv4 address: labels of letters (any script), digits, '-' and '_'.
+_SERVER_NAME = re.compile(r"[\w-]+(?:\.[\w-]+)*\.?")
+_ZONE_ID = re.compile(r"(?:25)?[\w.~-]+")  # after '%', RFC 6874: [fe80::1%25eth0]
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+def _check_characters(url: str) -> None:
+    """No control character, no surrounding whitespace: urlsplit would silently drop some."""
+    bad = _CONTROL_CHARACTER.search(url)
+    if bad is None and url == url.strip():
+        return
+    where = f"{bad.group()!r} at position {bad.start()}" if bad else "whitespace at an end"
+    raise ValueError(
+        f"url must not contain control characters or begin or end with whitespace; it has"
+        f" {where} (a newline read from a file or an environment variable?)"
+    )
+
+
+def check_server(option: str, server: str, shown: Optional[str] = None) -> None:
+    """Refuse a server (``name``, ``name:port``, ``[IPv6]:port``) no connection could reach.
+
+    Caught here, a bad port or a space in the name says so; caught at run time, it is retried
+    as "connection failed" until the deadline. ``shown``: the URL the server is part of.
+    """
+    where = f", in {shown}" if shown else ""
+    brackets = "an IPv6 address goes in brackets, '[::1]:8080'"
+    if server.startswith("["):
+        address, bracket, rest = server[1:].partition("]")
+        if not bracket:
+            raise ValueError(f"{option}: {server!r} has no closing ']' ({brackets}){where}")
+        ip, percent, zone = address.partition("%")
+        if not _is_ipv6(ip) or (percent and not _ZONE_ID.fullmatch(zone)):
+            raise ValueError(f"{option}: [{address}] is not an IPv6 address{where}")
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"{option}: only ':port' may follow ']', not {rest!r}{where}")
+        port = rest[1:]
+    else:
+        name, _, port = server.partition(":")
+        if ":" in port:
+            raise ValueError(f"{option}: {brackets}, not {server!r}{where}")
+        if not _SERVER_NAME.fullmatch(name):
+            raise ValueError(
+                f"{option}: {name!r} is not a server name or IP address (letters, digits, '-',"
+                f" '_' and dots; {brackets}){where}"
+            )
+    # An empty port ('server:') is the scheme's default, for http.client and urllib3 alike.
+    if port and not (_PORT.fullmatch(port) and 1 <= int(port) <= 65535):
+        raise ValueError(
+            f"{option}: the port must be a whole number from 1 to 65535, not {port!r}{where}"
+        )
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def display_url(url: str) -> str:
@@ -260,9 +338,19 @@ def _is_whole_number(value: Any) -> bool:
 
 
 def _cert(value: Any) -> Union[str, Tuple[str, str], None]:
-    if value is None or isinstance(value, str):
-        return value
-    return _pair("cert", value, "(cert_file, key_file), or a path to a PEM file")
+    if value is None:
+        return None
+    example = "(cert_file, key_file), or a path to a PEM file"
+    cert: Union[str, Tuple[str, str]] = (
+        value if isinstance(value, str) else _pair("cert", value, example)
+    )
+    for path in (cert,) if isinstance(cert, str) else cert:
+        if not os.path.isfile(path):
+            raise ValueError(
+                f"cert must be the path of a PEM file with the client certificate (and its key),"
+                f" or a (cert_file, key_file) pair of paths; no file at {path!r}"
+            )
+    return cert
 
 
 def _verify(value: Any) -> Union[bool, str]:

@@ -8,10 +8,12 @@ import socket
 import ssl
 import sys
 import threading
+from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
 import pytest
 from faultserver import Action, FaultServer, sequence
+from pytest_httpserver import HTTPServer
 
 import ex_loghandlers
 from ex_loghandlers import ExHTTPHandler
@@ -54,15 +56,35 @@ BAD_VALUES = [
     ("verify", {"verify": 123}, TypeError),
     ("verify", {"verify": "/no/such/file"}, ValueError),
     ("cert", {"cert": ("a",)}, TypeError),
+    ("cert", {"cert": "/no/such/client.pem"}, ValueError),
+    ("cert", {"cert": (__file__, "/no/such/client.key")}, ValueError),
     ("credentials", {"credentials": "user"}, TypeError),
     ("credentials", {"credentials": ("user", None)}, TypeError),
     ("credentials", {"credentials": ("user", b"pw")}, TypeError),
     ("credentials", {"credentials": ("user", "pw", "x")}, TypeError),
     ("context", {"context": "x"}, TypeError),
     ("host", {"host": "http://x"}, ValueError),
+    ("host", {"host": "127.0.0.1:99999"}, ValueError),
+    ("host", {"host": "127.0.0.1:0"}, ValueError),
+    ("host", {"host": "127.0.0.1:abc"}, ValueError),
+    ("host", {"host": "logs .example:5000"}, ValueError),
+    ("host", {"host": "logs.example\n"}, ValueError),
+    ("host", {"host": "logs*example"}, ValueError),
+    ("host", {"host": "::1:5000"}, ValueError),
+    ("host", {"host": "[::1:5000"}, ValueError),
+    ("host", {"host": "[::zz]:5000"}, ValueError),
+    ("host", {"host": "[::1]5000"}, ValueError),
+    ("host", {"host": "user:pw@logs.example"}, ValueError),
     ("url", {"url": "sink"}, ValueError),
     ("url", {"host": None, "url": "logs.example/sink/KEY/app"}, ValueError),
     ("url", {"host": None, "url": "ftp://logs.example/sink/KEY/app"}, ValueError),
+    ("url", {"host": None, "url": "http://127.0.0.1:abc/sink/KEY/app"}, ValueError),
+    ("url", {"host": None, "url": "http://127.0.0.1:65536/x"}, ValueError),
+    ("url", {"host": None, "url": "http://logs .example/x"}, ValueError),
+    ("url", {"host": None, "url": "http://[::1/x"}, ValueError),
+    ("url", {"host": None, "url": "http://logs.example/x\n"}, ValueError),
+    ("url", {"host": None, "url": " http://logs.example/x"}, ValueError),
+    ("url", {"url": "/sink/KEY/app\r\n"}, ValueError),
     ("url", {"host": None, "url": ""}, ValueError),
     ("url", {"url": None}, TypeError),
     ("compress", {"compress": "yes"}, TypeError),
@@ -102,6 +124,71 @@ def test_the_url_error_redacts_the_key_when_host_is_none() -> None:
     with pytest.raises(ValueError, match="url") as info:
         ExHTTPHandler(url="logs.example/sink/SECRETKEY/app")
     assert "SECRETKEY" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"url": "http://user:hunter2@logs.example:abc/sink/SECRETKEY/app"},
+        {"url": "http://user:hunter2@logs .example/sink/SECRETKEY/app"},
+        {"url": "http://user:hunter2@[::1/sink/SECRETKEY/app"},
+        {"url": "http://user:hunter2@logs.example/sink/SECRETKEY/app\n"},
+        {"host": "user:hunter2@logs.example:5000", "url": "/sink/SECRETKEY/app"},
+        {"host": "http://user:hunter2@logs.example", "url": "/sink/SECRETKEY/app"},
+    ],
+    ids=["port", "space", "bracket", "newline", "host-userinfo", "host-scheme"],
+)
+def test_a_bad_server_is_refused_without_showing_a_secret(kwargs: Dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=r"\b(url|host)\b") as info:
+        ExHTTPHandler(**kwargs)
+    assert "SECRETKEY" not in str(info.value)
+    assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("server", "url"),
+    [
+        ("[::1]:8080", "http://[::1]:8080/x"),
+        ("[fe80::1%25eth0]:8080", "http://[fe80::1%25eth0]:8080/x"),
+        ("LOGS.example.:443", "http://LOGS.example.:443/x"),
+        ("log_sink", "http://log_sink/x"),
+        ("b\u00fccher.example", "http://b\u00fccher.example/x"),
+        ("127.0.0.1:", "http://127.0.0.1:/x"),  # an empty port is the default, as in http.client
+    ],
+)
+def test_servers_that_can_be_reached_are_accepted(
+    server: str, url: str, handlers: List[ExHTTPHandler]
+) -> None:
+    handlers.append(ExHTTPHandler(host=server, url="/x"))
+    handlers.append(ExHTTPHandler(url=url))
+    assert [h.url for h in handlers] == [url, url]
+
+
+def test_an_ipv6_literal_reaches_the_server(handlers: List[ExHTTPHandler]) -> None:
+    try:
+        server = HTTPServer(host="::1", port=0)
+        server.start()
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    try:
+        server.expect_request("/log").respond_with_data("ok")
+        logger = logging.getLogger("test_config.ipv6")
+        logger.propagate = False
+        handler = ExHTTPHandler(host=f"[::1]:{server.port}", url="/log")
+        handlers.append(handler)
+        logger.addHandler(handler)
+        try:
+            logger.error("over IPv6")
+            assert handler.flush(timeout=WAIT) is True
+        finally:
+            logger.removeHandler(handler)
+            logger.propagate = True
+        assert handler.stats.sent == 1
+        [(request, _)] = server.log
+        assert request.form["msg"] == "over IPv6"
+    finally:
+        server.clear()
+        server.stop()
 
 
 # -- defaults ---------------------------------------------------------------------------------
@@ -255,7 +342,12 @@ def test_a_context_is_kept_as_given(handlers: List[ExHTTPHandler]) -> None:
     assert handler.config.context is context
 
 
-def test_plain_values_from_json_are_accepted(handlers: List[ExHTTPHandler]) -> None:
+def test_plain_values_from_json_are_accepted(
+    handlers: List[ExHTTPHandler], tmp_path: Path
+) -> None:
+    cert, key = tmp_path / "client.pem", tmp_path / "client.key"
+    cert.write_text("")
+    key.write_text("")
     handler = ExHTTPHandler(
         url="https://logs.example/ingest",
         wire_format="ndjson",
@@ -264,7 +356,7 @@ def test_plain_values_from_json_are_accepted(handlers: List[ExHTTPHandler]) -> N
         timeout=2,
         headers={"Authorization": "Bearer abc"},
         credentials=["user", "pw"],
-        cert=["client.pem", "client.key"],
+        cert=[str(cert), str(key)],
         compress=True,
         verify=False,
     )
@@ -273,7 +365,7 @@ def test_plain_values_from_json_are_accepted(handlers: List[ExHTTPHandler]) -> N
     assert (config.batch_size, config.flush_interval, config.timeout) == (10, 0.0, 2.0)
     assert isinstance(config.timeout, float)
     assert config.credentials == ("user", "pw")
-    assert config.cert == ("client.pem", "client.key")
+    assert config.cert == (str(cert), str(key))
     assert dict(config.headers) == {"Authorization": "Bearer abc"}
     assert "Bearer abc" not in repr(handler)
 
