@@ -15,7 +15,7 @@ import re
 import ssl
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 from urllib.parse import unquote, urlsplit
 
 from ._buffer import OVERFLOW_POLICIES
@@ -67,7 +67,9 @@ def build_config(
     credentials: Any,
     context: Any,
     options: Dict[str, Any],
-) -> Config:
+) -> Tuple[Config, List[str]]:
+    """The validated options, and the warnings to give about them (what is ignored, what is
+    sent in clear text)."""
     context = _context(context)
     use_https = _truthy("secure", secure)
     if host is not None and not use_https and context is not None:
@@ -84,7 +86,9 @@ def build_config(
             " (context.load_cert_chain(certfile, keyfile)), or pass cert without context"
         )
     wire_format = _choice("wire_format", options["wire_format"], WIRE_FORMATS)
-    return Config(
+    given_credentials = _credentials(credentials)
+    in_url = url_credentials(full_url)
+    config = Config(
         url=full_url,
         display_url=display_url(full_url),
         method=checked_method(method, wire_format, _flag("compress", options["compress"])),
@@ -103,9 +107,41 @@ def build_config(
         compress=_flag("compress", options["compress"]),
         verify=_verify(options["verify"]),
         cert=_cert(options["cert"]),
-        credentials=_credentials(credentials),
+        # As requests does: a user and password in the url are basic auth, credentials= wins.
+        credentials=given_credentials or in_url,
         context=context,
     )
+    ignored = [
+        name
+        for name, given in (
+            ("secure", host is None and use_https),  # with host, secure made the url https
+            ("context", context is not None),
+            ("cert", options["cert"] is not None),
+        )
+        if given
+    ]
+    notices = []
+    if ignored and urlsplit(full_url).scheme == "http":
+        names = " and ".join(f"{name}=" for name in ignored)
+        remedy = "pass secure=True" if host is not None else "give an https:// url"
+        notices.append(
+            f"ExHTTPHandler ignores {names}: {'it is' if len(ignored) == 1 else 'they are'}"
+            f" for https, and the url {config.display_url} is http://. To use TLS, {remedy};"
+            f" otherwise leave {names} out."
+        )
+    if given_credentials is not None and in_url is not None:
+        notices.append(
+            f"ExHTTPHandler ignores the user and password in the url {config.display_url}:"
+            " credentials= is used instead. Keep only one of them."
+        )
+    if config.credentials is not None and urlsplit(full_url).scheme == "http":
+        source = "" if given_credentials is not None else " (the user and password of the url)"
+        remedy = "secure=True" if host is not None else "an https:// url"
+        notices.append(
+            f"ExHTTPHandler sends credentials in clear text over http:// to"
+            f" {config.display_url}{source}; use https ({remedy})"
+        )
+    return config, notices
 
 
 def target_url(host: Optional[str], url: str, secure: bool) -> str:
@@ -220,6 +256,15 @@ def display_url(url: str) -> str:
         return f"{origin}{'/'.join(segments)}{query}"
     except Exception:
         return "<url>"
+
+
+def url_credentials(url: str) -> Optional[Tuple[str, str]]:
+    """The percent-decoded ``user:password@`` of ``url``, as requests reads it, or None."""
+    userinfo, at, _ = urlsplit(url).netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    if not at or not (user or password):
+        return None
+    return (unquote(user), unquote(password))
 
 
 def sink_app_name(url: str) -> Optional[str]:

@@ -14,7 +14,6 @@ import threading
 import warnings
 import weakref
 from typing import Any, Callable, Dict, Optional, Tuple, Union
-from urllib.parse import urlsplit
 
 from ._buffer import RecordBuffer
 from ._clock import SYSTEM_CLOCK, Clock
@@ -82,7 +81,7 @@ class ExHTTPHandler(logging.Handler):
                 "spool_path: the durable on-disk queue is not available in this version;"
                 " leave spool_path=None"
             )
-        self._config: Config = build_config(
+        self._config, notices = build_config(
             host, url, method, secure, credentials, context,
             {
                 "prefix": prefix, "app_name": app_name, "wire_format": wire_format,
@@ -93,14 +92,11 @@ class ExHTTPHandler(logging.Handler):
                 "compress": compress, "verify": verify, "cert": cert,
             },
         )
+        # Before Handler.__init__ registers the handler: a warning made an error leaves no
+        # half-made handler for logging.shutdown() to flush.
+        for notice in notices:  # what is ignored, what goes in clear text
+            warnings.warn(notice, UserWarning, stacklevel=2)
         super().__init__()
-        if self._config.credentials is not None and urlsplit(self._config.url).scheme == "http":
-            warnings.warn(
-                f"ExHTTPHandler sends credentials in clear text over http:// to"
-                f" {self._config.display_url}; use https (secure=True or an https:// url)",
-                UserWarning,
-                stacklevel=2,
-            )
         self._method = self._config.method
         # Test seams, not options: the clock the worker waits on, and the backoff's scale.
         self._clock = _clock

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import socket
 import ssl
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
@@ -191,6 +193,129 @@ def test_an_ipv6_literal_reaches_the_server(handlers: List[ExHTTPHandler]) -> No
         server.stop()
 
 
+# -- what an option does not do is said when the handler is made ------------------------------
+
+
+def _warnings_of(**kwargs: Any) -> List[warnings.WarningMessage]:
+    """The warnings making a handler with ``kwargs`` gives (the handler is closed)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ExHTTPHandler(**kwargs).close()
+    return caught
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "ignored", "remedy"),
+    [
+        (
+            {"url": "http://logs.example/sink/SECRETKEY/app", "context": "CONTEXT"},
+            "context=",
+            "https:// url",
+        ),
+        ({"url": "http://logs.example/sink/SECRETKEY/app", "secure": True}, "secure=", "https://"),
+        (
+            {"url": "http://logs.example/sink/SECRETKEY/app", "secure": True, "context": "CONTEXT"},
+            "secure= and context=",
+            "https:// url",
+        ),
+        (
+            {"host": "logs.example", "url": "/sink/SECRETKEY/app", "cert": __file__},
+            "cert=",
+            "secure=True",
+        ),
+    ],
+    ids=["context", "secure", "both", "cert-without-secure"],
+)
+def test_tls_options_ignored_by_an_http_url_are_warned_about(
+    kwargs: Dict[str, Any], ignored: str, remedy: str
+) -> None:
+    if kwargs.get("context") == "CONTEXT":
+        kwargs = {**kwargs, "context": ssl.create_default_context()}
+    [warning] = _warnings_of(**kwargs)
+    message = str(warning.message)
+    assert warning.category is UserWarning
+    assert warning.filename == __file__, "stacklevel: the warning points at the caller"
+    assert f"ignores {ignored}" in message
+    assert remedy in message and "http://" in message
+    assert "SECRETKEY" not in message
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"url": "https://logs.example/x", "context": "CONTEXT"},
+        {"url": "https://logs.example/x", "secure": True, "cert": __file__},
+        {"host": "logs.example", "url": "/x", "secure": True, "context": "CONTEXT"},
+        {"url": "http://logs.example/x", "secure": False, "verify": False},
+        {"url": "https://user:pw@logs.example/x"},
+    ],
+    ids=["https-context", "https-secure-cert", "host-secure-context", "http", "https-userinfo"],
+)
+def test_nothing_is_warned_about_when_every_option_is_used(kwargs: Dict[str, Any]) -> None:
+    if kwargs.get("context") == "CONTEXT":
+        kwargs = {**kwargs, "context": ssl.create_default_context()}
+    assert [str(w.message) for w in _warnings_of(**kwargs)] == []
+
+
+def test_a_user_and_password_in_the_url_are_sent_as_basic_auth() -> None:
+    with FaultServer() as server:
+        url = f"http://us%40er:p%3Ass@{server.host}/sink/SECRETKEY/app"
+        with pytest.warns(UserWarning, match="clear text") as record:
+            handler = ExHTTPHandler(url=url)
+        logger = logging.getLogger("test_config.userinfo")
+        logger.propagate = False
+        logger.addHandler(handler)
+        try:
+            logger.error("with the url's credentials")
+            assert handler.flush(timeout=WAIT) is True
+        finally:
+            logger.removeHandler(handler)
+            logger.propagate = True
+            handler.close()
+        [request] = server.requests()
+    # Percent-decoded, as requests decodes them.
+    assert request.headers["authorization"] == "Basic " + base64.b64encode(
+        b"us@er:p:ss"
+    ).decode("ascii")
+    [warning] = record
+    message = str(warning.message)
+    assert "user and password of the url" in message and "https:// url" in message
+    assert warning.filename == __file__
+    for secret in ("p%3Ass", "p:ss", "us%40er", "SECRETKEY"):
+        assert secret not in message
+
+
+def test_credentials_win_over_the_url_and_the_url_ones_are_said_to_be_ignored() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        handler = ExHTTPHandler(
+            url="https://urluser:urlpass@logs.example/sink/SECRETKEY/app", credentials=("u", "cpw")
+        )
+    handler.close()
+    assert handler.config.credentials == ("u", "cpw")
+    [warning] = caught
+    message = str(warning.message)
+    assert message.startswith("ExHTTPHandler ignores the user and password in the url")
+    assert "credentials=" in message
+    for secret in ("urlpass", "urluser", "cpw", "SECRETKEY"):
+        assert secret not in message
+
+
+def test_a_warning_made_an_error_leaves_no_half_made_handler_for_shutdown() -> None:
+    """dictConfig and logging.shutdown() flush every handler in ``logging._handlerList``: one
+    whose ``__init__`` stopped at a warning made an error must not be there."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(UserWarning, match="clear text") as info:
+            ExHTTPHandler(url="http://logs.example/x", credentials=("user", "pw"))
+    assert info.traceback  # keeps the half-made handler alive, as a caller's traceback would
+    half_made = [
+        ref() for ref in logging._handlerList  # type: ignore[attr-defined]
+        if isinstance(ref(), ExHTTPHandler) and not hasattr(ref(), "_delivery")
+    ]
+    assert half_made == []
+
+
 # -- defaults ---------------------------------------------------------------------------------
 
 
@@ -283,7 +408,9 @@ def test_the_program_name_of_python_dash_m_is_the_package(
 def test_repr_and_display_url_hide_secrets(
     kwargs: Dict[str, Any], secrets: List[str], shown: str, handlers: List[ExHTTPHandler]
 ) -> None:
-    handler = ExHTTPHandler(**kwargs, credentials=("user", "credpw"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the url's user and password are ignored
+        handler = ExHTTPHandler(**kwargs, credentials=("user", "credpw"))
     handlers.append(handler)
     text = repr(handler)
     assert handler.config.display_url == shown
@@ -399,10 +526,11 @@ def test_version_is_a_str() -> None:
 
 
 def test_the_config_repr_hides_every_secret() -> None:
-    handler = ExHTTPHandler(
-        url="https://user:urlpass@logs.example/sink/APIKEY123/app?token=qtoken",
-        credentials=("u", "credpass"), headers={"Authorization": "Bearer hdrtoken"},
-    )
+    with pytest.warns(UserWarning, match="ignores the user and password in the url"):
+        handler = ExHTTPHandler(
+            url="https://user:urlpass@logs.example/sink/APIKEY123/app?token=qtoken",
+            credentials=("u", "credpass"), headers={"Authorization": "Bearer hdrtoken"},
+        )
     try:
         text = repr(handler.config) + repr(handler)
         for secret in ("APIKEY123", "urlpass", "credpass", "hdrtoken", "qtoken"):
