@@ -8,6 +8,8 @@ arrive from code, ``dictConfig`` (JSON/YAML/TOML: lists where code would pass tu
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import ipaddress
 import math
 import os
@@ -15,7 +17,18 @@ import re
 import ssl
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 from urllib.parse import unquote, urlsplit
 
 from ._buffer import OVERFLOW_POLICIES
@@ -142,6 +155,49 @@ def build_config(
             f" {config.display_url}{source}; use https ({remedy})"
         )
     return config, notices
+
+
+#: Keys of a handler's dictConfig entry that dictConfig reads itself; a misspelt one reaches the
+#: constructor as an unknown keyword.
+DICTCONFIG_KEYS = ("class", "level", "formatter", "filters")
+
+
+def check_option_names(class_name: str, init: Callable[..., Any], given: Iterable[str]) -> None:
+    """Refuse keywords ``init`` does not take, naming them and the closest option.
+
+    dictConfig passes each key of a handler's entry it does not read itself as a keyword, so a
+    typo there would otherwise read "__init__() got an unexpected keyword argument". An
+    ``__init__`` that takes ``**kwargs`` (a subclass's) decides for itself.
+    """
+    parameters = list(inspect.signature(init).parameters.values())[1:]  # after self
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return
+    names = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = [name for name in given if name not in names]
+    if unknown:
+        options = [name for name in names if not name.startswith("_")]
+        raise TypeError(unknown_options_message(class_name, unknown, options))
+
+
+def unknown_options_message(
+    class_name: str, unknown: Sequence[str], options: Sequence[str]
+) -> str:
+    described = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, [*options, *DICTCONFIG_KEYS], n=1)
+        if not close:
+            described.append(repr(name))
+        elif close[0] in DICTCONFIG_KEYS:
+            described.append(
+                f"{name!r} (did you mean {close[0]!r}, a key of the handler's dictConfig entry?)"
+            )
+        else:
+            described.append(f"{name!r} (did you mean {close[0]!r}?)")
+    plural = "s" if len(unknown) > 1 else ""
+    return (
+        f"{class_name} has no option{plural} {', '.join(described)}. Its options are"
+        f" {', '.join(options)}; the Options table of the README says what each accepts."
+    )
 
 
 def target_url(host: Optional[str], url: str, secure: bool) -> str:

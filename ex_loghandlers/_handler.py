@@ -8,16 +8,17 @@ and retries (``_delivery``). ``flush()``/``close()`` wait for it within ``shutdo
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import threading
 import warnings
 import weakref
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Type, TypeVar, Union
 
 from ._buffer import RecordBuffer
 from ._clock import SYSTEM_CLOCK, Clock
-from ._config import Config, build_config, checked_method
+from ._config import Config, build_config, check_option_names, checked_method
 from ._delivery import WORKER_THREAD_IDS, Delivery, DeliveryOptions
 from ._mapping import Enrichment, snapshot, to_fields
 from ._report import LossReporter
@@ -33,6 +34,7 @@ RECORD_OVERHEAD = 512
 TRACEBACK_OVERHEAD = 4096
 
 _get_ident = threading.get_ident
+_Handler = TypeVar("_Handler", bound="ExHTTPHandler")
 
 
 def estimated_size(message: object, with_traceback: bool) -> int:
@@ -47,6 +49,14 @@ class ExHTTPHandler(logging.Handler):
     A drop-in for ``logging.handlers.HTTPHandler`` (same first six arguments) and for the
     original ``ex_loghandlers`` 0.1; see the README for every option.
     """
+
+    def __new__(cls: Type[_Handler], *args: Any, **kwargs: Any) -> _Handler:
+        """Name an unknown option, the closest one and where all are described (dictConfig
+        passes a misspelt key as a keyword); ``__init__`` keeps its signature for type checkers.
+        """
+        if kwargs:
+            check_option_names(cls.__name__, cls.__init__, kwargs)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -325,6 +335,13 @@ class ExHTTPHandler(logging.Handler):
         self._last_exit_flush = None
         self._new_delivery()
         _call_at_thread_shutdown(weakref.WeakMethod(self.close))
+
+
+# inspect.signature() (help(), editors) reads __new__ before __init__: show __init__'s options,
+# not (*args, **kwargs).
+ExHTTPHandler.__new__.__signature__ = inspect.signature(  # type: ignore[attr-defined]
+    ExHTTPHandler.__init__
+)
 
 
 def _register_fork_hook(handler: ExHTTPHandler) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import inspect
 import logging
+import logging.config
 import re
 import socket
 import ssl
@@ -314,6 +316,77 @@ def test_a_warning_made_an_error_leaves_no_half_made_handler_for_shutdown() -> N
         if isinstance(ref(), ExHTTPHandler) and not hasattr(ref(), "_delivery")
     ]
     assert half_made == []
+
+
+# -- an unknown option is named, with the closest one -----------------------------------------
+
+
+def test_a_misspelt_option_is_named_with_the_closest_one_and_the_options() -> None:
+    with pytest.raises(TypeError) as info:
+        ExHTTPHandler(url="http://logs.example/x", flush_intervall=0.5)  # type: ignore[call-arg]
+    message = str(info.value)
+    assert "'flush_intervall'" in message
+    assert "did you mean 'flush_interval'?" in message
+    assert "Options table of the README" in message
+    assert "batch_size, flush_interval, max_queue_size" in message  # every option is listed
+    assert "_clock" not in message  # test seams are not options
+
+
+def test_several_unknown_options_are_all_named() -> None:
+    with pytest.raises(TypeError) as info:
+        ExHTTPHandler(url="http://logs.example/x", batchsize=5, zzz=1)  # type: ignore[call-arg]
+    message = str(info.value)
+    assert "options 'batchsize' (did you mean 'batch_size'?), 'zzz'." in message
+
+
+def test_a_misspelt_option_in_dictconfig_says_what_was_meant() -> None:
+    config: Dict[str, Any] = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": {
+            "http": {
+                "class": "ex_loghandlers.ExHTTPHandler",
+                "url": "http://logs.example/sink/SECRETKEY/app",
+                "flush_intervall": 0.5,
+            },
+        },
+    }
+    with pytest.raises(ValueError, match="Unable to configure handler 'http'") as info:
+        logging.config.dictConfig(config)
+    cause = info.value.__cause__
+    assert isinstance(cause, TypeError)
+    assert "did you mean 'flush_interval'?" in str(cause)
+    assert "SECRETKEY" not in str(cause)
+
+
+def test_a_misspelt_dictconfig_key_is_recognised_as_one() -> None:
+    with pytest.raises(TypeError) as info:
+        ExHTTPHandler(url="http://logs.example/x", formater="plain")  # type: ignore[call-arg]
+    assert "did you mean 'formatter', a key of the handler's dictConfig entry?" in str(info.value)
+
+
+def test_a_subclass_keeps_its_own_keywords_and_its_typos_name_it(
+    handlers: List[ExHTTPHandler],
+) -> None:
+    class TaggedHandler(ExHTTPHandler):
+        def __init__(self, url: str, *, tag: str = "") -> None:
+            super().__init__(url=url)
+            self.tag = tag
+
+    handler = TaggedHandler(url="http://logs.example/x", tag="blue")
+    handlers.append(handler)
+    assert handler.tag == "blue"
+    with pytest.raises(TypeError, match=r"TaggedHandler has no option 'tga' \(did you mean 'tag'"):
+        TaggedHandler(url="http://logs.example/x", tga="blue")  # type: ignore[call-arg]
+
+
+def test_the_signature_is_the_documented_one() -> None:
+    """The first six are positional, as in the stdlib; the rest keyword-only; no **kwargs."""
+    parameters = list(inspect.signature(ExHTTPHandler).parameters.values())
+    positional = [p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD]
+    assert positional == ["host", "url", "method", "secure", "credentials", "context"]
+    assert all(p.kind is p.KEYWORD_ONLY for p in parameters[6:])
+    assert "flush_interval" in [p.name for p in parameters]
 
 
 # -- defaults ---------------------------------------------------------------------------------
