@@ -124,37 +124,55 @@ def build_config(
         credentials=given_credentials or in_url,
         context=context,
     )
-    ignored = [
-        name
-        for name, given in (
-            ("secure", host is None and use_https),  # with host, secure made the url https
-            ("context", context is not None),
-            ("cert", options["cert"] is not None),
-        )
-        if given
-    ]
+    notices = _notices(
+        config,
+        host_given=host is not None,
+        ignored_on_http=[
+            name
+            for name, given in (
+                ("secure", host is None and use_https),  # with host, secure made the url https
+                ("context", context is not None),
+                ("cert", options["cert"] is not None),
+            )
+            if given
+        ],
+        both_credentials=given_credentials is not None and in_url is not None,
+        credentials_from_url=given_credentials is None and in_url is not None,
+    )
+    return config, notices
+
+
+def _notices(
+    config: Config,
+    host_given: bool,
+    ignored_on_http: List[str],
+    both_credentials: bool,
+    credentials_from_url: bool,
+) -> List[str]:
+    """Warnings, each saying what is ignored or exposed, and what to do."""
     notices = []
-    if ignored and urlsplit(full_url).scheme == "http":
-        names = " and ".join(f"{name}=" for name in ignored)
-        remedy = "pass secure=True" if host is not None else "give an https:// url"
+    plain_http = urlsplit(config.url).scheme == "http"
+    if ignored_on_http and plain_http:
+        names = " and ".join(f"{name}=" for name in ignored_on_http)
+        remedy = "pass secure=True" if host_given else "give an https:// url"
         notices.append(
-            f"ExHTTPHandler ignores {names}: {'it is' if len(ignored) == 1 else 'they are'}"
+            f"ExHTTPHandler ignores {names}: {'it is' if len(ignored_on_http) == 1 else 'they are'}"
             f" for https, and the url {config.display_url} is http://. To use TLS, {remedy};"
             f" otherwise leave {names} out."
         )
-    if given_credentials is not None and in_url is not None:
+    if both_credentials:
         notices.append(
             f"ExHTTPHandler ignores the user and password in the url {config.display_url}:"
             " credentials= is used instead. Keep only one of them."
         )
-    if config.credentials is not None and urlsplit(full_url).scheme == "http":
-        source = "" if given_credentials is not None else " (the user and password of the url)"
-        remedy = "secure=True" if host is not None else "an https:// url"
+    if config.credentials is not None and plain_http:
+        source = " (the user and password of the url)" if credentials_from_url else ""
+        remedy = "secure=True" if host_given else "an https:// url"
         notices.append(
             f"ExHTTPHandler sends credentials in clear text over http:// to"
             f" {config.display_url}{source}; use https ({remedy})"
         )
-    return config, notices
+    return notices
 
 
 #: Keys of a handler's dictConfig entry that dictConfig reads itself; a misspelt one reaches the
