@@ -238,9 +238,15 @@ def target_url(host: Optional[str], url: str, secure: bool) -> str:
             )
         check_server("url", parts.netloc.rpartition("@")[2], display_url(url))
         return url
-    if not isinstance(host, str) or not host or "/" in host:
-        shown = host.rpartition("@")[2] if isinstance(host, str) else host
-        raise ValueError(f"host must be 'server' or 'server:port' (no scheme), not {shown!r}")
+    if not isinstance(host, str) or not host:
+        raise ValueError(f"host must be 'server' or 'server:port', not {host!r}")
+    if "/" in host:
+        # Only the server is shown: the rest may hold a password or an API key.
+        server = host.rpartition("://")[2].partition("/")[0].rpartition("@")[2]
+        raise ValueError(
+            f"host must be 'server' or 'server:port' (here {server!r}), without a scheme or a"
+            " path: the path goes in url, or give the full URL as url without host"
+        )
     if "@" in host:
         raise ValueError(
             "host must be 'server' or 'server:port', without a user or password:"

@@ -139,8 +139,9 @@ def test_the_url_error_redacts_the_key_when_host_is_none() -> None:
         {"url": "http://user:hunter2@logs.example/sink/SECRETKEY/app\n"},
         {"host": "user:hunter2@logs.example:5000", "url": "/sink/SECRETKEY/app"},
         {"host": "http://user:hunter2@logs.example", "url": "/sink/SECRETKEY/app"},
+        {"host": "logs.example/sink/SECRETKEY/app?token=hunter2"},
     ],
-    ids=["port", "space", "bracket", "newline", "host-userinfo", "host-scheme"],
+    ids=["port", "space", "bracket", "newline", "host-userinfo", "host-scheme", "host-path"],
 )
 def test_a_bad_server_is_refused_without_showing_a_secret(kwargs: Dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=r"\b(url|host)\b") as info:
