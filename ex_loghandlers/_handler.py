@@ -8,17 +8,17 @@ and retries (``_delivery``). ``flush()``/``close()`` wait for it within ``shutdo
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import threading
 import warnings
 from collections import deque
-from typing import Any, Deque, Dict, Optional, Tuple, Union
-from urllib.parse import urlsplit
+from typing import Any, Deque, Dict, Optional, Tuple, Type, TypeVar, Union
 
 from ._buffer import RecordBuffer
 from ._clock import SYSTEM_CLOCK, Clock
-from ._config import Config, build_config, checked_method
+from ._config import Config, build_config, check_option_names, checked_method
 from ._delivery import Delivery, DeliveryOptions
 from ._lifecycle import register as register_live_handler
 from ._mapping import Enrichment, snapshot, to_fields
@@ -35,6 +35,7 @@ RECORD_OVERHEAD = 512
 TRACEBACK_OVERHEAD = 4096
 
 _get_ident = threading.get_ident
+_Handler = TypeVar("_Handler", bound="ExHTTPHandler")
 
 
 def estimated_size(message: object, with_traceback: bool) -> int:
@@ -49,6 +50,14 @@ class ExHTTPHandler(logging.Handler):
     A drop-in for ``logging.handlers.HTTPHandler`` (same first six arguments) and for the
     original ``ex_loghandlers`` 0.1; see the README for every option.
     """
+
+    def __new__(cls: Type[_Handler], *args: Any, **kwargs: Any) -> _Handler:
+        """Name an unknown option, the closest one and where all are described (dictConfig
+        passes a misspelt key as a keyword); ``__init__`` keeps its signature for type checkers.
+        """
+        if kwargs:
+            check_option_names(cls.__name__, cls.__init__, kwargs)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -79,7 +88,7 @@ class ExHTTPHandler(logging.Handler):
         _clock: Clock = SYSTEM_CLOCK,
         _first_backoff: float = RetryPolicy.first_wait,
     ) -> None:
-        self._config: Config = build_config(
+        self._config, notices = build_config(
             host, url, method, secure, credentials, context,
             {
                 "prefix": prefix, "app_name": app_name, "wire_format": wire_format,
@@ -91,14 +100,11 @@ class ExHTTPHandler(logging.Handler):
                 "spool_path": spool_path, "spool_max_bytes": spool_max_bytes,
             },
         )
+        # Before Handler.__init__ registers the handler: a warning made an error leaves no
+        # half-made handler for logging.shutdown() to flush.
+        for notice in notices:  # what is ignored, what goes in clear text
+            warnings.warn(notice, UserWarning, stacklevel=2)
         super().__init__()
-        if self._config.credentials is not None and urlsplit(self._config.url).scheme == "http":
-            warnings.warn(
-                f"ExHTTPHandler sends credentials in clear text over http:// to"
-                f" {self._config.display_url}; use https (secure=True or an https:// url)",
-                UserWarning,
-                stacklevel=2,
-            )
         self._method = self._config.method
         # Test seams, not options: the clock the worker waits on, and the backoff's scale.
         self._clock = _clock
@@ -394,3 +400,10 @@ class ExHTTPHandler(logging.Handler):
         self._last_exit_flush = None
         self._delivery.forget_after_fork()
         self._new_delivery()
+
+
+# inspect.signature() (help(), editors) reads __new__ before __init__: show __init__'s options,
+# not (*args, **kwargs).
+ExHTTPHandler.__new__.__signature__ = inspect.signature(  # type: ignore[attr-defined]
+    ExHTTPHandler.__init__
+)

@@ -10,8 +10,13 @@ only once the server has answered, and the server records a request before it an
 from __future__ import annotations
 
 import base64
+import json
 import logging
+import logging.handlers
+import os
 import ssl
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -166,3 +171,147 @@ def test_credentials_as_a_list_like_json_gives_them(frob_server: RecordingServer
         logger.removeHandler(handler)
         logger.propagate = True
         handler.close()
+
+
+# -- the interpreter's own HTTPHandler test, with ExHTTPHandler in HTTPHandler's place ---------
+
+#: Runs ``test.test_logging.HTTPHandlerTest`` in a child interpreter (its logging setup and
+#: teardown cannot then disturb pytest's) and prints what happened as one JSON line.
+RUN_STDLIB_TEST = """
+import json, logging.handlers, sys, unittest
+try:
+    from test import test_logging
+except ImportError as exc:
+    print(json.dumps({"missing": str(exc)}))
+    sys.exit(0)
+from ex_loghandlers import ExHTTPHandler
+
+made = []
+
+class Recorded(ExHTTPHandler):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        made.append(self)
+
+logging.handlers.HTTPHandler = Recorded
+suite = unittest.defaultTestLoader.loadTestsFromTestCase(test_logging.HTTPHandlerTest)
+result = unittest.TextTestRunner(stream=sys.stderr, verbosity=2).run(suite)
+print(json.dumps({
+    "run": result.testsRun,
+    "problems": [text for _, text in result.failures + result.errors],
+    "skipped": [reason for _, reason in result.skipped],
+    "handlers": len(made),
+    "sent": sum(h.stats.sent for h in made),
+}))
+"""
+
+
+def test_the_interpreters_own_httphandler_test_passes_with_exhttphandler(tmp_path: Path) -> None:
+    env = {**os.environ, "NO_PROXY": "localhost,127.0.0.1", "no_proxy": "localhost,127.0.0.1"}
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_STDLIB_TEST],
+        cwd=tmp_path,  # no ``test`` folder of ours can shadow the interpreter's
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    if "missing" in report:
+        pytest.skip(f"this interpreter ships no test package: {report['missing']}")
+    assert report["problems"] == [], "\n".join(report["problems"])
+    assert report["skipped"] == []
+    assert report["run"] == 1
+    # It really was ExHTTPHandler: one per scheme (http, https), each sent GET and POST.
+    assert (report["handlers"], report["sent"]) == (2, 4), done.stderr
+
+
+# -- the first six arguments accept what the stdlib's accept, with the same meaning -------------
+
+
+class Truthy:
+    """Neither a bool nor a number: true only as the stdlib tests it (``if secure:``)."""
+
+    def __bool__(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    "secure", [True, 1, "yes", ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), Truthy()],
+    ids=["True", "1", "str", "SSLContext", "object"],
+)
+def test_any_true_secure_means_https(secure: object) -> None:
+    handler = ExHTTPHandler("localhost:5000", "/frob", secure=secure)  # type: ignore[arg-type]
+    try:
+        assert handler.url == "https://localhost:5000/frob"
+    finally:
+        handler.close()
+
+
+@pytest.mark.parametrize("secure", [False, 0, "", None], ids=repr)
+def test_any_false_secure_means_http(secure: object) -> None:
+    handler = ExHTTPHandler("localhost:5000", "/frob", secure=secure)  # type: ignore[arg-type]
+    try:
+        assert handler.url == "http://localhost:5000/frob"
+    finally:
+        handler.close()
+
+
+@pytest.mark.parametrize("credentials", [None, (), [], ""], ids=repr)
+def test_false_credentials_mean_none_as_in_the_stdlib(credentials: object) -> None:
+    handler = ExHTTPHandler("localhost:5000", "/frob", credentials=credentials)  # type: ignore[arg-type]
+    try:
+        assert handler.config.credentials is None
+    finally:
+        handler.close()
+
+
+def test_a_numeric_password_is_sent_as_its_digits_like_the_stdlib_formats_it(
+    frob_server: RecordingServer,
+) -> None:
+    logger = logging.getLogger("test_stdlib_compat.pin")
+    logger.propagate = False
+    handler = ExHTTPHandler(
+        f"127.0.0.1:{frob_server.port}", "/frob", credentials=["foo", 1234]  # type: ignore[arg-type]
+    )
+    logger.addHandler(handler)
+    try:
+        assert handler.config.credentials == ("foo", "1234")
+        logger.error("with a PIN")
+        assert handler.flush(timeout=WAIT) is True
+        [request] = frob_server.received
+        assert request.headers["authorization"] == "Basic " + base64.b64encode(
+            b"foo:1234"
+        ).decode("ascii")
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+        handler.close()
+
+
+def test_an_empty_url_is_the_root_path_as_http_client_sends_it() -> None:
+    handler = ExHTTPHandler("localhost:5000", "")
+    try:
+        assert handler.url == "http://localhost:5000/"
+    finally:
+        handler.close()
+
+
+@pytest.mark.parametrize("method", ["get", "Post", "POST"])
+def test_the_method_is_upper_cased_as_in_the_stdlib(method: str) -> None:
+    stdlib = logging.handlers.HTTPHandler("localhost:5000", "/frob", method=method)
+    handler = ExHTTPHandler("localhost:5000", "/frob", method=method)
+    try:
+        assert handler.method == stdlib.method == method.upper()
+    finally:
+        handler.close()
+
+
+def test_a_context_without_secure_is_refused_as_the_stdlib_refuses_it() -> None:
+    context = ssl.create_default_context()
+    with pytest.raises(ValueError, match="context parameter only makes sense"):
+        logging.handlers.HTTPHandler("localhost:5000", "/frob", context=context)
+    with pytest.raises(ValueError, match=r"\bcontext\b.*\bsecure=True\b") as info:
+        ExHTTPHandler("localhost:5000", "/frob", context=context)
+    assert type(info.value) is ValueError

@@ -402,6 +402,7 @@ def _assert_no_secrets(handler: ExHTTPHandler, stderr: str) -> None:
     assert "/sink/***/app" in repr(handler)
 
 
+@pytest.mark.filterwarnings("ignore:ExHTTPHandler ignores the user and password:UserWarning")
 def test_secrets_never_appear_when_tls_fails(server: Server) -> None:
     run = _send_one(**_secret_options(server.port))
     _assert_failed_once(run, server, "certificate")
@@ -414,6 +415,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.filterwarnings("ignore:ExHTTPHandler ignores the user and password:UserWarning")
 def test_secrets_never_appear_when_the_server_is_down() -> None:
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
