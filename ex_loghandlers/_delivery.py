@@ -278,8 +278,12 @@ class Delivery:
         self, payload: Payload, method: str, pending: Deque[Payload], batch_started: float
     ) -> bool:
         """Send one payload until it is sent, failed or split; False if the deadline passed."""
-        schedule = self._policy.schedule(method, batch_started)
         count = len(payload.records)
+        if payload.failure is not None:  # records that could not be encoded: nothing to send
+            self._fail(payload.failure, count)
+            self._reporter.report()
+            return True
+        schedule = self._policy.schedule(method, batch_started)
         while True:
             now = self._clock.monotonic()
             if self._past_deadline(now):

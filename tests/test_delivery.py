@@ -7,15 +7,20 @@ synchronises on ``flush(timeout)``, the servers' condition variables and events.
 from __future__ import annotations
 
 import io
+import json
 import logging
+import math
 import re
 import threading
 from contextlib import redirect_stderr
-from typing import Any, Iterator, List
+from typing import Any, Dict, Iterator, List
+from urllib.parse import parse_qs
 
 import pytest
 from fakeclock import FakeClock
 from faultserver import Action, FaultServer, ReceivedRequest, fail_first, seeded_mix, sequence
+from google.protobuf import json_format
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from ex_loghandlers import ExHTTPHandler
 
@@ -383,3 +388,80 @@ def test_the_lock_trap_flush_with_the_handler_lock_held_and_urllib3_at_debug(
         root.removeHandler(handler)
     names = [r["name"] for r in server.accepted_records()]
     assert names == ["trap"]
+
+
+# -- one record cannot take others with it --------------------------------------------------------
+
+
+def otlp_messages(server: FaultServer) -> List[str]:
+    """The bodies of the log records in every accepted OTLP request, parsed with the official
+    message types."""
+    found = []
+    for request in server.accepted():
+        parsed = json_format.Parse(request.body, ExportLogsServiceRequest())
+        for resource_logs in parsed.resource_logs:
+            for scope_logs in resource_logs.scope_logs:
+                found += [log.body.string_value for log in scope_logs.log_records]
+    return found
+
+
+def strict_messages(server: FaultServer, wire_format: str) -> List[str]:
+    """The messages of every accepted request, decoded as a strict server would (no NaN)."""
+    if wire_format == "otlp":
+        return otlp_messages(server)
+    found = []
+    for request in server.accepted():
+        text = request.body.decode("utf-8")
+        if wire_format == "form":
+            found += parse_qs(text, keep_blank_values=True, errors="strict")["message"]
+            continue
+        lines = [text] if wire_format == "json" else text.splitlines()
+        for line in lines:
+            data = json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+            found += [r["message"] for r in (data if isinstance(data, list) else [data])]
+    return found
+
+
+class _OddAttributes(logging.Filter):
+    """Gives one record attributes no encoder can send as they are (as a library might)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() == "odd created":
+            record.created = math.inf
+            record.__dict__[(1, 2)] = "tuple key"
+        return True
+
+
+#: Records (by their position) with ``extra=`` fields that no encoder can send as they are.
+HOSTILE_EXTRAS: Dict[int, Dict[Any, Any]] = {
+    10: {404: "not found"},
+    30: {"ratio": math.nan, "limit": -math.inf},
+    50: {"huge": 10**5000, "id": 2**64},
+    70: {"bad \udcff key": "bad \udcff value"},
+}
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+@pytest.mark.parametrize("wire_format", ["form", "json", "ndjson", "otlp"])
+def test_one_odd_record_takes_no_other_with_it(
+    logger: logging.Logger, server: FaultServer, wire_format: str, compress: bool
+) -> None:
+    handler = attach(logger, server, wire_format=wire_format, compress=compress, batch_size=100)
+    logger.addFilter(_OddAttributes())
+    expected = []
+    for i in range(99):
+        if i in HOSTILE_EXTRAS:
+            logger.info("odd %d", i, extra=HOSTILE_EXTRAS[i])
+            expected.append(f"odd {i}")
+        elif i == 95:
+            logger.info("odd created")
+            expected.append("odd created")
+        else:
+            logger.info("ok %d", i)
+            expected.append(f"ok {i}")
+    assert handler.flush(timeout=10)
+    found = strict_messages(server, wire_format)
+    assert found == expected
+    stats = handler.stats
+    assert (stats.sent, stats.failed, stats.failed_by_reason) == (99, 0, {})
+    assert_accounted(handler)
