@@ -23,7 +23,7 @@ from ._report import LossReporter
 from ._retry import FAIL, RETRY, SENT, SPLIT, RetryPolicy
 from ._stats import SHUTDOWN_DEADLINE, Counters, Stats
 from ._transport import HTTPTransport
-from ._wire import Encoder, Fields, Payload
+from ._wire import Encoder, Fields, Payload, UnusableFields
 
 #: Thread ids of every live worker: their own log records (urllib3's debug lines) are refused.
 WORKER_THREAD_IDS: Set[int] = set()
@@ -259,6 +259,8 @@ class Delivery:
         for item in batch:
             try:
                 records.append(self._prepare(item))
+            except UnusableFields as exc:
+                self._fail(str(exc), 1)
             except Exception as exc:
                 self._fail(f"record could not be mapped: {type(exc).__name__}", 1)
         try:

@@ -25,7 +25,7 @@ from ._report import LossReporter
 from ._retry import RetryPolicy
 from ._stats import HANDLER_CLOSED, QUEUE_FULL, Counters, Stats
 from ._transport import HTTPTransport, TransportOptions
-from ._wire import encoder_for
+from ._wire import encoder_for, fields_of, mapped_message
 
 #: Estimated bytes a queued record holds beyond its message (its copied attribute dict), and
 #: beyond that for one carrying a traceback (the frames it keeps alive). Measured with
@@ -146,7 +146,8 @@ class ExHTTPHandler(logging.Handler):
         """The fields sent for ``record``: stdlib attributes, ``message``, ``<prefix>*`` fields.
 
         Override it (as with the stdlib ``HTTPHandler``) to change what is sent; an override runs
-        on the logging thread and its dict is sent as it is.
+        on the logging thread and its dict is sent as it is. Like the stdlib's, it may return a
+        sequence of ``(key, value)`` pairs instead; anything else is counted failed.
         """
         return to_fields(snapshot(record), self._enrichment, self._otlp)
 
@@ -168,10 +169,10 @@ class ExHTTPHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         """Queue the record for the worker. Never raises, never does I/O, never waits."""
         try:
-            item: Dict[str, Any]
+            item: Any
             if self._user_mapping:
-                item = self.mapLogRecord(record)
-                message = item.get("message")
+                item = self.mapLogRecord(record)  # a mapping, or (key, value) pairs
+                message = mapped_message(item)
             else:
                 item = snapshot(record)
                 message = item["message"]
@@ -273,8 +274,8 @@ class ExHTTPHandler(logging.Handler):
         )
         enrichment, otlp = self._enrichment, self._otlp
 
-        def prepare(item: Dict[str, Any]) -> Dict[str, Any]:
-            return item if self._user_mapping else to_fields(item, enrichment, otlp)
+        def prepare(item: Any) -> Dict[str, Any]:
+            return fields_of(item) if self._user_mapping else to_fields(item, enrichment, otlp)
 
         self._delivery = Delivery(
             buffer=buffer,

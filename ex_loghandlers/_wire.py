@@ -20,6 +20,7 @@ import gzip
 import json
 import math
 import re
+from collections.abc import Sequence as AnySequence
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, TypeVar
 from urllib.parse import quote_plus
@@ -50,6 +51,9 @@ _JSON_ERRORS = "ex_loghandlers.json_surrogate"
 codecs.register_error(_JSON_ERRORS, _escape_surrogate_in_json)
 
 
+# -- what a user's mapLogRecord may return --------------------------------------------------------
+
+
 class FieldPairs(Dict[str, Any]):
     """Fields given as ``(key, value)`` pairs, which the stdlib's ``urlencode`` accepts too.
 
@@ -72,6 +76,59 @@ class FieldPairs(Dict[str, Any]):
             else:
                 self[text] = [self[text], value]
                 repeated.add(text)
+
+
+class UnusableFields(TypeError):
+    """A user's ``mapLogRecord`` returned neither a mapping nor ``(key, value)`` pairs."""
+
+
+def fields_of(mapped: object) -> Fields:
+    """What a user's ``mapLogRecord`` returned, as fields: whatever ``urlencode`` accepts.
+
+    A dict is used as it is; another mapping is copied into one; a sequence of 2-item tuples or
+    lists becomes ``FieldPairs``. Anything else raises ``UnusableFields`` saying what it was.
+    """
+    if isinstance(mapped, dict):
+        return mapped
+    kind = type(mapped).__name__
+    if isinstance(mapped, (str, bytes, bytearray)):
+        raise UnusableFields(f"mapLogRecord returned {kind}, not a mapping or (key, value) pairs")
+    try:
+        items = getattr(mapped, "items", None)
+        if callable(items):
+            return dict(items())
+        if isinstance(mapped, AnySequence):
+            pairs = [(item[0], item[1]) for item in mapped if _is_pair(item)]
+            if len(pairs) == len(mapped):
+                return FieldPairs(pairs)
+            raise UnusableFields(
+                f"mapLogRecord returned a {kind} of something other than (key, value) pairs"
+            )
+    except UnusableFields:
+        raise
+    except Exception as exc:
+        raise UnusableFields(
+            f"mapLogRecord returned a {kind} that could not be read: {type(exc).__name__}"
+        ) from exc
+    raise UnusableFields(f"mapLogRecord returned {kind}, not a mapping or (key, value) pairs")
+
+
+def _is_pair(item: object) -> bool:
+    return isinstance(item, (tuple, list)) and len(item) == 2
+
+
+def mapped_message(mapped: object) -> object:
+    """The ``message`` a user's mapping holds (to size it in the queue), or None. Never raises."""
+    try:
+        if isinstance(mapped, dict):
+            return mapped.get("message")
+        if isinstance(mapped, (list, tuple)):
+            for item in mapped:
+                if _is_pair(item) and item[0] == "message":
+                    return item[1]
+    except Exception:
+        pass
+    return None
 
 
 # -- requests -------------------------------------------------------------------------------------

@@ -5,8 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 import math
-from typing import Any, Dict, List
-from urllib.parse import parse_qs
+from typing import Any, Dict, List, Tuple
+from urllib.parse import parse_qs, urlencode
 
 import pytest
 from google.protobuf import json_format
@@ -14,7 +14,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from ex_loghandlers._wire import encoder_for, form_body
+from ex_loghandlers._wire import (
+    UnusableFields,
+    encoder_for,
+    fields_of,
+    form_body,
+    mapped_message,
+)
 
 RECORD: Dict[str, Any] = {
     "name": "app", "levelname": "ERROR", "levelno": 40, "created": 1700000000.123456789,
@@ -153,6 +159,18 @@ class ItemsRaise(Dict[str, Any]):
 
     def items(self) -> Any:
         raise RuntimeError("items")
+
+
+class BadMapping:
+    """Has ``items()``, as ``urlencode`` asks of a mapping, but it raises."""
+
+    def items(self) -> Any:
+        raise RuntimeError("items")
+
+
+class GetRaises(Dict[str, Any]):
+    def get(self, key: str, default: Any = None) -> Any:
+        raise RuntimeError("get")
 
 
 def huge_int() -> int:
@@ -333,3 +351,80 @@ def test_otlp_values_beyond_what_the_proto_types_hold_are_sent_honestly() -> Non
     ]
     (inner,) = attrs["kv"].kvlist_value.values
     assert inner.key == "1" and inner.value.kvlist_value.values[0].value.double_value == 2.5
+
+
+# -- what a user's mapLogRecord may return --------------------------------------------------------
+
+
+PAIR_VALUES = st.one_of(st.text(), st.integers(), st.floats(), st.none(), SURROGATES)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["a", "tag", "message"]) | st.text() | st.integers(),
+                          PAIR_VALUES), max_size=8))
+def test_form_sends_pairs_as_urlencode_does_order_and_repeats_kept(
+    pairs: List[Tuple[Any, Any]],
+) -> None:
+    expected = urlencode(pairs, encoding="utf-8", errors="backslashreplace").encode("ascii")
+    assert form_body(fields_of(pairs)) == expected
+    assert form_body(fields_of([list(p) for p in pairs])) == expected
+    (payload,) = encoder_for("form", False, "_ex_")([fields_of(tuple(pairs))])
+    assert payload.body == expected
+
+
+def test_json_formats_send_a_repeated_key_as_the_list_of_its_values() -> None:
+    pairs = [("message", "hi"), ("tag", "a"), (7, True), ("tag", "b"), ("tag", None)]
+    expected = {"message": "hi", "tag": ["a", "b", None], "7": True}
+    (payload,) = encoder_for("json", False, "_ex_")([fields_of(pairs)])
+    assert json.loads(payload.body) == [expected]
+    (payload,) = encoder_for("ndjson", False, "_ex_")([fields_of(pairs)])
+    assert json.loads(payload.body) == expected
+    (payload,) = encoder_for("otlp", False, "_ex_")([fields_of(pairs)])
+    request = json_format.Parse(payload.body, ExportLogsServiceRequest())
+    log = request.resource_logs[0].scope_logs[0].log_records[0]
+    assert log.body.string_value == "hi"
+    attrs = {a.key: a.value for a in log.attributes}
+    assert [v.string_value for v in attrs["tag"].array_value.values] == ["a", "b", ""]
+    assert attrs["7"].bool_value is True
+
+
+def test_fields_of_takes_what_urlencode_takes() -> None:
+    from types import MappingProxyType
+
+    mine = {"message": "m"}
+    assert fields_of(mine) is mine  # sent as it is
+    assert fields_of(MappingProxyType({"a": 1})) == {"a": 1}
+    assert fields_of([]) == {}
+    assert fields_of((("a", 1), ["b", 2])) == {"a": 1, "b": 2}
+
+
+NOT_FIELDS = "not a mapping or (key, value) pairs"
+NOT_PAIRS = "of something other than (key, value) pairs"
+
+
+@pytest.mark.parametrize(
+    ("mapped", "reason"),
+    [
+        ("message=hi", f"mapLogRecord returned str, {NOT_FIELDS}"),
+        (None, f"mapLogRecord returned NoneType, {NOT_FIELDS}"),
+        (42, f"mapLogRecord returned int, {NOT_FIELDS}"),
+        (iter([("a", 1)]), f"mapLogRecord returned list_iterator, {NOT_FIELDS}"),
+        ([("a", 1), ("b",)], f"mapLogRecord returned a list {NOT_PAIRS}"),
+        ([("a", 1, 2)], f"mapLogRecord returned a list {NOT_PAIRS}"),
+        (["ab"], f"mapLogRecord returned a list {NOT_PAIRS}"),
+        (BadMapping(), "mapLogRecord returned a BadMapping that could not be read: RuntimeError"),
+    ],
+)
+def test_anything_else_a_mapping_returns_is_refused_with_a_reason(mapped: Any, reason: str) -> None:
+    with pytest.raises(UnusableFields) as caught:
+        fields_of(mapped)
+    assert str(caught.value) == reason
+    assert isinstance(caught.value, TypeError)
+
+
+def test_the_message_of_a_mapping_is_found_without_raising() -> None:
+    assert mapped_message({"message": "m"}) == "m"
+    assert mapped_message([("level", "INFO"), ("message", "m")]) == "m"
+    assert mapped_message([1, 2, ("message", "m")]) == "m"
+    assert mapped_message("message") is None
+    assert mapped_message(GetRaises(message="m")) is None
+    assert mapped_message(BadMapping()) is None
