@@ -31,7 +31,7 @@ from ._spool import SpoolError
 from ._spooler import Prepare, Spooler
 from ._stats import SHUTDOWN_DEADLINE, Counters, Stats
 from ._transport import HTTPTransport
-from ._wire import Encoder, Fields, Payload
+from ._wire import Encoder, Fields, Payload, UnusableFields
 
 #: Of the time close() has, the part kept back from the worker for joining it (at most).
 JOIN_GRACE = 0.25
@@ -304,6 +304,8 @@ class Delivery:
             for item, seq in zip(taken.items, taken.seqs):
                 try:
                     records.append(self._prepare(item, seq))
+                except UnusableFields as exc:
+                    self.ledger.failed(str(exc), 1)
                 except BaseException as exc:  # see _one_batch
                     self.ledger.failed(f"record could not be mapped: {type(exc).__name__}", 1)
         try:
@@ -330,8 +332,12 @@ class Delivery:
         Every attempt, the first included, waits until the server's health allows it: after
         consecutive failures (whichever payloads they were) the next request waits its turn.
         """
-        schedule = self._policy.schedule(self._health, batch_started)
         count = len(payload.records)
+        if payload.failure is not None:  # records that could not be encoded: nothing to send
+            self.ledger.failed(payload.failure, count)
+            self._reporter.report()
+            return True
+        schedule = self._policy.schedule(self._health, batch_started)
         while True:
             if not self._wait_until(self._health.resume_at):
                 return False

@@ -26,7 +26,7 @@ from ._report import LossReporter
 from ._retry import RetryPolicy
 from ._stats import HANDLER_CLOSED, QUEUE_FULL, Counters, Stats
 from ._transport import HTTPTransport, TransportOptions
-from ._wire import encoder_for
+from ._wire import encoder_for, fields_of, mapped_message
 
 #: Estimated bytes a queued record holds beyond its message (its copied attribute dict), and
 #: beyond that for one carrying a traceback (the frames it keeps alive). Measured with
@@ -156,7 +156,8 @@ class ExHTTPHandler(logging.Handler):
         """The fields sent for ``record``: stdlib attributes, ``message``, ``<prefix>*`` fields.
 
         Override it (as with the stdlib ``HTTPHandler``) to change what is sent; an override runs
-        on the logging thread and its dict is sent as it is.
+        on the logging thread and its dict is sent as it is. Like the stdlib's, it may return a
+        sequence of ``(key, value)`` pairs instead; anything else is counted failed.
         """
         return to_fields(snapshot(record), self._enrichment, self._otlp)
 
@@ -203,10 +204,10 @@ class ExHTTPHandler(logging.Handler):
     def _prepared(self, record: logging.LogRecord) -> Optional[Tuple[Dict[str, Any], int]]:
         """What the buffer keeps of ``record``, and its size; None if it could not be made."""
         try:
-            item: Dict[str, Any]
+            item: Any
             if self._user_mapping:
-                item = self.mapLogRecord(record)
-                message = item.get("message")
+                item = self.mapLogRecord(record)  # a mapping, or (key, value) pairs
+                message = mapped_message(item)
             else:
                 item = snapshot(record)
                 message = item["message"]
@@ -338,9 +339,9 @@ class ExHTTPHandler(logging.Handler):
         enrichment, otlp = self._enrichment, self._otlp
         seq_key = config.prefix + "seq"
 
-        def prepare(item: Dict[str, Any], seq: Optional[int]) -> Dict[str, Any]:
+        def prepare(item: Any, seq: Optional[int]) -> Dict[str, Any]:
             if self._user_mapping:
-                return item  # sent as the user's mapLogRecord made it
+                return fields_of(item)  # sent as the user's mapLogRecord made it
             fields = to_fields(item, enrichment, otlp)
             fields[seq_key] = seq
             return fields

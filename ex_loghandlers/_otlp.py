@@ -1,15 +1,24 @@
-"""Field dicts -> an OpenTelemetry OTLP/HTTP JSON ``ExportLogsServiceRequest`` (as a dict).
+"""Field dicts -> the parts of an OpenTelemetry OTLP/HTTP JSON ``ExportLogsServiceRequest``.
 
 Records are grouped by resource (``service.name`` = app, ``host.name``, ``process.pid``) and then
-by scope (the logger name), keeping their order within each scope. Pure: no I/O.
+by scope (the logger name), keeping their order within each scope; ``_wire`` encodes each record
+on its own and joins the texts. Every part built here is made of JSON types that the official
+``opentelemetry-proto`` types parse, whatever the fields hold: text keys, 64-bit integers, finite
+doubles (or the ``"NaN"``/``"Infinity"`` strings proto3 JSON uses), bounded nesting. Pure: no I/O.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+import math
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+
+from ._text import safe_text
 
 Fields = Dict[str, Any]
+
+#: Which resource a record belongs to: app, host name, process id (an int, a text or None).
+ResourceKey = Tuple[str, str, Any]
 
 #: Attributes every LogRecord has; anything else on a record came from ``extra=``.
 STANDARD_ATTRIBUTES = frozenset(
@@ -20,6 +29,15 @@ STANDARD_ATTRIBUTES = frozenset(
 #: Keys the mapping adds for this format only (see ``_mapping.to_fields``).
 EXC_TYPE = "exc_type"
 EXC_MESSAGE = "exc_message"
+
+#: ``intValue`` is an int64: larger integers are sent as their text.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+#: ``timeUnixNano`` is a fixed64 (0 means unknown).
+UINT64_LIMIT = 2**64
+#: Lists and dicts (from a user's ``mapLogRecord``) deeper than this are sent as text.
+MAX_DEPTH = 8
+
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 
 
 def severity_number(levelno: int) -> int:
@@ -34,24 +52,61 @@ def severity_number(levelno: int) -> int:
     return base_number + min(levelno - base_level, 3)
 
 
-def any_value(value: Any) -> Dict[str, Any]:
-    """A value as an OTLP ``AnyValue`` (JSON mapping: 64-bit integers are strings)."""
+def any_value(value: Any, depth: int = 0, active: Optional[Set[int]] = None) -> Dict[str, Any]:
+    """A value as an OTLP ``AnyValue`` (JSON mapping: 64-bit integers are strings).
+
+    Lists and dicts become ``arrayValue``/``kvlistValue`` down to ``MAX_DEPTH``; a list or dict
+    that contains itself is cut where it recurs, as ``repr`` does (``[...]``).
+    """
+    if isinstance(value, str):
+        return {"stringValue": value}
     if isinstance(value, bool):
-        return {"boolValue": value}
+        return {"boolValue": bool(value)}
     if isinstance(value, int):
-        return {"intValue": str(value)}
+        if INT64_MIN <= value <= INT64_MAX:
+            return {"intValue": str(int(value))}
+        return {"stringValue": safe_text(value)}
     if isinstance(value, float):
-        return {"doubleValue": value}
-    return {"stringValue": value if isinstance(value, str) else str(value)}
+        if math.isfinite(value):
+            return {"doubleValue": float(value)}
+        return {"doubleValue": _NON_FINITE[repr(float(value))]}
+    if depth < MAX_DEPTH and isinstance(value, (list, tuple, dict)):
+        active = set() if active is None else active
+        if id(value) in active:
+            return {"stringValue": "{...}" if isinstance(value, dict) else "[...]"}
+        active.add(id(value))
+        try:
+            if isinstance(value, dict):
+                return {"kvlistValue": {"values": [
+                    {"key": safe_text(k), "value": any_value(v, depth + 1, active)}
+                    for k, v in value.items()
+                ]}}
+            return {"arrayValue": {"values": [any_value(v, depth + 1, active) for v in value]}}
+        finally:
+            active.discard(id(value))
+    if value is None:
+        return {}  # an empty AnyValue: inside a list or dict, where it cannot be left out
+    return {"stringValue": safe_text(value)}
 
 
 def _attributes(pairs: Sequence[Tuple[str, Any]]) -> List[Dict[str, Any]]:
     return [{"key": key, "value": any_value(value)} for key, value in pairs if value is not None]
 
 
-def log_record(fields: Mapping[str, Any], prefix: str) -> Dict[str, Any]:
-    created = fields.get("created")
-    nanos = str(int(created * 1e9)) if isinstance(created, (int, float)) else "0"
+def unix_nanos(created: Any) -> str:
+    """``created`` (seconds) as a fixed64 of nanoseconds; ``"0"`` (unknown) if it is not one."""
+    if isinstance(created, (int, float)) and not isinstance(created, bool):
+        try:
+            nanos = int(created * 1e9)
+        except (OverflowError, ValueError):  # inf, nan, or an int beyond a float's range
+            return "0"
+        if 0 <= nanos < UINT64_LIMIT:
+            return str(nanos)
+    return "0"
+
+
+def log_record(fields: Mapping[Any, Any], prefix: str) -> Dict[str, Any]:
+    nanos = unix_nanos(fields.get("created"))
     pairs: List[Tuple[str, Any]] = [
         ("code.filepath", fields.get("pathname")),
         ("code.lineno", fields.get("lineno")),
@@ -65,45 +120,35 @@ def log_record(fields: Mapping[str, Any], prefix: str) -> Dict[str, Any]:
     if fields.get(prefix + "stack"):
         pairs.append(("code.stacktrace", fields[prefix + "stack"]))
     pairs.extend(
-        (key, value)
+        (key, value) if type(key) is str else (safe_text(key), value)
         for key, value in fields.items()
-        if key not in STANDARD_ATTRIBUTES and not key.startswith(prefix)
+        if key not in STANDARD_ATTRIBUTES and not (type(key) is str and key.startswith(prefix))
     )
     levelno = fields.get("levelno")
     return {
         "timeUnixNano": nanos,
         "observedTimeUnixNano": nanos,
         "severityNumber": severity_number(levelno if isinstance(levelno, int) else 0),
-        "severityText": str(fields.get("levelname", "")),
-        "body": {"stringValue": str(fields.get("message", ""))},
+        "severityText": safe_text(fields.get("levelname", "")),
+        "body": {"stringValue": safe_text(fields.get("message", ""))},
         "attributes": _attributes(pairs),
     }
 
 
-def otlp_request(records: Sequence[Fields], prefix: str) -> Dict[str, Any]:
-    """An ``ExportLogsServiceRequest`` for a batch of records."""
-    resources: Dict[Tuple[str, str, Any], Dict[str, List[Dict[str, Any]]]] = {}
-    for fields in records:
-        resource_key = (
-            str(fields.get(prefix + "app", "")),
-            str(fields.get(prefix + "hostname", "")),
-            fields.get(prefix + "pid"),
-        )
-        scopes = resources.setdefault(resource_key, {})
-        scopes.setdefault(str(fields.get("name", "")), []).append(log_record(fields, prefix))
-    return {
-        "resourceLogs": [
-            {
-                "resource": {
-                    "attributes": _attributes(
-                        [("service.name", app), ("host.name", host), ("process.pid", pid)]
-                    )
-                },
-                "scopeLogs": [
-                    {"scope": {"name": scope}, "logRecords": logs}
-                    for scope, logs in scopes.items()
-                ],
-            }
-            for (app, host, pid), scopes in resources.items()
-        ]
-    }
+def resource_key(fields: Mapping[Any, Any], prefix: str) -> ResourceKey:
+    pid = fields.get(prefix + "pid")
+    return (
+        safe_text(fields.get(prefix + "app", "")),
+        safe_text(fields.get(prefix + "hostname", "")),
+        pid if pid is None or type(pid) is int else safe_text(pid),
+    )
+
+
+def scope_name(fields: Mapping[Any, Any]) -> str:
+    return safe_text(fields.get("name", ""))
+
+
+def resource(key: ResourceKey) -> Dict[str, Any]:
+    app, host, pid = key
+    pairs = [("service.name", app), ("host.name", host), ("process.pid", pid)]
+    return {"attributes": _attributes(pairs)}

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ._buffer import Taken
+from ._wire import FieldPairs, plain_fields
 
 try:
     import fcntl
@@ -426,17 +427,30 @@ def _move_aside(path: str, reason: str, say: Say) -> None:
     say(f"moved aside an unreadable spool file: {path} -> {target} ({reason})")
 
 
+#: How fields given as pairs (a user's mapLogRecord) are stored, so that ``form`` still sends
+#: them in order, repeats and all.
+_PAIRS = "(key, value) pairs"
+
+
 def _json(fields: Dict[str, Any]) -> str:
-    """ASCII JSON: lone surrogates (undecodable file names) survive as escapes, and SQLite
-    stores nothing it cannot encode."""
-    try:
-        return json.dumps(fields, default=str)
-    except (TypeError, ValueError, RecursionError):
-        return json.dumps({str(k): str(v) for k, v in fields.items()})
+    """ASCII JSON (lone surrogates survive as escapes; SQLite stores nothing it cannot encode).
+
+    What JSON cannot carry as it is goes as the wire encoders send it: as text.
+    """
+    for attempt in (fields, plain_fields(fields)):
+        try:
+            if isinstance(attempt, FieldPairs):
+                return json.dumps({_PAIRS: [list(pair) for pair in attempt.pairs]})
+            return json.dumps(attempt, allow_nan=True)
+        except (TypeError, ValueError, RecursionError):
+            continue
+    return json.dumps({"message": "<a record that could not be stored>"})
 
 
 def _fields(body: str) -> Dict[str, Any]:
     value = json.loads(body)
+    if isinstance(value, dict) and list(value) == [_PAIRS]:
+        return FieldPairs(tuple(pair) for pair in value[_PAIRS])
     return value if isinstance(value, dict) else {"message": str(value)}
 
 

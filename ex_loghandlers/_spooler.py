@@ -20,6 +20,7 @@ from ._ledger import Ledger
 from ._quiet import WORKER_THREAD_IDS
 from ._spool import Spool, SpoolError
 from ._stats import SPOOL_FULL
+from ._wire import UnusableFields
 
 Prepare = Callable[[Any, Optional[int]], Dict[str, Any]]
 
@@ -201,7 +202,7 @@ class Spooler:
         assert spool is not None
         try:
             evicted = spool.append(list(zip(prepared.seqs, prepared.items)))
-        except SpoolError as exc:
+        except Exception as exc:  # the disk, or anything else: the records stay in memory
             with self._ledger.lock:
                 self._count_unmappable(unmappable)
                 self.unwritten, self._writing = prepared, None
@@ -225,7 +226,10 @@ class Spooler:
                 items.append(self._prepare(item, seq))
                 seqs.append(seq)
             except BaseException as exc:  # a user's code: see Delivery._one_batch
-                reason = f"record could not be mapped: {type(exc).__name__}"
+                if isinstance(exc, UnusableFields):
+                    reason = str(exc)
+                else:
+                    reason = f"record could not be mapped: {type(exc).__name__}"
                 unmappable[reason] = unmappable.get(reason, 0) + 1
         return Taken(items, seqs, prepared=True), unmappable
 

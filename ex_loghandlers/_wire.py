@@ -5,6 +5,10 @@
 ``ndjson`` one JSON object per line per batch;
 ``otlp``   one OpenTelemetry OTLP/HTTP JSON ``ExportLogsServiceRequest`` per batch.
 
+Records are encoded one at a time, so one record cannot take a batch down with it: a record that
+cannot be encoded as it is goes as plain fields (keys and odd values as text, JSON types only);
+one that cannot be encoded even so is returned as a failure, named, and the rest go on.
+
 Text that cannot be encoded as UTF-8 (lone surrogates from undecodable file names or bytes) is
 sent as the visible escape ``\\udc80`` rather than dropped or allowed to fail the whole batch.
 """
@@ -16,11 +20,13 @@ import gzip
 import json
 import math
 import re
+from collections.abc import Sequence as AnySequence
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, TypeVar
 from urllib.parse import quote_plus
 
-from ._otlp import otlp_request
+from ._otlp import MAX_DEPTH, ResourceKey, log_record, resource, resource_key, scope_name
+from ._text import safe_text
 
 Fields = Dict[str, Any]
 
@@ -29,6 +35,8 @@ WIRE_FORMATS = ("form", "json", "ndjson", "otlp")
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded; charset=utf-8"
 JSON_CONTENT_TYPE = "application/json"
 NDJSON_CONTENT_TYPE = "application/x-ndjson"
+
+T = TypeVar("T")
 
 
 def _escape_surrogate_in_json(error: UnicodeError) -> tuple[str, int]:
@@ -43,17 +51,176 @@ _JSON_ERRORS = "ex_loghandlers.json_surrogate"
 codecs.register_error(_JSON_ERRORS, _escape_surrogate_in_json)
 
 
+# -- what a user's mapLogRecord may return --------------------------------------------------------
+
+
+class FieldPairs(Dict[str, Any]):
+    """Fields given as ``(key, value)`` pairs, which the stdlib's ``urlencode`` accepts too.
+
+    ``form`` sends ``pairs`` as they are: in order, a repeated key repeated, as ``urlencode``
+    does. As a dict (what ``json``, ``ndjson`` and ``otlp`` send), keys are text and a key given
+    more than once maps to the list of its values, in order, as a form server's ``getlist``
+    would read them: nothing is lost.
+    """
+
+    def __init__(self, pairs: Iterable[Tuple[Any, Any]]) -> None:
+        super().__init__()
+        self.pairs: Tuple[Tuple[Any, Any], ...] = tuple(pairs)
+        repeated: Set[str] = set()
+        for key, value in self.pairs:
+            text = key if type(key) is str else safe_text(key)
+            if text not in self:
+                self[text] = value
+            elif text in repeated:
+                self[text].append(value)
+            else:
+                self[text] = [self[text], value]
+                repeated.add(text)
+
+
+class UnusableFields(TypeError):
+    """A user's ``mapLogRecord`` returned neither a mapping nor ``(key, value)`` pairs."""
+
+
+def fields_of(mapped: object) -> Fields:
+    """What a user's ``mapLogRecord`` returned, as fields: whatever ``urlencode`` accepts.
+
+    A dict is used as it is; another mapping is copied into one; a sequence of 2-item tuples or
+    lists becomes ``FieldPairs``. Anything else raises ``UnusableFields`` saying what it was.
+    """
+    if isinstance(mapped, dict):
+        return mapped
+    kind = type(mapped).__name__
+    if isinstance(mapped, (str, bytes, bytearray)):
+        raise UnusableFields(f"mapLogRecord returned {kind}, not a mapping or (key, value) pairs")
+    try:
+        items = getattr(mapped, "items", None)
+        if callable(items):
+            return dict(items())
+        if isinstance(mapped, AnySequence):
+            pairs = [(item[0], item[1]) for item in mapped if _is_pair(item)]
+            if len(pairs) == len(mapped):
+                return FieldPairs(pairs)
+            raise UnusableFields(
+                f"mapLogRecord returned a {kind} of something other than (key, value) pairs"
+            )
+    except UnusableFields:
+        raise
+    except Exception as exc:
+        raise UnusableFields(
+            f"mapLogRecord returned a {kind} that could not be read: {type(exc).__name__}"
+        ) from exc
+    raise UnusableFields(f"mapLogRecord returned {kind}, not a mapping or (key, value) pairs")
+
+
+def _is_pair(item: object) -> bool:
+    return isinstance(item, (tuple, list)) and len(item) == 2
+
+
+def mapped_message(mapped: object) -> object:
+    """The ``message`` a user's mapping holds (to size it in the queue), or None. Never raises."""
+    try:
+        if isinstance(mapped, dict):
+            return mapped.get("message")
+        if isinstance(mapped, (list, tuple)):
+            for item in mapped:
+                if _is_pair(item) and item[0] == "message":
+                    return item[1]
+    except Exception:
+        pass
+    return None
+
+
+# -- requests -------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Payload:
-    """One HTTP request's worth of records: its body and the records it carries."""
+    """One HTTP request's worth of records: its body and the records it carries.
+
+    With ``failure`` set there is no request: the records could not be encoded at all, and are
+    to be counted failed for that reason.
+    """
 
     body: bytes
     content_type: str
     records: Sequence[Fields]
     gzipped: bool = False
+    failure: Optional[str] = None
 
 
 Encoder = Callable[[Sequence[Fields]], List[Payload]]
+
+
+def _each_record(
+    records: Sequence[Fields], encode: Callable[[Fields], T]
+) -> Tuple[List[Fields], List[T], List[Payload]]:
+    """Encode records one by one: (the records encoded, their encodings, failure payloads).
+
+    A record that ``encode`` cannot take is encoded again as ``plain_fields``; one that fails
+    even then is left out and returned in a failure payload naming the error. The records
+    returned are the ones actually encoded, so a batch split later encodes the same way.
+    """
+    kept: List[Fields] = []
+    encoded: List[T] = []
+    failed: Dict[str, List[Fields]] = {}
+    for fields in records:
+        try:
+            result = encode(fields)
+        except Exception:
+            try:
+                plain = plain_fields(fields)
+                result = encode(plain)
+            except Exception as exc:
+                reason = f"record could not be encoded: {type(exc).__name__}"
+                failed.setdefault(reason, []).append(fields)
+                continue
+            fields = plain
+        kept.append(fields)
+        encoded.append(result)
+    failures = [Payload(b"", "", recs, failure=reason) for reason, recs in failed.items()]
+    return kept, encoded, failures
+
+
+def plain_fields(fields: Fields) -> Fields:
+    """A copy of a record made of JSON types only, every key as text: how a record that cannot
+    be encoded as it is gets sent.
+
+    Numbers that JSON cannot carry become text (``"nan"``, ``"inf"``, an int too long to print
+    in hex); objects become ``str()`` (or ``repr``); lists and dicts nested deeper than
+    ``MAX_DEPTH`` become text, and where they contain themselves, ``[...]``/``{...}``. Keys that
+    become the same text are kept as pairs, so none is lost.
+    """
+    pairs = fields.pairs if isinstance(fields, FieldPairs) else fields.items()
+    active: Set[int] = {id(fields)}
+    return FieldPairs([(safe_text(key), _json_safe(value, 1, active)) for key, value in pairs])
+
+
+def _json_safe(value: Any, depth: int, active: Set[int]) -> Any:
+    if isinstance(value, str) or value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        try:
+            int.__repr__(value)  # what the JSON encoder calls; too many digits raise here
+        except ValueError:
+            return safe_text(value)
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(float(value))
+    if depth < MAX_DEPTH and isinstance(value, (dict, list, tuple)):
+        if id(value) in active:
+            return "{...}" if isinstance(value, dict) else "[...]"
+        active.add(id(value))
+        try:
+            if isinstance(value, dict):
+                return {safe_text(k): _json_safe(v, depth + 1, active) for k, v in value.items()}
+            return [_json_safe(v, depth + 1, active) for v in value]
+        finally:
+            active.discard(id(value))
+    return safe_text(value)
+
+
+# -- form -----------------------------------------------------------------------------------------
 
 
 #: What ``quote_plus`` leaves as it is: text made only of these needs no quoting at all.
@@ -89,63 +256,35 @@ def form_body(fields: Fields) -> bytes:
 
     The same bytes as ``urlencode``, faster: most keys and many values need no quoting, and
     those that repeat are quoted once. Numbers need no quoting but a ``-``, ``.`` or ``e``.
+    ``FieldPairs`` are sent pair by pair, as ``urlencode`` sends a sequence of pairs.
     """
     parts = []
-    for key, value in fields.items():
+    pairs = fields.pairs if isinstance(fields, FieldPairs) else fields.items()
+    for key, value in pairs:
         kind = type(value)
         if kind is str:
             text = _quoted_cached(value) if len(value) <= _MAX_QUOTED_LENGTH else _quoted(value)
         elif kind is int or kind is float:
             text = _quoted(str(value))  # "inf", "1e-05", "-3": all unquoted, but checked
         else:
-            text = _quoted(_form_value(value))
-        parts.append(f"{_quoted_cached(_form_value(key))}={text}")
+            text = _quoted(safe_text(value))
+        parts.append(f"{_quoted_cached(safe_text(key))}={text}")
     return "&".join(parts).encode("ascii")
 
 
-def _form_value(value: Any) -> str:
-    if type(value) is str:
-        return value
-    try:
-        return str(value)
-    except Exception:
-        return f"<unprintable {type(value).__name__} object>"
+def encode_form(records: Sequence[Fields]) -> List[Payload]:
+    kept, bodies, failures = _each_record(records, form_body)
+    return failures + [
+        Payload(body, FORM_CONTENT_TYPE, (fields,)) for fields, body in zip(kept, bodies)
+    ]
 
 
-#: One encoder for all: ``json.dumps`` with options builds a new one on every call.
+# -- json and ndjson ------------------------------------------------------------------------------
+
+
+#: One encoder for all: ``json.dumps`` with options builds a new one on every call. No NaN or
+#: Infinity: a record holding one is sent as ``plain_fields``.
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
-def json_text(value: Any) -> str:
-    """Compact JSON that is always valid: no NaN/Infinity, no objects it cannot represent."""
-    try:
-        return _JSON.encode(value)
-    except (TypeError, ValueError, RecursionError):
-        return _JSON.encode(_json_safe(value, depth=0))
-
-
-def json_array(records: Sequence[Fields]) -> str:
-    """A JSON array of records, encoded one record at a time.
-
-    One C call for a whole batch would hold the GIL for milliseconds; record by record, the
-    application's threads get it back in between.
-    """
-    return "[" + ",".join([json_text(fields) for fields in records]) + "]"
-
-
-def _json_safe(value: Any, depth: int) -> Any:
-    """A copy of ``value`` made of JSON types only (for dicts a user's ``mapLogRecord`` built)."""
-    if isinstance(value, str) or value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
-    if depth < 8 and isinstance(value, dict):
-        return {_form_value(k): _json_safe(v, depth + 1) for k, v in value.items()}
-    if depth < 8 and isinstance(value, (list, tuple)):
-        return [_json_safe(v, depth + 1) for v in value]
-    return _form_value(value)
 
 
 def utf8(text: str) -> bytes:
@@ -156,12 +295,17 @@ def utf8(text: str) -> bytes:
         return text.encode("utf-8", _JSON_ERRORS)
 
 
-def encode_form(records: Sequence[Fields]) -> List[Payload]:
-    return [Payload(form_body(fields), FORM_CONTENT_TYPE, (fields,)) for fields in records]
-
-
 def encode_json(records: Sequence[Fields]) -> List[Payload]:
-    return [Payload(utf8(json_array(records)), JSON_CONTENT_TYPE, records)]
+    """A JSON array of records, encoded one record at a time.
+
+    One C call for a whole batch would hold the GIL for milliseconds; record by record, the
+    application's threads get it back in between, and one bad record spoils nothing else.
+    """
+    kept, texts, failures = _each_record(records, _JSON.encode)
+    if not kept:
+        return failures
+    body = utf8("[" + ",".join(texts) + "]")
+    return [*failures, Payload(body, JSON_CONTENT_TYPE, kept)]
 
 
 #: Line breaks other than "\n" that JSON allows raw in strings but line splitters (Python's
@@ -170,18 +314,55 @@ _UNICODE_LINE_BREAKS = {ord(c): f"\\u{ord(c):04x}" for c in "\x85\u2028\u2029"}
 
 
 def encode_ndjson(records: Sequence[Fields]) -> List[Payload]:
-    body = "".join(json_text(fields) + "\n" for fields in records)
+    kept, texts, failures = _each_record(records, _JSON.encode)
+    if not kept:
+        return failures
+    body = "\n".join(texts) + "\n"
     if not body.isascii():
         body = body.translate(_UNICODE_LINE_BREAKS)
-    return [Payload(utf8(body), NDJSON_CONTENT_TYPE, records)]
+    return [*failures, Payload(utf8(body), NDJSON_CONTENT_TYPE, kept)]
+
+
+# -- otlp -----------------------------------------------------------------------------------------
 
 
 def otlp_encoder(prefix: str) -> Encoder:
+    def one_record(fields: Fields) -> Tuple[ResourceKey, str, str]:
+        return (
+            resource_key(fields, prefix),
+            scope_name(fields),
+            _JSON.encode(log_record(fields, prefix)),
+        )
+
     def encode_otlp(records: Sequence[Fields]) -> List[Payload]:
-        body = utf8(json_text(otlp_request(records, prefix)))
-        return [Payload(body, JSON_CONTENT_TYPE, records)]
+        kept, encoded, failures = _each_record(records, one_record)
+        if not kept:
+            return failures
+        groups: Dict[ResourceKey, Dict[str, List[str]]] = {}
+        for key, scope, text in encoded:
+            groups.setdefault(key, {}).setdefault(scope, []).append(text)
+        body = utf8(_otlp_request_text(groups))
+        return [*failures, Payload(body, JSON_CONTENT_TYPE, kept)]
 
     return encode_otlp
+
+
+def _otlp_request_text(groups: Dict[ResourceKey, Dict[str, List[str]]]) -> str:
+    """The ``ExportLogsServiceRequest`` around log records already encoded, grouped by resource
+    and scope."""
+    resource_logs = []
+    for key, scopes in groups.items():
+        scope_logs = ",".join(
+            '{"scope":' + _JSON.encode({"name": scope}) + ',"logRecords":[' + ",".join(logs) + "]}"
+            for scope, logs in scopes.items()
+        )
+        resource_logs.append(
+            '{"resource":' + _JSON.encode(resource(key)) + ',"scopeLogs":[' + scope_logs + "]}"
+        )
+    return '{"resourceLogs":[' + ",".join(resource_logs) + "]}"
+
+
+# -- choosing one ---------------------------------------------------------------------------------
 
 
 def encoder_for(wire_format: str, compress: bool, prefix: str) -> Encoder:
@@ -198,6 +379,7 @@ def encoder_for(wire_format: str, compress: bool, prefix: str) -> Encoder:
 
     def encode_gzipped(records: Sequence[Fields]) -> List[Payload]:
         return [
+            p if p.failure is not None else
             Payload(gzip.compress(p.body, compresslevel=6), p.content_type, p.records, True)
             for p in encode(records)
         ]

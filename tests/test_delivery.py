@@ -7,15 +7,20 @@ synchronises on ``flush(timeout)``, the servers' condition variables and events.
 from __future__ import annotations
 
 import io
+import json
 import logging
+import math
 import re
 import threading
 from contextlib import redirect_stderr
-from typing import Any, Iterator, List
+from typing import Any, Dict, Iterator, List
+from urllib.parse import parse_qs, urlencode
 
 import pytest
 from fakeclock import FakeClock
 from faultserver import Action, FaultServer, ReceivedRequest, fail_first, seeded_mix, sequence
+from google.protobuf import json_format
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from ex_loghandlers import ExHTTPHandler
 
@@ -411,3 +416,188 @@ def test_the_lock_trap_flush_with_the_handler_lock_held_and_urllib3_at_debug(
         root.removeHandler(handler)
     names = [r["name"] for r in server.accepted_records()]
     assert names == ["trap"]
+
+
+# -- one record cannot take others with it --------------------------------------------------------
+
+
+def otlp_messages(server: FaultServer) -> List[str]:
+    """The bodies of the log records in every accepted OTLP request, parsed with the official
+    message types."""
+    found = []
+    for request in server.accepted():
+        parsed = json_format.Parse(request.body, ExportLogsServiceRequest())
+        for resource_logs in parsed.resource_logs:
+            for scope_logs in resource_logs.scope_logs:
+                found += [log.body.string_value for log in scope_logs.log_records]
+    return found
+
+
+def strict_messages(server: FaultServer, wire_format: str) -> List[str]:
+    """The messages of every accepted request, decoded as a strict server would (no NaN)."""
+    if wire_format == "otlp":
+        return otlp_messages(server)
+    found = []
+    for request in server.accepted():
+        text = request.body.decode("utf-8")
+        if wire_format == "form":
+            found += parse_qs(text, keep_blank_values=True, errors="strict")["message"]
+            continue
+        lines = [text] if wire_format == "json" else text.splitlines()
+        for line in lines:
+            data = json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+            found += [r["message"] for r in (data if isinstance(data, list) else [data])]
+    return found
+
+
+class _OddAttributes(logging.Filter):
+    """Gives one record attributes no encoder can send as they are (as a library might)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() == "odd created":
+            record.created = math.inf
+            record.__dict__[(1, 2)] = "tuple key"
+        return True
+
+
+#: Records (by their position) with ``extra=`` fields that no encoder can send as they are.
+HOSTILE_EXTRAS: Dict[int, Dict[Any, Any]] = {
+    10: {404: "not found"},
+    30: {"ratio": math.nan, "limit": -math.inf},
+    50: {"huge": 10**5000, "id": 2**64},
+    70: {"bad \udcff key": "bad \udcff value"},
+}
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+@pytest.mark.parametrize("wire_format", ["form", "json", "ndjson", "otlp"])
+def test_one_odd_record_takes_no_other_with_it(
+    logger: logging.Logger, server: FaultServer, wire_format: str, compress: bool
+) -> None:
+    handler = attach(logger, server, wire_format=wire_format, compress=compress, batch_size=100)
+    logger.addFilter(_OddAttributes())
+    expected = []
+    for i in range(99):
+        if i in HOSTILE_EXTRAS:
+            logger.info("odd %d", i, extra=HOSTILE_EXTRAS[i])
+            expected.append(f"odd {i}")
+        elif i == 95:
+            logger.info("odd created")
+            expected.append("odd created")
+        else:
+            logger.info("ok %d", i)
+            expected.append(f"ok {i}")
+    assert handler.flush(timeout=10)
+    found = strict_messages(server, wire_format)
+    assert found == expected
+    stats = handler.stats
+    assert (stats.sent, stats.failed, stats.failed_by_reason) == (99, 0, {})
+    assert_accounted(handler)
+
+
+# -- what a user's mapLogRecord may return --------------------------------------------------------
+
+PAIRS = [("message", "hello"), ("level", "INFO"), ("tag", "a"), ("tag", "b & c")]
+
+
+class PairsHandler(ExHTTPHandler):
+    """Returns what the stdlib ``HTTPHandler`` accepts too: a sequence of pairs for urlencode."""
+
+    def mapLogRecord(self, record: logging.LogRecord) -> Any:
+        return [("message", record.getMessage()), ("level", record.levelname),
+                ("tag", "a"), ("tag", "b & c")]
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+def test_a_mapping_of_pairs_is_sent_as_the_stdlib_sends_it(
+    logger: logging.Logger, server: FaultServer, method: str
+) -> None:
+    handler = PairsHandler(url=server.url_for("/x"), method=method)
+    logger.addHandler(handler)
+    logger.info("hello")
+    assert handler.flush(timeout=10)
+    (request,) = server.accepted()
+    # The stdlib HTTPHandler sends urlencode(mapLogRecord(record)): in order, repeats kept.
+    sent = request.body if method == "POST" else request.query.encode("ascii")
+    assert sent == urlencode(PAIRS).encode("ascii")
+    assert handler.stats.sent == 1
+
+
+@pytest.mark.parametrize("wire_format", ["json", "ndjson"])
+def test_pairs_in_a_json_format_send_a_repeated_key_as_a_list(
+    logger: logging.Logger, server: FaultServer, wire_format: str
+) -> None:
+    handler = PairsHandler(url=server.url_for("/x"), wire_format=wire_format)
+    logger.addHandler(handler)
+    logger.info("hello")
+    assert handler.flush(timeout=10)
+    assert server.accepted_records() == [{"message": "hello", "level": "INFO",
+                                          "tag": ["a", "b & c"]}]
+
+
+def test_pairs_in_otlp_send_a_repeated_key_as_an_array(
+    logger: logging.Logger, server: FaultServer
+) -> None:
+    handler = PairsHandler(url=server.url_for("/x"), wire_format="otlp")
+    logger.addHandler(handler)
+    logger.info("hello")
+    assert handler.flush(timeout=10)
+    assert otlp_messages(server) == ["hello"]
+    (request,) = server.accepted()
+    log = json_format.Parse(request.body, ExportLogsServiceRequest())
+    record = log.resource_logs[0].scope_logs[0].log_records[0]
+    attrs = {a.key: a.value for a in record.attributes}
+    assert [v.string_value for v in attrs["tag"].array_value.values] == ["a", "b & c"]
+
+
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+    __repr__ = __str__
+
+
+class WhateverHandler(ExHTTPHandler):
+    """Returns, for each message, something some user's mapLogRecord might."""
+
+    def mapLogRecord(self, record: logging.LogRecord) -> Any:
+        message = record.getMessage()
+        if message == "text":
+            return "message=text"
+        if message == "none":
+            return None
+        if message == "not pairs":
+            return [("message", message), ("level",)]
+        if message == "hostile":
+            loop: List[Any] = [1]
+            loop.append(loop)
+            return {"message": message, 3: math.nan, "loop": loop, "obj": Unprintable(),
+                    "big": 10**5000, (1,): {2: 2**70}}
+        return {"message": message}
+
+
+@pytest.mark.parametrize("wire_format", ["form", "json", "ndjson", "otlp"])
+def test_whatever_a_mapping_returns_is_sent_or_counted_failed_with_a_reason(
+    logger: logging.Logger, server: FaultServer, wire_format: str
+) -> None:
+    handler = WhateverHandler(url=server.url_for("/x"), wire_format=wire_format)
+    logger.addHandler(handler)
+    stderr = io.StringIO()
+    with redirect_stderr(stderr):
+        for message in ("first", "text", "none", "not pairs", "hostile", "last"):
+            logger.info(message)
+        assert handler.flush(timeout=10)
+        handler.close()
+    *found, notice = strict_messages(server, wire_format)
+    assert found == ["first", "hostile", "last"]
+    assert notice.startswith("3 log records were lost before this delivery")
+    stats = handler.stats
+    assert stats.sent == 4  # and the notice
+    assert stats.dropped == 0
+    assert stats.failed_by_reason == {
+        "mapLogRecord returned str, not a mapping or (key, value) pairs": 1,
+        "mapLogRecord returned NoneType, not a mapping or (key, value) pairs": 1,
+        "mapLogRecord returned a list of something other than (key, value) pairs": 1,
+    }
+    assert "Logging error" not in stderr.getvalue()  # nothing reached handleError
+    assert_accounted(handler)

@@ -437,7 +437,7 @@ def test_the_worker_survives_a_mapping_that_fails_on_its_own_notice(
 def test_a_record_whose_user_mapping_breaks_emit_is_counted(logger: logging.Logger) -> None:
     class Broken(ExHTTPHandler):
         def mapLogRecord(self, record: logging.LogRecord) -> Any:
-            return ["not", "a", "dict"]
+            raise AttributeError("broken mapping")
 
     with FaultServer() as server:
         stderr = io.StringIO()

@@ -37,7 +37,8 @@ def fields(i: int) -> Dict[str, Any]:
 
 
 def messages(server: FaultServer) -> List[str]:
-    return [str(r["message"]) for r in server.accepted_records() if r["name"] != "ex_loghandlers"]
+    return [str(r["message"]) for r in server.accepted_records()
+            if r.get("name") != "ex_loghandlers"]
 
 
 def spool_files(base: Path) -> List[str]:
@@ -419,3 +420,33 @@ def test_a_disk_that_fills_up_falls_back_to_memory_and_loses_nothing(tmp_path: P
         lines = [line for line in done.stderr.splitlines() if line.startswith("ex_loghandlers")]
         assert len(lines) == 1, done.stderr
         assert "cannot write the spool" in lines[0] and "keeping records in memory" in lines[0]
+
+
+def test_what_a_record_holds_survives_the_disk(tmp_path: Path, logger: logging.Logger) -> None:
+    """Pairs from a user's mapLogRecord keep their order and repeats; values JSON cannot carry
+    arrive as the encoders send them, and never stop the spool."""
+
+    class Pairs(ExHTTPHandler):
+        def mapLogRecord(self, record: logging.LogRecord) -> Any:
+            return [("message", record.getMessage()), ("tag", "a"), ("tag", "b")]
+
+    with FaultServer() as server:
+        pairs = Pairs(url=server.url_for("/x"), spool_path=str(tmp_path / "pairs"))
+        logger.addHandler(pairs)
+        logger.info("paired")
+        assert pairs.flush(WAIT)
+        logger.removeHandler(pairs)
+        pairs.close()
+        [request] = server.accepted()
+        assert request.body == b"message=paired&tag=a&tag=b"
+
+        plain = spooled(server, tmp_path / "plain")
+        logger.addHandler(plain)
+        logger.info("odd values", extra={"huge": 10**5000, "nan": float("nan"), 3: "key"})
+        logger.info("after it")
+        assert plain.flush(WAIT)
+        got = messages(server)
+        assert got[-2:] == ["odd values", "after it"]
+        assert plain.stats.sent == 2 and plain.stats.failed == 0
+        logger.removeHandler(plain)
+        plain.close()

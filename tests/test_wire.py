@@ -5,16 +5,22 @@ from __future__ import annotations
 import gzip
 import json
 import math
-from typing import Any, Dict, List
-from urllib.parse import parse_qs
+from typing import Any, Dict, List, Tuple
+from urllib.parse import parse_qs, urlencode
 
 import pytest
 from google.protobuf import json_format
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from ex_loghandlers._wire import encoder_for, form_body
+from ex_loghandlers._wire import (
+    UnusableFields,
+    encoder_for,
+    fields_of,
+    form_body,
+    mapped_message,
+)
 
 RECORD: Dict[str, Any] = {
     "name": "app", "levelname": "ERROR", "levelno": 40, "created": 1700000000.123456789,
@@ -126,3 +132,299 @@ def test_form_body_is_byte_for_byte_what_urlencode_gives(record: Dict[str, Any])
 
     expected = urlencode(record, encoding="utf-8", errors="backslashreplace").encode("ascii")
     assert form_body(record) == expected
+
+
+# -- one record cannot take others with it --------------------------------------------------------
+
+
+class Unprintable:
+    """``str()`` and ``repr()`` both raise."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+class NotText:
+    """``__str__`` returns an int, so ``str()`` raises TypeError."""
+
+    def __str__(self) -> Any:
+        return 3
+
+
+class ItemsRaise(Dict[str, Any]):
+    """A dict (as a user's mapLogRecord may return) whose items cannot be read at all."""
+
+    def items(self) -> Any:
+        raise RuntimeError("items")
+
+
+class BadMapping:
+    """Has ``items()``, as ``urlencode`` asks of a mapping, but it raises."""
+
+    def items(self) -> Any:
+        raise RuntimeError("items")
+
+
+class GetRaises(Dict[str, Any]):
+    def get(self, key: str, default: Any = None) -> Any:
+        raise RuntimeError("get")
+
+
+def huge_int() -> int:
+    """More digits than ``str()`` prints on Python 3.11+ (hypothesis cannot show it either)."""
+    return 10**5000
+
+
+def deep_list(depth: int = 50_000) -> List[Any]:
+    value: List[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def deep_dict(depth: int = 50_000) -> Dict[str, Any]:
+    value: Dict[str, Any] = {}
+    for _ in range(depth):
+        value = {"d": value}
+    return value
+
+
+def recursive_list() -> List[Any]:
+    value: List[Any] = [1]
+    value.append(value)
+    return value
+
+
+def recursive_dict() -> Dict[str, Any]:
+    value: Dict[str, Any] = {"a": 1}
+    value["self"] = value
+    return value
+
+
+class Built:
+    """A value the test makes only once hypothesis has drawn it: hypothesis shows what it drew,
+    and cannot show a list 50,000 deep."""
+
+    def __init__(self, make: Any) -> None:
+        self.make = make
+
+    def __repr__(self) -> str:
+        return f"{self.make.__name__}()"
+
+
+def built(record: Dict[Any, Any]) -> Dict[Any, Any]:
+    return {k: v.make() if isinstance(v, Built) else v for k, v in record.items()}
+
+
+SURROGATES = st.text(st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1)
+
+HOSTILE_KEYS = st.one_of(
+    st.integers(), st.floats(), st.booleans(), st.none(), st.tuples(st.integers()),
+    st.builds(huge_int), st.builds(Unprintable), st.builds(NotText), st.builds(object), SURROGATES,
+)
+
+HOSTILE_VALUES = st.one_of(
+    st.floats(), st.integers(), st.sampled_from([2**63, -(2**63) - 1, 2**64, -(2**70)]),
+    st.builds(huge_int),
+    st.builds(Unprintable), st.builds(NotText), st.builds(object), st.binary(max_size=4),
+    st.sampled_from([deep_list, deep_dict, recursive_list, recursive_dict]).map(Built),
+    st.text() | SURROGATES, st.frozensets(st.integers(), max_size=3),
+    st.lists(st.floats() | st.integers() | st.builds(Unprintable), max_size=4),
+    st.dictionaries(HOSTILE_KEYS, st.floats() | st.integers(), max_size=3),
+)
+
+#: Fields the encoders read by name (OTLP's timestamp, severity, body, scope, resource, ...).
+NAMED_FIELDS = st.sampled_from([
+    "created", "levelno", "levelname", "name", "message", "lineno", "thread", "threadName",
+    "pathname", "funcName", "_ex_pid", "_ex_app", "_ex_hostname", "_ex_traceback", "_ex_stack",
+    "_ex_exc_type", "_ex_exc_message",
+])
+
+HOSTILE_RECORDS = st.tuples(
+    st.dictionaries(HOSTILE_KEYS, HOSTILE_VALUES, max_size=4),
+    st.dictionaries(NAMED_FIELDS, HOSTILE_VALUES, max_size=4),
+).map(lambda parts: {**parts[0], **parts[1]})
+
+
+def markers(fmt: str, payload_body: bytes) -> List[str]:
+    """The ``marker`` field of every record in a body, decoded as a strict server would."""
+    def no_constants(name: str) -> Any:
+        pytest.fail(f"{name} is not JSON")
+
+    if fmt == "form":
+        return parse_qs(payload_body.decode("ascii"), keep_blank_values=True,
+                        errors="strict")["marker"]
+    text = payload_body.decode("utf-8")  # strict: valid UTF-8
+    if fmt == "json":
+        return [r["marker"] for r in json.loads(text, parse_constant=no_constants)]
+    if fmt == "ndjson":
+        lines = text.splitlines()
+        return [json.loads(line, parse_constant=no_constants)["marker"] for line in lines]
+    request = json_format.Parse(text, ExportLogsServiceRequest())
+    return [
+        {a.key: a.value for a in log.attributes}["marker"].string_value
+        for resource_logs in request.resource_logs
+        for scope_logs in resource_logs.scope_logs
+        for log in scope_logs.log_records
+    ]
+
+
+@settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(HOSTILE_RECORDS, min_size=1, max_size=3))
+def test_hostile_records_are_sent_degraded_and_every_good_one_arrives(
+    hostile: List[Dict[Any, Any]],
+) -> None:
+    batch: List[Dict[Any, Any]] = []
+    for i, bad in enumerate(hostile):
+        batch.append(dict(RECORD, marker=f"good {i}"))
+        batch.append(dict(built(bad), marker=f"bad {i}"))
+    batch.append(dict(RECORD, marker="good last"))
+    expected = [str(r["marker"]) for r in batch]
+    for fmt in ("form", "json", "ndjson", "otlp"):
+        for compress in (False, True):
+            encode = encoder_for(fmt, compress, "_ex_")
+            payloads = encode(batch)
+            assert [p.failure for p in payloads if p.failure] == []
+            assert sum(len(p.records) for p in payloads) == len(batch)
+            found: List[str] = []
+            for payload in payloads:
+                body = gzip.decompress(payload.body) if compress else payload.body
+                assert payload.gzipped == compress
+                found += markers(fmt, body)
+                # A batch split later (HTTP 413) encodes its records the same way again.
+                assert [p.body for p in encode(payload.records)] == [payload.body] or compress
+            if fmt == "otlp":  # grouped by resource and scope: order only within a group
+                assert sorted(found) == sorted(expected)
+            else:
+                assert found == expected
+            if fmt == "json" and not compress:
+                goods = [r for p in payloads for r in json.loads(p.body) if "good" in r["marker"]]
+                assert goods == [r for r in batch if "good" in str(r["marker"])]
+
+
+@pytest.mark.parametrize("fmt", ["form", "json", "ndjson", "otlp"])
+@pytest.mark.parametrize("compress", [False, True])
+def test_a_record_that_cannot_be_encoded_at_all_fails_alone_with_a_reason(
+    fmt: str, compress: bool
+) -> None:
+    batch = [dict(RECORD, marker="one"), ItemsRaise(RECORD, marker="x"), dict(RECORD, marker="two")]
+    payloads = encoder_for(fmt, compress, "_ex_")(batch)
+    failures = [p for p in payloads if p.failure is not None]
+    assert [(p.failure, list(p.records)) for p in failures] == [
+        ("record could not be encoded: RuntimeError", [batch[1]])
+    ]
+    assert payloads[0] is failures[0]  # counted first, before any request can stall
+    found = [
+        m for p in payloads if p.failure is None
+        for m in markers(fmt, gzip.decompress(p.body) if compress else p.body)
+    ]
+    assert found == ["one", "two"]
+
+
+def test_otlp_values_beyond_what_the_proto_types_hold_are_sent_honestly() -> None:
+    record = dict(
+        RECORD, created=math.nan, levelno=10**30, big=2**63, small=-(2**63), huge=10**5000,
+        ratio=math.inf, minus=-math.inf, nan=math.nan, tags=["a", 1, None], kv={1: {"x": 2.5}},
+        **{"_ex_pid": [1, 2]},
+    )
+    record[404] = "not found"
+    (payload,) = encoder_for("otlp", False, "_ex_")([record])
+    request = json_format.Parse(payload.body, ExportLogsServiceRequest())
+    (resource_logs,) = request.resource_logs
+    resource = {a.key: a.value for a in resource_logs.resource.attributes}
+    assert resource["process.pid"].string_value == "[1, 2]"
+    log = resource_logs.scope_logs[0].log_records[0]
+    assert log.time_unix_nano == 0  # unknown, rather than a made-up time
+    assert log.severity_number == 24
+    attrs = {a.key: a.value for a in log.attributes}
+    assert attrs["404"].string_value == "not found"
+    assert attrs["big"].string_value == str(2**63)  # beyond int64: exact, as text
+    assert attrs["small"].int_value == -(2**63)
+    assert attrs["huge"].string_value == hex(10**5000)  # beyond what str() prints
+    assert math.isinf(attrs["ratio"].double_value) and attrs["minus"].double_value < 0
+    assert math.isnan(attrs["nan"].double_value)
+    assert [v.WhichOneof("value") for v in attrs["tags"].array_value.values] == [
+        "string_value", "int_value", None
+    ]
+    (inner,) = attrs["kv"].kvlist_value.values
+    assert inner.key == "1" and inner.value.kvlist_value.values[0].value.double_value == 2.5
+
+
+# -- what a user's mapLogRecord may return --------------------------------------------------------
+
+
+PAIR_VALUES = st.one_of(st.text(), st.integers(), st.floats(), st.none(), SURROGATES)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["a", "tag", "message"]) | st.text() | st.integers(),
+                          PAIR_VALUES), max_size=8))
+def test_form_sends_pairs_as_urlencode_does_order_and_repeats_kept(
+    pairs: List[Tuple[Any, Any]],
+) -> None:
+    expected = urlencode(pairs, encoding="utf-8", errors="backslashreplace").encode("ascii")
+    assert form_body(fields_of(pairs)) == expected
+    assert form_body(fields_of([list(p) for p in pairs])) == expected
+    (payload,) = encoder_for("form", False, "_ex_")([fields_of(tuple(pairs))])
+    assert payload.body == expected
+
+
+def test_json_formats_send_a_repeated_key_as_the_list_of_its_values() -> None:
+    pairs = [("message", "hi"), ("tag", "a"), (7, True), ("tag", "b"), ("tag", None)]
+    expected = {"message": "hi", "tag": ["a", "b", None], "7": True}
+    (payload,) = encoder_for("json", False, "_ex_")([fields_of(pairs)])
+    assert json.loads(payload.body) == [expected]
+    (payload,) = encoder_for("ndjson", False, "_ex_")([fields_of(pairs)])
+    assert json.loads(payload.body) == expected
+    (payload,) = encoder_for("otlp", False, "_ex_")([fields_of(pairs)])
+    request = json_format.Parse(payload.body, ExportLogsServiceRequest())
+    log = request.resource_logs[0].scope_logs[0].log_records[0]
+    assert log.body.string_value == "hi"
+    attrs = {a.key: a.value for a in log.attributes}
+    assert [v.string_value for v in attrs["tag"].array_value.values] == ["a", "b", ""]
+    assert attrs["7"].bool_value is True
+
+
+def test_fields_of_takes_what_urlencode_takes() -> None:
+    from types import MappingProxyType
+
+    mine = {"message": "m"}
+    assert fields_of(mine) is mine  # sent as it is
+    assert fields_of(MappingProxyType({"a": 1})) == {"a": 1}
+    assert fields_of([]) == {}
+    assert fields_of((("a", 1), ["b", 2])) == {"a": 1, "b": 2}
+
+
+NOT_FIELDS = "not a mapping or (key, value) pairs"
+NOT_PAIRS = "of something other than (key, value) pairs"
+
+
+@pytest.mark.parametrize(
+    ("mapped", "reason"),
+    [
+        ("message=hi", f"mapLogRecord returned str, {NOT_FIELDS}"),
+        (None, f"mapLogRecord returned NoneType, {NOT_FIELDS}"),
+        (42, f"mapLogRecord returned int, {NOT_FIELDS}"),
+        (iter([("a", 1)]), f"mapLogRecord returned list_iterator, {NOT_FIELDS}"),
+        ([("a", 1), ("b",)], f"mapLogRecord returned a list {NOT_PAIRS}"),
+        ([("a", 1, 2)], f"mapLogRecord returned a list {NOT_PAIRS}"),
+        (["ab"], f"mapLogRecord returned a list {NOT_PAIRS}"),
+        (BadMapping(), "mapLogRecord returned a BadMapping that could not be read: RuntimeError"),
+    ],
+)
+def test_anything_else_a_mapping_returns_is_refused_with_a_reason(mapped: Any, reason: str) -> None:
+    with pytest.raises(UnusableFields) as caught:
+        fields_of(mapped)
+    assert str(caught.value) == reason
+    assert isinstance(caught.value, TypeError)
+
+
+def test_the_message_of_a_mapping_is_found_without_raising() -> None:
+    assert mapped_message({"message": "m"}) == "m"
+    assert mapped_message([("level", "INFO"), ("message", "m")]) == "m"
+    assert mapped_message([1, 2, ("message", "m")]) == "m"
+    assert mapped_message("message") is None
+    assert mapped_message(GetRaises(message="m")) is None
+    assert mapped_message(BadMapping()) is None
