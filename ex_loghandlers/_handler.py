@@ -11,6 +11,7 @@ import contextlib
 import inspect
 import logging
 import os
+import sys
 import threading
 import warnings
 from collections import deque
@@ -194,12 +195,35 @@ class ExHTTPHandler(logging.Handler):
             return
         reentry.active = True
         try:
+            if self._closed:
+                self._reopen()
             prepared = self._prepared(record)
             if prepared is not None:
                 self._enqueue(*prepared)
             self._enqueue_aside()
         finally:
             reentry.active = False
+
+    def _reopen(self) -> None:
+        """A record after ``close()``: work again, as the stdlib's ``FileHandler`` does.
+
+        ``dictConfig()`` and ``fileConfig()`` close every handler they find, including those
+        they leave on a logger (uvicorn's default configuration closes a handler set on the root
+        logger before it, and leaves it there): refusing its records from then on would lose
+        them all in silence. The counts go on where they were. Not while the interpreter
+        finalizes: no worker could deliver then, and the record is counted as refused.
+        """
+        if sys.is_finalizing():
+            return
+        with self._close_lock:
+            if not self._closed:
+                return
+            carried = self._delivery.snapshot()
+            self._closed = False
+            self._last_exit_flush = None
+            self._new_delivery(carried)
+            if self._config.spool_path is not None:
+                self._delivery.ensure_started()
 
     def _prepared(self, record: logging.LogRecord) -> Optional[Tuple[Dict[str, Any], int]]:
         """What the buffer keeps of ``record``, and its size; None if it could not be made."""
@@ -327,14 +351,14 @@ class ExHTTPHandler(logging.Handler):
         self._counters.dropped(reason, 1, refused=True)
         self._delivery.doorbell.set()  # let the worker report the loss
 
-    def _new_delivery(self) -> None:
+    def _new_delivery(self, carried: Optional[Stats] = None) -> None:
         """Everything per process: buffer, counters, worker, HTTP session."""
         config = self._config
         self._enrichment = Enrichment.for_this_process(config.prefix, config.app_name)
         buffer: RecordBuffer[Dict[str, Any]] = RecordBuffer(
             config.max_queue_size, config.max_queue_bytes, config.overflow
         )
-        self._counters = Counters(evicted=lambda: buffer.evicted_total)
+        self._counters = Counters(evicted=lambda: buffer.evicted_total, carried=carried)
         reporter = LossReporter(self._counters, config.display_url, self._clock)
         enrichment, otlp = self._enrichment, self._otlp
         seq_key = config.prefix + "seq"

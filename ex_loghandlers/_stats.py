@@ -49,6 +49,7 @@ class _Tally:
     retried: int = 0
     refused: int = 0  # records that never entered the buffer
     adopted: int = 0  # records found in the spool at start, left by a process that died
+    carried: int = 0  # records taken in before the handler was closed and opened again
     kept: int = 0
     lost: int = 0  # dropped + failed, evictions aside: a cheap "anything new?"
     dropped_by_reason: Mapping[str, int] = field(default_factory=dict)
@@ -67,9 +68,10 @@ class Counters:
     moment they leave it (``evicted`` reads that count).
     """
 
-    def __init__(self, evicted: Callable[[], int] = lambda: 0) -> None:
+    def __init__(self, evicted: Callable[[], int] = lambda: 0,
+                 carried: Optional[Stats] = None) -> None:
         self._write = threading.RLock()
-        self._tally = _Tally()
+        self._tally = _Tally() if carried is None else _carried_over(carried)
         self._evicted = evicted
 
     def _change(self, change: Callable[[_Tally], _Tally]) -> None:
@@ -124,7 +126,7 @@ class Counters:
         tally = self._tally
         dropped = _plus(tally.dropped_by_reason, QUEUE_FULL, evicted)
         return Stats(
-            emitted=accepted + tally.refused + tally.adopted,
+            emitted=accepted + tally.refused + tally.adopted + tally.carried,
             sent=tally.sent,
             dropped=sum(dropped.values()),
             failed=sum(tally.failed_by_reason.values()),
@@ -136,6 +138,16 @@ class Counters:
             last_error=tally.last_error,
             last_success=tally.last_success,
         )
+
+
+def _carried_over(stats: Stats) -> _Tally:
+    """A tally that goes on from a closed handler's final counts (nothing of it is queued)."""
+    return _Tally(
+        carried=stats.emitted, sent=stats.sent, retried=stats.retried, kept=stats.kept,
+        lost=stats.dropped + stats.failed, dropped_by_reason=dict(stats.dropped_by_reason),
+        failed_by_reason=dict(stats.failed_by_reason), last_error=stats.last_error,
+        last_success=stats.last_success,
+    )
 
 
 def _plus(counts: Mapping[str, int], reason: str, count: int) -> Dict[str, int]:

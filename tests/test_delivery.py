@@ -348,9 +348,22 @@ def test_close_is_bounded_by_shutdown_timeout_when_the_server_is_down(
         assert handler.stats.dropped_by_reason == {"shutdown deadline": 100}
         assert "100 records dropped (shutdown deadline)" in stderr.getvalue()
         handler.close()  # idempotent
-        logger.info("after close")
-        assert handler.stats.dropped_by_reason["handler closed"] == 1
         assert_accounted(handler)
+
+
+def test_a_closed_handler_that_still_gets_records_works_again(logger: logging.Logger) -> None:
+    """As the stdlib's FileHandler: dictConfig() closes handlers it leaves on their loggers."""
+    with FaultServer() as server:
+        handler = attach(logger, server, wire_format="json")
+        logger.info("before")
+        assert handler.flush(timeout=10)
+        handler.close()
+        logger.info("after close")
+        assert handler.flush(timeout=10)
+        assert messages(server) == ["before", "after close"]
+        stats = handler.stats
+        assert (stats.emitted, stats.sent, stats.dropped) == (2, 2, 0)  # the counts go on
+        handler.close()
 
 
 def test_flush_then_close_share_one_shutdown_timeout(logger: logging.Logger) -> None:

@@ -326,3 +326,28 @@ def test_reconfiguring_logging_delivers_what_was_queued_promptly(
         ]
     # A hang bound, not a speed goal: a worker waiting for the lock would take all 30 s.
     assert took < 10, took
+
+
+def test_a_handler_a_reconfiguration_closes_but_leaves_in_place_keeps_delivering(
+    logging_state: LoggingState,
+) -> None:
+    """uvicorn's default configuration (a dictConfig without "root") closes every handler, the
+    root logger's included, and leaves them where they are."""
+    logging_state.configured("myapp.kept")
+    with FaultServer() as server:
+        handler = ExHTTPHandler(url=server.url_for("/sink/TEST/app"), wire_format="json")
+        log = logging.getLogger("myapp.kept")
+        log.setLevel(logging.INFO)
+        log.addHandler(handler)
+        log.info("before")
+        logging.config.dictConfig({
+            "version": 1,
+            "disable_existing_loggers": False,
+            "loggers": {"myapp.other": {"level": "INFO"}},
+        })
+        assert handler in log.handlers  # closed, and still there
+        log.info("after")
+        assert handler.flush(WAIT)
+        assert [r["message"] for r in server.accepted_records()] == ["before", "after"]
+        stats = handler.stats
+        assert (stats.sent, stats.dropped, stats.emitted) == (2, 0, 2)
