@@ -560,7 +560,7 @@ def worker_records(sent: List[str]) -> List[str]:
 
 @posix_only
 @pytest.mark.parametrize(
-    ("start_method", "exit", "opt_in"),
+    ("start_method", "leave_by", "opt_in"),
     [
         ("fork", "close", "nowhere"),
         ("fork", "with", "parent"),
@@ -569,13 +569,13 @@ def worker_records(sent: List[str]) -> List[str]:
         ("spawn", "with", "everywhere"),
     ],
 )
-def test_pool_workers_deliver(start_method: str, exit: str, opt_in: str) -> None:
+def test_pool_workers_deliver(start_method: str, leave_by: str, opt_in: str) -> None:
     """close() + join() lets the workers exit normally; terminate() (the context manager's exit)
     sends them SIGTERM, which flush_on_sigterm() turns into a flush first — set up in the
     initializer, or inherited from the parent through fork."""
     with slow(0.1) as server:  # records are still queued when the workers are told to stop
         run_pool(server.url_for("/sink/TEST/batch"), "--start-method", start_method,
-                 "--exit", exit, "--flush-on-sigterm", opt_in)
+                 "--exit", leave_by, "--flush-on-sigterm", opt_in)
         sent = messages(server)
     squared = worker_records(sent)
     assert [m.split(" in worker")[0] for m in squared] == [f"squared {n}" for n in range(TASKS)]
