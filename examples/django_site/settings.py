@@ -7,7 +7,7 @@ what ``django.request`` logs for every 500 — with the traceback — and what y
     python examples/logy_sink.py --port 5000                   # in another terminal
     cd examples && DJANGO_SETTINGS_MODULE=django_site.settings gunicorn django_site.wsgi
 
-At exit (end of a management command, a gunicorn or uWSGI worker stopping) ``logging.shutdown()``
+At exit (the end of a management command, a gunicorn worker stopping) ``logging.shutdown()``
 delivers what is still queued, within ``shutdown_timeout``.
 """
 
