@@ -17,6 +17,11 @@ $(VENV)/.installed-test: $(VENV)/bin/activate pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
+# The frameworks tests/test_frameworks.py runs the examples under (Django, Flask, gunicorn, ...).
+$(VENV)/.installed-frameworks: $(VENV)/.installed-test pyproject.toml
+	$(PY) -m pip install --quiet -e '.[test,frameworks]'
+	touch $@
+
 demo: $(VENV)/.installed-runtime
 	$(PY) examples/quickstart.py
 
@@ -26,7 +31,7 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(PY) -m mypy --strict ex_loghandlers
 
-pytest: $(VENV)/.installed-test
+pytest: $(VENV)/.installed-frameworks
 	$(PY) -m pytest -q
 
 test: lint typecheck pytest

@@ -222,6 +222,7 @@ class ExHTTPHandler(logging.Handler):
             self._closed = False
             self._last_exit_flush = None
             self._new_delivery(carried)
+            _known_to_logging_again(self)
             if self._config.spool_path is not None:
                 self._delivery.ensure_started()
 
@@ -425,6 +426,22 @@ class ExHTTPHandler(logging.Handler):
         self._last_exit_flush = None
         self._delivery.forget_after_fork()
         self._new_delivery()
+
+
+def _known_to_logging_again(handler: logging.Handler) -> None:
+    """Put a reopened handler back where ``logging.shutdown()`` at exit will flush it.
+
+    ``dictConfig()`` empties logging's list of handlers after closing them; the list and the
+    function that adds to it are private, hence the guard.
+    """
+    known = getattr(logging, "_handlerList", None)
+    add = getattr(logging, "_addHandlerRef", None)
+    if known is None or add is None:
+        return
+    if not any(ref() is handler for ref in list(known)):
+        add(handler)
+    if handler.name:
+        handler.name = handler.name  # back in logging's handlers by name, as before close()
 
 
 # inspect.signature() (help(), editors) reads __new__ before __init__: show __init__'s options,

@@ -242,3 +242,26 @@ def test_exit_with_a_server_that_never_answers(tmp_path: Path) -> None:
         "ex_loghandlers: 9 records dropped (shutdown deadline)",
     ], lines
     assert all(line.endswith("/sink/***/app") for line in lines), lines
+
+
+RECONFIGURED_APP = """
+import logging, logging.config
+from ex_loghandlers import ExHTTPHandler
+
+root = logging.getLogger()
+root.setLevel(logging.INFO)
+root.addHandler(ExHTTPHandler(url="{url}", wire_format="json"))
+# A framework's own configuration: closes every handler, leaves the root's in place.
+logging.config.dictConfig({{"version": 1, "disable_existing_loggers": False}})
+logging.getLogger("app").info("logged just before the end")
+"""
+
+
+def test_a_handler_closed_by_dictconfig_and_used_again_is_flushed_at_exit(
+    tmp_path: Path,
+) -> None:
+    with FaultServer() as server:
+        done = run_app(tmp_path, RECONFIGURED_APP.format(url=server.url_for("/sink/TEST/app")))
+        assert done.returncode == 0, done.stderr
+        assert [r["message"] for r in server.accepted_records()] == ["logged just before the end"]
+    assert done.loss_lines() == []
