@@ -213,9 +213,9 @@ class ExHTTPHandler(logging.Handler):
         them all in silence. The counts go on where they were. Not while the interpreter
         finalizes: no worker could deliver then, and the record is counted as refused.
         """
-        if sys.is_finalizing():
-            return
-        with self._close_lock:
+        if sys.is_finalizing() or not self._close_lock.acquire(blocking=False):
+            return  # a close() under way: this record races with it, and is refused
+        try:
             if not self._closed:
                 return
             carried = self._delivery.snapshot()
@@ -225,6 +225,8 @@ class ExHTTPHandler(logging.Handler):
             _known_to_logging_again(self)
             if self._config.spool_path is not None:
                 self._delivery.ensure_started()
+        finally:
+            self._close_lock.release()
 
     def _prepared(self, record: logging.LogRecord) -> Optional[Tuple[Dict[str, Any], int]]:
         """What the buffer keeps of ``record``, and its size; None if it could not be made."""
@@ -307,14 +309,17 @@ class ExHTTPHandler(logging.Handler):
         """Send what is queued within what is left of ``shutdown_timeout``, then stop. Idempotent.
 
         A ``flush()`` without a timeout just before (as ``logging.shutdown()`` does) shares the
-        same ``shutdown_timeout``, so the two together never take longer.
+        same ``shutdown_timeout``, so the two together never take longer. A ``close()`` while
+        another is under way returns at once; records that race with it are refused and counted
+        (``handler closed``); records after it open the handler again (see ``_reopen``).
         """
-        with self._close_lock:
+        if not self._close_lock.acquire(blocking=False):
+            return  # closing now, on another thread (or in a signal handler on this one)
+        try:
             if self._closed:
                 return
             self._closed = True
-        self._move_aside_on()
-        try:
+            self._move_aside_on()
             now = self._clock.monotonic()
             budget = self._config.shutdown_timeout
             deadline = now + budget
@@ -322,9 +327,12 @@ class ExHTTPHandler(logging.Handler):
                 started, ended = self._last_exit_flush
                 if now - ended <= budget:  # close() follows flush() closely, as at exit
                     deadline = started + budget
-            self._delivery.close(deadline)
+            try:
+                self._delivery.close(deadline)
+            finally:
+                super().close()
         finally:
-            super().close()
+            self._close_lock.release()
 
     def __repr__(self) -> str:
         level = logging.getLevelName(self.level)

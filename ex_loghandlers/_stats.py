@@ -141,10 +141,12 @@ class Counters:
 
 
 def _carried_over(stats: Stats) -> _Tally:
-    """A tally that goes on from a closed handler's final counts (nothing of it is queued)."""
+    """A tally that goes on from a closed handler's final counts. Nothing of a closed handler
+    is queued; if something were, it could never be sent now, and is counted so."""
+    dropped = _plus(stats.dropped_by_reason, SHUTDOWN_DEADLINE, stats.queued)
     return _Tally(
         carried=stats.emitted, sent=stats.sent, retried=stats.retried, kept=stats.kept,
-        lost=stats.dropped + stats.failed, dropped_by_reason=dict(stats.dropped_by_reason),
+        lost=stats.dropped + stats.queued + stats.failed, dropped_by_reason=dropped,
         failed_by_reason=dict(stats.failed_by_reason), last_error=stats.last_error,
         last_success=stats.last_success,
     )
