@@ -348,6 +348,7 @@ class Delivery:
             decision = schedule.decide(outcome, self._clock.monotonic(), count)
             if decision.action == SENT:
                 self.ledger.sent(count, time.time())
+                self._reporter.trouble_over()
                 if not self._closing:
                     self._tell_of_losses()
                 return True
@@ -363,6 +364,10 @@ class Delivery:
                 return True
             assert decision.action == RETRY
             self._counters.retrying(decision.reason)
+            if self._health.failures > self._policy.immediate_retries:
+                self._reporter.trouble(
+                    decision.reason, outcome.status is None, self.ledger.snapshot().queued
+                )
             self._reporter.report()
 
     def _tell_of_losses(self) -> None:

@@ -16,7 +16,9 @@ import threading
 from typing import Callable, Dict, Optional, TextIO, Tuple
 
 from ._clock import Clock
-from ._stats import Counters
+from ._stats import IN_FLIGHT_AT_DEADLINE, SHUTDOWN_DEADLINE, Counters
+
+DEADLINE_REASONS = (SHUTDOWN_DEADLINE, IN_FLIGHT_AT_DEADLINE)
 
 Cause = Tuple[str, str]
 
@@ -45,6 +47,8 @@ class LossReporter:
         self._noticed: Dict[Cause, int] = {}
         self._noticed_total = 0
         self._last_notice_at: Optional[float] = None
+        #: The trouble announced on stderr and not yet over (the server down or refusing).
+        self._trouble: Optional[str] = None
 
     def report(self, final: bool = False) -> None:
         """Write a line per cause with unreported losses whose interval has passed (or all)."""
@@ -88,6 +92,24 @@ class LossReporter:
             f" succeeded: {causes}"
         )
 
+    def trouble(self, cause: str, unreachable: bool, queued: int) -> None:
+        """The server keeps failing (the backoff has begun): say so, once per outage, so that
+        a wrong port or a server that is down does not stay silent until exit."""
+        if self._trouble is not None:
+            return
+        self._trouble = cause
+        noun = "record" if queued == 1 else "records"
+        what = (f"cannot reach {self._destination}: {cause}" if unreachable
+                else f"{self._destination} answers {cause}")
+        self.say(f"{what}; retrying, {queued} {noun} queued")
+
+    def trouble_over(self) -> None:
+        """A delivery succeeded: if trouble was announced, say that it is over."""
+        if self._trouble is None:
+            return
+        self._trouble = None
+        self.say(f"{self._destination} accepts records again")
+
     def say(self, text: str) -> None:
         """One line about the handler itself (not a loss): the spool, for instance."""
         self._write(f"ex_loghandlers: {text}")
@@ -99,7 +121,11 @@ class LossReporter:
     def line(self, cause: Cause, count: int) -> str:
         kind, reason = cause
         noun = "record" if count == 1 else "records"
-        return f"ex_loghandlers: {count} {noun} {kind} ({reason}) for {self._destination}"
+        line = f"ex_loghandlers: {count} {noun} {kind} ({reason}) for {self._destination}"
+        last_error = self._counters.last_error
+        if reason in DEADLINE_REASONS and last_error:  # why they could not be sent in time
+            line += f" (last error: {last_error})"
+        return line
 
     def _write(self, line: str) -> None:
         stream = self._stream()

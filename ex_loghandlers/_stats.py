@@ -109,6 +109,10 @@ class Counters:
         self._change(lambda t: replace(t, retried=t.retried + 1, last_error=error))
 
     @property
+    def last_error(self) -> Optional[str]:
+        return self._tally.last_error
+
+    @property
     def lost(self) -> int:
         """Every record dropped or failed so far."""
         return self._tally.lost + self._evicted()

@@ -104,10 +104,16 @@ def test_exit_with_the_server_down_for_good(tmp_path: Path) -> None:
     # A timing bound used as a hang bound: logging.shutdown() (flush, then close) may take
     # shutdown_timeout in all; the margin covers interpreter start-up.
     assert done.seconds <= SHUTDOWN_TIMEOUT + EXIT_MARGIN, done
-    [line] = done.loss_lines()
-    assert line.startswith("ex_loghandlers: 1000 records dropped (shutdown deadline) for "), line
-    assert line.endswith(f"http://127.0.0.1:{port}/sink/***/app"), line
-    assert "TEST" not in line  # the API key segment
+    url = f"http://127.0.0.1:{port}/sink/***/app"
+    said, lost = done.loss_lines()
+    # Said at once, not only at exit: a wrong port does not stay silent.
+    assert said.startswith(f"ex_loghandlers: cannot reach {url}: connection refused; retrying,")
+    assert said.endswith(" records queued"), said
+    assert lost == (
+        f"ex_loghandlers: 1000 records dropped (shutdown deadline) for {url}"
+        " (last error: connection refused)"
+    ), lost
+    assert "TEST" not in said + lost  # the API key segment
 
 
 # -- the lock trap --------------------------------------------------------------------------------
