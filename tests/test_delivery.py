@@ -614,3 +614,27 @@ def test_whatever_a_mapping_returns_is_sent_or_counted_failed_with_a_reason(
     }
     assert "Logging error" not in stderr.getvalue()  # nothing reached handleError
     assert_accounted(handler)
+
+
+def test_an_outage_is_said_once_when_it_begins_and_once_when_it_ends(
+    logger: logging.Logger,
+) -> None:
+    clock = FakeClock()
+    with FaultServer() as server:
+        stderr = io.StringIO()
+        with redirect_stderr(stderr):
+            handler = attach(logger, server, wire_format="json", _clock=clock)
+            server.refuse_connections()
+            logger.info("during the outage")
+            assert clock.wait_for_waiter(timeout=10, shorter_than=100)  # backing off
+            for _ in range(3):  # more failed attempts: still one line
+                clock.advance(60)
+                assert clock.wait_for_waiter(timeout=10, shorter_than=100)
+            server.accept_connections()
+            clock.advance(60)
+            assert handler.flush(timeout=10)
+        url = f"{server.url}/sink/***/tests"
+        assert stderr.getvalue().splitlines() == [
+            f"ex_loghandlers: cannot reach {url}: connection refused; retrying, 1 record queued",
+            f"ex_loghandlers: {url} accepts records again",
+        ]
