@@ -351,3 +351,39 @@ def test_a_handler_a_reconfiguration_closes_but_leaves_in_place_keeps_delivering
         assert [r["message"] for r in server.accepted_records()] == ["before", "after"]
         stats = handler.stats
         assert (stats.sent, stats.dropped, stats.emitted) == (2, 0, 2)
+
+
+INI_WITH_KWARGS = """
+[loggers]
+keys=root
+
+[handlers]
+keys=http
+
+[formatters]
+keys=
+
+[logger_root]
+level=INFO
+handlers=http
+
+[handler_http]
+class=ex_loghandlers.ExHTTPHandler
+args=('127.0.0.1:{port}', '/sink/TEST/myapp')
+kwargs={{'wire_format': 'json', 'headers': {{'X-Team': 'myapp'}}, 'shutdown_timeout': 3.0}}
+"""
+
+
+def test_fileconfig_kwargs_set_the_keyword_options(logging_state: LoggingState) -> None:
+    with FaultServer() as server:
+        logging.config.fileConfig(
+            io.StringIO(INI_WITH_KWARGS.format(port=server.port)), disable_existing_loggers=False
+        )
+        handler = ex_handler_of(logging_state.root)
+        assert (handler.config.wire_format, handler.config.shutdown_timeout) == ("json", 3.0)
+        logging.getLogger("myapp.ini").info("from an INI file with kwargs")
+        assert handler.flush(WAIT)
+        [request] = server.accepted()
+        assert request.content_type == "application/json"
+        assert request.headers["x-team"] == "myapp"
+        assert [r["message"] for r in request.records()] == ["from an INI file with kwargs"]
