@@ -3,6 +3,8 @@
 HTTP status codes are data, not exceptions; the HTTP library's exceptions are translated here,
 at this one boundary, into a short description that never contains the URL (which may carry an
 API key) or a credential.
+
+No more of a response's body than ``BODY_LIMIT`` is read, whatever the server sends.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ from ._wire import Payload
 UNREACHABLE = "unreachable"
 TLS_ERROR = "tls"
 OTHER_ERROR = "error"
+
+#: At most this much of a response's body is read. The status and ``Retry-After`` are all the
+#: worker uses; a body this short is read to its end so that the connection serves the next
+#: request, a longer one is left unread and its connection closed.
+BODY_LIMIT = 4096
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,12 @@ class HTTPTransport:
         return urllib3.ProxyManager(proxy, proxy_headers=proxy_headers, **pool)
 
     def send(self, payload: Payload, method: str, timeout: float) -> Outcome:
+        """Send one payload and say what became of it.
+
+        A response counts once its status line and headers are read and at most ``BODY_LIMIT``
+        bytes of its body: a ``200`` whose body goes on (even forever) is a delivered request,
+        because the server has given its verdict and the body carries nothing the worker uses.
+        """
         try:
             if self._manager is None:
                 self._connect()
@@ -121,21 +134,39 @@ class HTTPTransport:
             assert opener is not None
             response = opener.urlopen(
                 method, target, body=body, headers=headers, timeout=self._timeout,
-                retries=False, redirect=False, preload_content=True,
+                retries=False, redirect=False, preload_content=False, decode_content=False,
             )
+            outcome = Outcome(
+                status=response.status, retry_after=response.headers.get("Retry-After")
+            )
+            _finish(response)
         except urllib3.exceptions.SSLError as exc:
             return Outcome(error=TLS_ERROR, detail=describe_tls_error(exc))
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             return Outcome(error=UNREACHABLE, detail=describe_network_error(exc))
         except Exception as exc:
             return Outcome(error=OTHER_ERROR, detail=type(exc).__name__)
-        return Outcome(status=response.status, retry_after=response.headers.get("Retry-After"))
+        return outcome
 
     def close(self) -> None:
         manager, self._manager, self._pool = self._manager, None, None
         if manager is not None:
             with contextlib.suppress(Exception):
                 manager.clear()
+
+
+def _finish(response: urllib3.BaseHTTPResponse) -> None:
+    """Read at most ``BODY_LIMIT`` bytes of the body, then give the connection back to the pool:
+    ready for the next request if the body ended within that, closed if it did not."""
+    try:
+        response.read(BODY_LIMIT)  # when this reads the end, urllib3 releases the connection
+        if not response.closed:  # more is coming: never read on, never reuse the connection
+            response.close()
+    except BaseException:
+        response.close()
+        raise
+    finally:
+        response.release_conn()
 
 
 USER_AGENT = "ex_loghandlers"
