@@ -1,5 +1,5 @@
-"""The transport against servers that misbehave on purpose (bodies that never end, or go on
-long), and the well-behaved keep-alive case, which keeps its connection.
+"""The transport against servers that misbehave on purpose: bodies that never end, answers that
+trickle in a byte at a time, and the well-behaved keep-alive case, which keeps its connection.
 
 Each server here is a few lines of script on a raw socket (``ScriptedServer``), because what is
 tested is the bytes on the wire and their timing, which ``http.server`` would not let a test
@@ -14,13 +14,16 @@ import logging
 import socket
 import ssl
 import threading
-from typing import BinaryIO, Callable, Iterator, List, Optional, Union
+import time
+from typing import BinaryIO, Callable, Iterator, List, Optional, Tuple, Union
 
 import pytest
+import trustme
 
 from ex_loghandlers import ExHTTPHandler
 from ex_loghandlers._transport import (
     BODY_LIMIT,
+    UNREACHABLE,
     HTTPTransport,
     Outcome,
     TransportOptions,
@@ -31,10 +34,19 @@ HOST = "127.0.0.1"
 WAIT = 10.0  # a failure bound: a passing wait returns in milliseconds
 PAYLOAD = Payload(b'[{"message": "hello"}]', "application/json", [{"message": "hello"}])
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+TIMED_OUT = Outcome(error=UNREACHABLE, detail="timed out")
 
 #: An "endless" body stops after this much (without its last chunk), so that a client that reads
 #: everything fails the test in seconds rather than hanging it.
 ENDLESS_CAP = 64 << 20
+#: The trickle tests: what the server sends a byte at a time, the pause between bytes, and the
+#: client's timeout. A client that honours its timeout takes about TIMEOUT / PAUSE bytes; one
+#: that does not takes them all, a byte per PAUSE (then the answer is complete, and ``ok``).
+TRICKLE = 1000
+PAUSE = 0.01
+TIMEOUT = 0.5
+#: Far more than TIMEOUT / PAUSE (50), far less than TRICKLE.
+TRICKLE_BOUND = 300
 
 
 # -- a server of scripted bytes --------------------------------------------------------------------
@@ -43,17 +55,24 @@ ENDLESS_CAP = 64 << 20
 class Peer:
     """One accepted connection, as the server's script sees it."""
 
-    def __init__(self, sock: socket.socket, index: int) -> None:
+    def __init__(self, sock: socket.socket, index: int, stopping: threading.Event) -> None:
         self.sock = sock
         self.index = index  # 0 for the server's first connection, 1 for the next, ...
+        self._stopping = stopping
         self.reader: BinaryIO = sock.makefile("rb")
         self.sent = 0  # bytes handed to the kernel by send(), until the client went away
         self.client_went_away = False  # a send or receive failed, or the client closed
         self.done = threading.Event()  # the script has ended, one way or another
+        self.seconds_held = 0.0  # for scripts that measure how long a client stays
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
         self.sent += len(data)
+
+    def pause(self, seconds: float) -> None:
+        """A deliberate delay of the server's, cut short (by an error) when the server stops."""
+        if self._stopping.wait(seconds):
+            raise ConnectionAbortedError("the server is stopping")
 
     def read_request(self) -> bool:
         """Read one request (line, headers, Content-Length body); False if the client closed."""
@@ -70,6 +89,10 @@ class Peer:
         self.reader.read(length)
         return True
 
+    def wait_for_close(self) -> None:
+        """Read and discard until the client closes the connection."""
+        while self.sock.recv(65536):
+            pass
 
 
 Script = Callable[[Peer], None]
@@ -128,7 +151,7 @@ class ScriptedServer:
         try:
             if self._tls is not None:
                 sock = self._tls.wrap_socket(sock, server_side=True)
-            peer = Peer(sock, len(self.peers))
+            peer = Peer(sock, len(self.peers), self._stopping)
             self.peers.append(peer)
             self._script(peer)
         except OSError:
@@ -162,6 +185,32 @@ def endless_body(peer: Peer) -> None:
         peer.send(chunk)
 
 
+def trickling_on_first_connection(head: bytes, slow: bytes) -> Script:
+    """On the first connection: ``head`` at once, then ``slow`` a byte at a time. Later
+    connections are answered at once, so a test can see that the client comes back."""
+
+    def script(peer: Peer) -> None:
+        if peer.index > 0:
+            answering(OK)(peer)
+            return
+        peer.read_request()
+        peer.send(head)
+        for byte in slow:
+            peer.pause(PAUSE)
+            peer.send(bytes([byte]))
+        peer.wait_for_close()
+
+    return script
+
+
+TRICKLES = {
+    "status line": (b"", b"HTTP/1.1 200 " + b"O" * TRICKLE + b"\r\nContent-Length: 0\r\n\r\n"),
+    "headers": (b"HTTP/1.1 200 OK\r\n",
+                b"X-Slow: " + b"a" * TRICKLE + b"\r\nContent-Length: 0\r\n\r\n"),
+    "body": (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % TRICKLE, b"b" * TRICKLE),
+}
+
+
 # -- fixtures -------------------------------------------------------------------------------------
 
 
@@ -183,6 +232,31 @@ def transports() -> Iterator[Callable[..., HTTPTransport]]:
     yield make
     for transport in made:
         transport.close()
+
+
+@pytest.fixture(scope="module")
+def tls_server_context(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Tuple[ssl.SSLContext, str]]:
+    """A server TLS context for 127.0.0.1 and the CA file a client must trust for it."""
+    ca = trustme.CA()
+    ca_file = str(tmp_path_factory.mktemp("ca") / "ca.pem")
+    ca.cert_pem.write_to_path(ca_file)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert(HOST, "localhost").configure_cert(context)
+    yield context, ca_file
+
+
+@pytest.fixture
+def https_proxy(monkeypatch: pytest.MonkeyPatch) -> Callable[[ScriptedServer], None]:
+    """Points ``HTTPS_PROXY`` at a scripted server (the transport reads it on first use)."""
+
+    def use(proxy: ScriptedServer) -> None:
+        for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "https_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTPS_PROXY", f"http://{HOST}:{proxy.port}")
+
+    return use
 
 
 # -- bodies ---------------------------------------------------------------------------------------
@@ -237,6 +311,80 @@ def test_a_body_within_the_limit_keeps_its_connection(
         for _ in range(3):
             assert transport.send(PAYLOAD, "POST", 5.0) == Outcome(status, retry_after)
         assert len(server.peers) == 1
+
+
+# -- the whole request within its timeout ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("part", list(TRICKLES))
+def test_a_trickling_answer_cannot_stretch_a_request_past_its_timeout(
+    transports: Callable[..., HTTPTransport], part: str,
+) -> None:
+    head, slow = TRICKLES[part]
+    with ScriptedServer(trickling_on_first_connection(head, slow)) as server:
+        transport = transports(server.url())
+        started = time.monotonic()
+        assert transport.send(PAYLOAD, "POST", TIMEOUT) == TIMED_OUT
+        assert time.monotonic() - started < TIMEOUT + 5.0  # only a hang fails this
+        first = server.peers[0]
+        assert first.done.wait(WAIT)  # the client closed the connection it gave up on
+        assert first.sent - len(head) < TRICKLE_BOUND, first.sent
+        assert transport.send(PAYLOAD, "POST", TIMEOUT) == Outcome(status=200)
+        assert len(server.peers) == 2
+
+
+def test_a_trickling_answer_over_tls_cannot_stretch_a_request(
+    transports: Callable[..., HTTPTransport], tls_server_context: Tuple[ssl.SSLContext, str],
+) -> None:
+    """Each byte is a TLS record of its own: every read of the TLS socket is bounded too."""
+    context, ca_file = tls_server_context
+    head, slow = TRICKLES["status line"]
+    script = trickling_on_first_connection(head, slow)
+    with ScriptedServer(script, tls=context) as server:
+        transport = transports(server.url(scheme="https"), verify=ca_file)
+        assert transport.send(PAYLOAD, "POST", TIMEOUT) == TIMED_OUT
+        first = server.peers[0]
+        assert first.done.wait(WAIT)
+        assert first.sent < TRICKLE_BOUND, first.sent
+        assert transport.send(PAYLOAD, "POST", TIMEOUT) == Outcome(status=200)
+
+
+def test_a_proxy_trickling_its_answer_to_connect_cannot_stretch_a_request(
+    transports: Callable[..., HTTPTransport], https_proxy: Callable[[ScriptedServer], None],
+) -> None:
+    head, slow = TRICKLES["status line"]
+    with ScriptedServer(trickling_on_first_connection(head, slow)) as proxy:
+        https_proxy(proxy)
+        transport = transports("https://logs.invalid/sink/TEST/app")  # reached only by CONNECT
+        assert transport.send(PAYLOAD, "POST", TIMEOUT) == TIMED_OUT
+        first = proxy.peers[0]
+        assert first.done.wait(WAIT)
+        assert first.sent < TRICKLE_BOUND, first.sent
+
+
+def test_the_tls_handshake_through_a_proxy_gets_only_what_is_left_of_the_timeout(
+    transports: Callable[..., HTTPTransport], https_proxy: Callable[[ScriptedServer], None],
+) -> None:
+    """The proxy takes 2 of the 3 seconds to open the tunnel, then the server at its end never
+    finishes the TLS handshake: the client gives up 1 second later, not 3."""
+    timeout, proxy_delay = 3.0, 2.0
+
+    def slow_tunnel_to_a_silent_server(peer: Peer) -> None:
+        peer.read_request()  # CONNECT logs.invalid:443, answered late
+        peer.pause(proxy_delay)
+        peer.send(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        answered = time.monotonic()
+        peer.wait_for_close()  # the client's TLS hello, then nothing until it gives up
+        peer.seconds_held = time.monotonic() - answered
+
+    with ScriptedServer(slow_tunnel_to_a_silent_server) as proxy:
+        https_proxy(proxy)
+        transport = transports("https://logs.invalid/sink/TEST/app")
+        assert transport.send(PAYLOAD, "POST", timeout) == TIMED_OUT
+        peer = proxy.peers[0]
+        assert peer.done.wait(WAIT)
+        # About 1 s (what was left); a handshake given a fresh timeout would take 3 s.
+        assert peer.seconds_held < (timeout - proxy_delay + timeout) / 2, peer.seconds_held
 
 
 # -- through the handler --------------------------------------------------------------------------
