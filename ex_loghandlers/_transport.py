@@ -128,12 +128,6 @@ class HTTPTransport:
         """
         _REQUEST.deadline = time.monotonic() + timeout
         try:
-            return self._send(payload, method, timeout)
-        finally:
-            _REQUEST.deadline = None
-
-    def _send(self, payload: Payload, method: str, timeout: float) -> Outcome:
-        try:
             if self._manager is None:
                 self._connect()
             headers = dict(self._headers)
@@ -164,6 +158,8 @@ class HTTPTransport:
             return Outcome(error=UNREACHABLE, detail=describe_network_error(exc))
         except Exception as exc:
             return Outcome(error=OTHER_ERROR, detail=type(exc).__name__)
+        finally:
+            _REQUEST.deadline = None
         return outcome
 
     def close(self) -> None:
@@ -220,8 +216,11 @@ def _bound(sock: Any) -> None:
     many packets it takes; the loops around those calls are in ``http.client``, and each turn
     comes through here.
     """
-    left = _time_left()
-    if left is not None:
+    deadline = _REQUEST.deadline  # _time_left(), inlined: this runs for every socket call
+    if deadline is not None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("timed out")
         sock.settimeout(left)
 
 
@@ -230,8 +229,8 @@ class _DeadlineReader(io.RawIOBase):
 
     ``http.client`` reads the status line, the headers and the body a line or a buffer at a
     time, each read with the socket's timeout: a server sending a byte just within it would
-    hold the worker for ever. Reads go through the socket's own ``SocketIO``, which keeps the
-    socket open until the response is done with it, as ``http.client`` expects.
+    hold the worker for ever. The socket's own ``SocketIO`` is held (not read from) to keep
+    the socket open until the response is done with it, as ``http.client`` expects.
     """
 
     def __init__(self, sock: socket.socket) -> None:
@@ -246,9 +245,9 @@ class _DeadlineReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> Optional[int]:
+    def readinto(self, buffer: Any) -> int:
         _bound(self._sock)
-        return self._raw.readinto(buffer)
+        return self._sock.recv_into(buffer)
 
     def fileno(self) -> int:
         return self._raw.fileno()
@@ -262,8 +261,11 @@ class _DeadlineReader(io.RawIOBase):
 class _DeadlineResponse(http.client.HTTPResponse):
     """``http.client``'s response, reading its socket through a ``_DeadlineReader``."""
 
-    def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
-        super().__init__(_DeadlineReader(sock), *args, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self, sock: socket.socket, debuglevel: int = 0, method: Optional[str] = None,
+        url: Optional[str] = None,
+    ) -> None:
+        super().__init__(_DeadlineReader(sock), debuglevel, method, url)  # type: ignore[arg-type]
 
 
 class _DeadlineHTTPConnection(urllib3.connection.HTTPConnection):
