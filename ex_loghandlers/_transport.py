@@ -308,7 +308,7 @@ class _DeadlineHTTPConnection(urllib3.connection.HTTPConnection):
 
 
 class _DeadlineHTTPSConnection(_DeadlineHTTPConnection, urllib3.connection.HTTPSConnection):
-    pass
+    """The same for ``https://`` servers, and for ``https://`` proxies."""
 
 
 class _DeadlineHTTPPool(urllib3.HTTPConnectionPool):
