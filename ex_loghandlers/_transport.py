@@ -276,7 +276,8 @@ class _DeadlineHTTPConnection(urllib3.connection.HTTPConnection):
     ``CONNECT`` too), with what is left at that moment; the TLS handshake through a tunnel
     with what the ``CONNECT`` left. Each connection of the pools of ``_POOL_CLASSES``.
 
-    Not bounded: name resolution (the system resolver has no timeout), and TLS inside TLS (an
+    Not bounded: name resolution (the system resolver has no timeout); a name with several
+    addresses, each tried with what was left when the connect began; and TLS inside TLS (an
     ``https://`` proxy to an ``https://`` server), which urllib3 runs in Python with read loops
     of its own: there each read of the proxy's socket may take what was left when the loop
     began.
