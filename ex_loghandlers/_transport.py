@@ -3,6 +3,9 @@
 HTTP status codes are data, not exceptions; the HTTP library's exceptions are translated here,
 at this one boundary, into a short description that never contains the URL (which may carry an
 API key) or a credential.
+
+A server cannot hold the worker: ``timeout`` bounds the whole request (connect, TLS handshake,
+send, status line, headers, body), and no more of a response's body than ``BODY_LIMIT`` is read.
 """
 
 from __future__ import annotations
@@ -10,9 +13,13 @@ from __future__ import annotations
 import base64
 import contextlib
 import errno
+import http.client
+import io
 import os
 import socket
 import ssl
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 from urllib.parse import urlsplit
@@ -30,6 +37,11 @@ from ._wire import Payload
 UNREACHABLE = "unreachable"
 TLS_ERROR = "tls"
 OTHER_ERROR = "error"
+
+#: At most this much of a response's body is read. The status and ``Retry-After`` are all the
+#: worker uses; a body this short is read to its end so that the connection serves the next
+#: request, a longer one is left unread and its connection closed.
+BODY_LIMIT = 4096
 
 
 @dataclass(frozen=True)
@@ -95,13 +107,26 @@ class HTTPTransport:
             headers["Authorization"] = basic_auth(*credentials)
         self._headers = headers
         proxy = _proxy_for(options.url)
+        manager: urllib3.PoolManager
         if proxy is None:
-            return urllib3.PoolManager(**pool)
-        user, password = get_auth_from_url(proxy)
-        proxy_headers = {"Proxy-Authorization": basic_auth(user, password)} if user else None
-        return urllib3.ProxyManager(proxy, proxy_headers=proxy_headers, **pool)
+            manager = urllib3.PoolManager(**pool)
+        else:
+            user, password = get_auth_from_url(proxy)
+            proxy_headers = {"Proxy-Authorization": basic_auth(user, password)} if user else None
+            manager = urllib3.ProxyManager(proxy, proxy_headers=proxy_headers, **pool)
+        manager.pool_classes_by_scheme = _POOL_CLASSES  # whole-request deadlines
+        return manager
 
     def send(self, payload: Payload, method: str, timeout: float) -> Outcome:
+        """Send one payload; the request, from connect to the end of the body read, takes at
+        most ``timeout`` seconds, or it ends as ``Outcome(error=UNREACHABLE, detail="timed out")``
+        (what is not bounded: ``_DeadlineHTTPConnection`` says).
+
+        A response counts once its status line and headers are read and at most ``BODY_LIMIT``
+        bytes of its body: a ``200`` whose body goes on (even forever) is a delivered request,
+        because the server has given its verdict and the body carries nothing the worker uses.
+        """
+        _REQUEST.deadline = time.monotonic() + timeout
         try:
             if self._manager is None:
                 self._connect()
@@ -121,21 +146,181 @@ class HTTPTransport:
             assert opener is not None
             response = opener.urlopen(
                 method, target, body=body, headers=headers, timeout=self._timeout,
-                retries=False, redirect=False, preload_content=True,
+                retries=False, redirect=False, preload_content=False, decode_content=False,
             )
+            outcome = Outcome(
+                status=response.status, retry_after=response.headers.get("Retry-After")
+            )
+            _finish(response)
         except urllib3.exceptions.SSLError as exc:
             return Outcome(error=TLS_ERROR, detail=describe_tls_error(exc))
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             return Outcome(error=UNREACHABLE, detail=describe_network_error(exc))
         except Exception as exc:
             return Outcome(error=OTHER_ERROR, detail=type(exc).__name__)
-        return Outcome(status=response.status, retry_after=response.headers.get("Retry-After"))
+        finally:
+            _REQUEST.deadline = None
+        return outcome
 
     def close(self) -> None:
         manager, self._manager, self._pool = self._manager, None, None
         if manager is not None:
             with contextlib.suppress(Exception):
                 manager.clear()
+
+
+def _finish(response: urllib3.BaseHTTPResponse) -> None:
+    """Read at most ``BODY_LIMIT`` bytes of the body, then give the connection back to the pool:
+    ready for the next request if the body ended within that, closed if it did not."""
+    try:
+        response.read(BODY_LIMIT)  # when this reads the end, urllib3 releases the connection
+        if not response.closed:  # more is coming: never read on, never reuse the connection
+            response.close()
+    except BaseException:
+        response.close()
+        raise
+    finally:
+        response.release_conn()
+
+
+class _RequestDeadline(threading.local):
+    """When the request the current thread is making must be over (``time.monotonic()``).
+
+    A thread's own value: the connection pool gives no way to hand a request's deadline to the
+    connection that carries it, and each transport is used by one worker thread only.
+    """
+
+    deadline: Optional[float] = None
+
+
+_REQUEST = _RequestDeadline()
+
+
+def _time_left() -> Optional[float]:
+    """Seconds left of the current request, None without a deadline; once none are left,
+    ``socket.timeout``, which the HTTP library handles as it does a timeout of its own."""
+    deadline = _REQUEST.deadline
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise socket.timeout("timed out")
+    return left
+
+
+def _bound(sock: Any) -> None:
+    """The socket's next operation may take no longer than what is left of the request.
+
+    One blocking call of a socket (``recv_into``, ``sendall``, ``connect``) or of an
+    ``ssl.SSLSocket`` (a read, a write, the handshake) ends within the socket's timeout, however
+    many packets it takes; the loops around those calls are in ``http.client``, and each turn
+    comes through here.
+    """
+    deadline = _REQUEST.deadline  # _time_left(), inlined: this runs for every socket call
+    if deadline is not None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("timed out")
+        sock.settimeout(left)
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A response's socket as ``http.client`` reads it, with each read bounded by the deadline.
+
+    ``http.client`` reads the status line, the headers and the body a line or a buffer at a
+    time, each read with the socket's timeout: a server sending a byte just within it would
+    hold the worker for ever. The socket's own ``SocketIO`` is held (not read from) to keep
+    the socket open until the response is done with it, as ``http.client`` expects.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self._sock = sock
+        self._raw = sock.makefile("rb", buffering=0)
+
+    def makefile(self, mode: str) -> io.BufferedReader:
+        """What ``http.client.HTTPResponse`` calls on the socket it is given (this object)."""
+        return io.BufferedReader(self)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        _bound(self._sock)
+        return self._sock.recv_into(buffer)
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    """``http.client``'s response, reading its socket through a ``_DeadlineReader``."""
+
+    def __init__(
+        self, sock: socket.socket, debuglevel: int = 0, method: Optional[str] = None,
+        url: Optional[str] = None,
+    ) -> None:
+        super().__init__(_DeadlineReader(sock), debuglevel, method, url)  # type: ignore[arg-type]
+
+
+class _DeadlineHTTPConnection(urllib3.connection.HTTPConnection):
+    """A connection on which each step gets what is left of the request's time.
+
+    Connect with what is left, then the TLS handshake (to the server or to a proxy) with what
+    the TCP connect left; every send, and every read of a response (a proxy's answer to
+    ``CONNECT`` too), with what is left at that moment; the TLS handshake through a tunnel
+    with what the ``CONNECT`` left. Each connection of the pools of ``_POOL_CLASSES``.
+
+    Not bounded: name resolution (the system resolver has no timeout); a name with several
+    addresses, each tried with what was left when the connect began; and TLS inside TLS (an
+    ``https://`` proxy to an ``https://`` server), which urllib3 runs in Python with read loops
+    of its own: there each read of the proxy's socket may take what was left when the loop
+    began.
+    """
+
+    response_class = _DeadlineResponse
+
+    def _new_conn(self) -> socket.socket:
+        left = _time_left()
+        if left is not None:
+            self.timeout = left
+        sock = super()._new_conn()
+        try:
+            _bound(sock)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _tunnel(self) -> None:
+        # Not in the stdlib's stubs; urllib3 declares it on some Python versions only.
+        super()._tunnel()  # type: ignore[misc,unused-ignore]
+        _bound(self.sock)  # the TLS handshake through the tunnel gets what is left
+
+    def send(self, data: Any) -> None:
+        if self.sock is not None:  # else http.client connects first, through _new_conn
+            _bound(self.sock)
+        super().send(data)
+
+
+class _DeadlineHTTPSConnection(_DeadlineHTTPConnection, urllib3.connection.HTTPSConnection):
+    """The same for ``https://`` servers, and for ``https://`` proxies."""
+
+
+class _DeadlineHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _DeadlineHTTPConnection
+
+
+class _DeadlineHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _DeadlineHTTPSConnection
+
+
+_POOL_CLASSES = {"http": _DeadlineHTTPPool, "https": _DeadlineHTTPSPool}
 
 
 USER_AGENT = "ex_loghandlers"
