@@ -203,8 +203,19 @@ class Delivery:
                 self._reporter.kept(kept, spooler.path)
         elif self.thread is not None and self.thread.is_alive():
             self.ledger.abandon()
+        self._forget_ended_threads()
         self._reporter.report(final=True)
         self._transport.close()
+
+    def _forget_ended_threads(self) -> None:
+        """Let go of threads that have ended, so that nothing keeps their objects around
+        (tools that look for dangling threads, the stdlib's own tests among them, wait on
+        that)."""
+        if self.thread is not None and not self.thread.is_alive():
+            self.thread = None
+        spooler = self._spooler
+        if spooler is not None and spooler.thread is not None and not spooler.thread.is_alive():
+            spooler.thread = None
 
     def forget_after_fork(self) -> None:
         """In a forked child, before this delivery is replaced: let go of the parent's spool."""
