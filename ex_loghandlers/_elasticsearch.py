@@ -27,8 +27,10 @@ no I/O.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+import math
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Tuple
 
 from ._otlp import STANDARD_ATTRIBUTES
 from ._text import safe_text
@@ -43,7 +45,7 @@ _PLACED = ("app", "hostname", "pid", "username", "seq", "exc_type", "exc_message
            "stack")
 
 #: A ``long`` field holds a signed 64-bit integer: a larger one is sent as its text.
-_INT64 = range(-(2**63), 2**63)
+_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
 
 #: How a record fared, by its position in the request: (HTTP status, error type or "").
 ItemStatus = Tuple[int, str]
@@ -54,42 +56,62 @@ def timestamp(created: Any, now: float) -> str:
     for seconds in (created, now):
         if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
             try:
-                moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+                whole = math.floor(seconds)
+                micros = round((seconds - whole) * 1e6)
+                if micros == 1_000_000:
+                    whole, micros = whole + 1, 0
+                return f"{_utc_second(whole)}.{micros:06d}Z"
             except (OverflowError, OSError, ValueError):  # nan, inf, beyond year 9999
                 continue
-            return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return "1970-01-01T00:00:00.000000Z"  # only if ``now`` itself is unusable
+
+
+@functools.lru_cache(maxsize=64)
+def _utc_second(seconds: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` of a whole second: the records of a batch share a few."""
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%S"
+    )
 
 
 def document(fields: Mapping[Any, Any], prefix: str, now: float) -> Dict[str, Any]:
     """The record as an ECS document; fields a record does not have are left out."""
-    error_text = _joined(fields.get(prefix + "traceback"), fields.get(prefix + "stack"))
-    host = fields.get(prefix + "hostname")
-    doc: Dict[str, Any] = {"@timestamp": timestamp(fields.get("created"), now)}
-    for path, value in (
-        ("message", fields.get("message")),
-        ("log.level", fields.get("levelname")),
-        ("log.logger", fields.get("name")),
-        ("log.origin.file.name", fields.get("filename")),
-        ("log.origin.file.line", fields.get("lineno")),
-        ("log.origin.function", fields.get("funcName")),
-        ("process.pid", fields.get(prefix + "pid")),
-        ("process.thread.id", fields.get("thread")),
-        ("process.thread.name", fields.get("threadName")),
-        ("host.hostname", host),
-        ("host.name", host),
-        ("service.name", fields.get(prefix + "app")),
-        ("user.name", fields.get(prefix + "username")),
-        ("event.sequence", fields.get(prefix + "seq")),
-        ("error.type", fields.get(prefix + "exc_type")),
-        ("error.message", fields.get(prefix + "exc_message")),
-        ("error.stack_trace", error_text),
-        ("python.extra", _extra_fields(fields, prefix)),
-        ("ecs.version", ECS_VERSION),
+    get = fields.get
+    host = get(prefix + "hostname")
+    doc: Dict[str, Any] = {"@timestamp": timestamp(get("created"), now)}
+    for name, value in (
+        ("message", get("message")),
+        ("log", _present(
+            level=get("levelname"), logger=get("name"),
+            origin=_present(
+                file=_present(name=get("filename"), line=_long(get("lineno"))),
+                function=get("funcName"),
+            ),
+        )),
+        ("process", _present(
+            pid=_long(get(prefix + "pid")),
+            thread=_present(id=_long(get("thread")), name=get("threadName")),
+        )),
+        ("host", _present(hostname=host, name=host)),
+        ("service", _present(name=get(prefix + "app"))),
+        ("user", _present(name=get(prefix + "username"))),
+        ("event", _present(sequence=_long(get(prefix + "seq")))),
+        ("error", _present(
+            type=get(prefix + "exc_type"), message=get(prefix + "exc_message"),
+            stack_trace=_joined(get(prefix + "traceback"), get(prefix + "stack")),
+        )),
+        ("python", _present(extra=_extra_fields(fields, _placed(prefix)))),
     ):
         if value is not None:
-            _put(doc, path, _long_or_text(value))
+            doc[name] = value
+    doc["ecs"] = {"version": ECS_VERSION}
     return doc
+
+
+def _present(**values: Any) -> Optional[Dict[str, Any]]:
+    """The values that are not None, or None if none is."""
+    present = {name: value for name, value in values.items() if value is not None}
+    return present or None
 
 
 def _joined(traceback: Any, stack: Any) -> Optional[str]:
@@ -97,22 +119,19 @@ def _joined(traceback: Any, stack: Any) -> Optional[str]:
     return "\n".join(parts) if parts else None
 
 
-def _long_or_text(value: Any) -> Any:
+def _long(value: Any) -> Any:
     """An integer beyond a ``long`` as its text (Elasticsearch would refuse the document)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value not in _INT64:
+    if type(value) is int and not _LONG_MIN <= value <= _LONG_MAX:
         return safe_text(value)
     return value
 
 
-def _put(doc: Dict[str, Any], path: str, value: Any) -> None:
-    *parents, name = path.split(".")
-    for parent in parents:
-        doc = doc.setdefault(parent, {})
-    doc[name] = value
+@functools.lru_cache(maxsize=8)
+def _placed(prefix: str) -> FrozenSet[str]:
+    return frozenset(prefix + name for name in _PLACED)
 
 
-def _extra_fields(fields: Mapping[Any, Any], prefix: str) -> Optional[Dict[str, Any]]:
-    placed = {prefix + name for name in _PLACED}
+def _extra_fields(fields: Mapping[Any, Any], placed: FrozenSet[str]) -> Optional[Dict[str, Any]]:
     extra = {
         key if type(key) is str else safe_text(key): value
         for key, value in fields.items()

@@ -172,6 +172,17 @@ def test_bulk_numbers_beyond_a_long_are_sent_as_text() -> None:
     assert document["event"]["sequence"] == -(2**63)
 
 
+@pytest.mark.parametrize(("created", "expected"), [
+    (1700000000.9999996, "2023-11-14T22:13:21.000000Z"),  # rounds up into the next second
+    (1700000000.0000004, "2023-11-14T22:13:20.000000Z"),
+    (-1.25, "1969-12-31T23:59:58.750000Z"),
+    (0, "1970-01-01T00:00:00.000000Z"),
+])
+def test_bulk_timestamps_are_utc_to_the_microsecond(created: float, expected: str) -> None:
+    document = json.loads(encode("elasticsearch", record(created=created)).body.split(b"\n")[1])
+    assert document["@timestamp"] == expected
+
+
 @pytest.mark.parametrize("created", [None, "now", float("nan"), float("-inf"), 1e20])
 def test_bulk_stamps_a_record_without_a_usable_time_with_the_clock(created: Any) -> None:
     document = json.loads(encode("elasticsearch", record(created=created)).body.split(b"\n")[1])
