@@ -233,3 +233,27 @@ def test_a_bulk_answer_with_errors_says_each_record_status_and_error_type() -> N
 ], ids=repr)
 def test_an_answer_that_does_not_say_what_became_of_each_record_is_none(body: bytes) -> None:
     assert item_statuses(body, 1) is None
+
+
+# -- the enrichment fields, whatever their prefix -------------------------------------------------
+
+
+def test_both_formats_read_the_enrichment_fields_under_the_handlers_prefix() -> None:
+    fields = {
+        key.replace("_ex_", "my_"): value
+        for key, value in record(_ex_traceback="Traceback...", _ex_exc_type="OSError").items()
+    }
+    fields["_ex_app"] = "not the prefix: an extra"
+    (loki,) = encoder_for("loki", False, "my_", clock=clock)([fields])
+    (stream,) = json.loads(loki.body)["streams"]
+    assert stream["stream"] == {"service_name": "shop", "host": "web-1"}
+    line = json.loads(stream["values"][0][1])
+    assert (line["pid"], line["user"], line["seq"]) == (4242, "www", 3)
+    assert (line["error_type"], line["traceback"]) == ("OSError", "Traceback...")
+    assert line["extra"] == {"_ex_app": "not the prefix: an extra"}
+    (bulk,) = encoder_for("elasticsearch", False, "my_", clock=clock)([fields])
+    document = json.loads(bulk.body.split(b"\n")[1])
+    assert document["service"] == {"name": "shop"} and document["host"]["name"] == "web-1"
+    assert document["process"]["pid"] == 4242 and document["event"] == {"sequence": 3}
+    assert document["error"] == {"type": "OSError", "stack_trace": "Traceback..."}
+    assert document["python"]["extra"] == {"_ex_app": "not the prefix: an extra"}
