@@ -26,7 +26,7 @@ from ._clock import Clock
 from ._ledger import Ledger, Source
 from ._quiet import WORKER_THREAD_IDS, quiet_http_libraries
 from ._report import LossReporter
-from ._retry import FAIL, RETRY, SENT, SPLIT, RetryPolicy, ServerHealth
+from ._retry import FAIL, ITEMS, RETRY, SENT, SPLIT, Items, RetryPolicy, ServerHealth
 from ._spool import SpoolError
 from ._spooler import Prepare, Spooler
 from ._stats import SHUTDOWN_DEADLINE, Counters, Stats
@@ -342,6 +342,8 @@ class Delivery:
 
         Every attempt, the first included, waits until the server's health allows it: after
         consecutive failures (whichever payloads they were) the next request waits its turn.
+        When the answer says what became of each record, each is counted as it says, and those
+        the server asks to have again are sent again here, on the same schedule.
         """
         count = len(payload.records)
         if payload.failure is not None:  # records that could not be encoded: nothing to send
@@ -356,12 +358,12 @@ class Delivery:
             if self._past_deadline(now) or not self.ledger.on_the_wire(count):
                 return False
             outcome = self._transport.send(payload, method, self._request_timeout(now))
-            decision = schedule.decide(outcome, self._clock.monotonic(), count)
+            decision = schedule.decide(
+                outcome, self._clock.monotonic(), count, payload.read_answer
+            )
             if decision.action == SENT:
                 self.ledger.sent(count, time.time())
-                self._reporter.trouble_over()
-                if not self._closing:
-                    self._tell_of_losses()
+                self._delivered()
                 return True
             if decision.action == FAIL:
                 self.ledger.failed(decision.reason, count)
@@ -373,13 +375,47 @@ class Delivery:
                 halves = self._encode(payload.records[:half]) + self._encode(payload.records[half:])
                 pending.extendleft(reversed(halves))
                 return True
-            assert decision.action == RETRY
+            if decision.action == ITEMS:
+                assert decision.items is not None
+                again = self._settle_items(payload, decision.items, pending)
+                if again is None:
+                    return True
+                payload, count = again, len(again.records)
+            else:
+                assert decision.action == RETRY
             self._counters.retrying(decision.reason)
             if self._health.failures > self._policy.immediate_retries:
                 self._reporter.trouble(
                     decision.reason, outcome.status is None, self.ledger.snapshot().queued
                 )
             self._reporter.report()
+
+    def _delivered(self) -> None:
+        self._reporter.trouble_over()
+        if not self._closing:
+            self._tell_of_losses()
+
+    def _settle_items(
+        self, payload: Payload, items: Items, pending: Deque[Payload]
+    ) -> Optional[Payload]:
+        """Count each record of ``payload`` as the answer says; return the payload of those to
+        send again (None if there are none, or if they went to ``pending``)."""
+        if items.sent:
+            self.ledger.sent(len(items.sent), time.time())
+        for reason, positions in items.failed.items():
+            self.ledger.failed(reason, len(positions))
+        self._reporter.report()
+        if not items.retry:
+            if items.sent:
+                self._delivered()
+            return None
+        # Encoded once already (as plain fields where they had to be): the same again, one
+        # payload; anything else is counted or queued like any other payload.
+        again = self._encode([payload.records[i] for i in items.retry])
+        if len(again) == 1 and again[0].failure is None:
+            return again[0]
+        pending.extendleft(reversed(again))
+        return None
 
     def _tell_of_losses(self) -> None:
         """The server is back: queue a record of our own saying what was lost meanwhile."""

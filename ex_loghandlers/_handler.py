@@ -29,6 +29,9 @@ from ._stats import HANDLER_CLOSED, QUEUE_FULL, Counters, Stats
 from ._transport import HTTPTransport, TransportOptions
 from ._wire import encoder_for, fields_of, mapped_message
 
+#: Wire formats with fields of their own for an exception's type and message.
+EXCEPTION_DETAIL_FORMATS = frozenset({"otlp", "loki", "elasticsearch"})
+
 #: Estimated bytes a queued record holds beyond its message (its copied attribute dict), and
 #: beyond that for one carrying a traceback (the frames it keeps alive). Measured with
 #: tracemalloc on CPython 3.11; ``max_queue_bytes`` bounds the sum of these estimates.
@@ -160,7 +163,7 @@ class ExHTTPHandler(logging.Handler):
         on the logging thread and its dict is sent as it is. Like the stdlib's, it may return a
         sequence of ``(key, value)`` pairs instead; anything else is counted failed.
         """
-        return to_fields(snapshot(record), self._enrichment, self._otlp)
+        return to_fields(snapshot(record), self._enrichment, self._exception_details)
 
     def handle(self, record: logging.LogRecord) -> Any:
         """Filter and emit without the handler's lock: ``emit()`` is thread-safe on its own.
@@ -344,8 +347,9 @@ class ExHTTPHandler(logging.Handler):
     # -- internals ----------------------------------------------------------------------------
 
     @property
-    def _otlp(self) -> bool:
-        return self._config.wire_format == "otlp"
+    def _exception_details(self) -> bool:
+        """Whether the wire format carries the exception's type and message on their own."""
+        return self._config.wire_format in EXCEPTION_DETAIL_FORMATS
 
     def _count_refused(self, size: int) -> None:
         """The buffer refused a record (evictions it counts itself): say why."""
@@ -369,13 +373,13 @@ class ExHTTPHandler(logging.Handler):
         )
         self._counters = Counters(evicted=lambda: buffer.evicted_total, carried=carried)
         reporter = LossReporter(self._counters, config.display_url, self._clock)
-        enrichment, otlp = self._enrichment, self._otlp
+        enrichment, exception_details = self._enrichment, self._exception_details
         seq_key = config.prefix + "seq"
 
         def prepare(item: Any, seq: Optional[int]) -> Dict[str, Any]:
             if self._user_mapping:
                 return fields_of(item)  # sent as the user's mapLogRecord made it
-            fields = to_fields(item, enrichment, otlp)
+            fields = to_fields(item, enrichment, exception_details)
             fields[seq_key] = seq
             return fields
 

@@ -200,7 +200,7 @@ def to_fields(
     Values that are not JSON-native are turned into text here, once, with ``safe_str``. The
     process id comes from the record, so a record made in a forked child carries the child's.
     ``exception_details`` adds ``<prefix>exc_type`` and ``<prefix>exc_message`` for formats
-    (OTLP) that carry them separately.
+    (OTLP, Loki, Elasticsearch) that carry them separately.
     """
     fields = dict(snap)
     for key, value in snap.items():

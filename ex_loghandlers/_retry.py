@@ -9,7 +9,9 @@ Two things decide a retry, and they are kept apart:
   for the ``form`` format, one record per request: a schedule per record would make every record
   wait out its own backoff.
 - ``RetrySchedule`` follows one *payload*: whether its failure is final (a permanent status, its
-  time budget ``max_retry_time`` spent, a 500 answered too often) or worth another attempt.
+  time budget ``max_retry_time`` spent, a 500 answered too often) or worth another attempt. For a
+  payload whose 2xx answer says what became of each record (Elasticsearch's bulk API), it sorts
+  the records: stored, refused for good, or to be sent again under the same rules.
 
 The arithmetic (the exponential step, parsing ``Retry-After`` in seconds or as an HTTP-date) is
 urllib3's ``Retry``; the waiting is the worker's, on a doorbell ``close()`` can ring.
@@ -19,12 +21,13 @@ from __future__ import annotations
 
 import functools
 import random
-from dataclasses import dataclass
-from typing import Callable, Optional
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 from urllib3.util.retry import RequestHistory, Retry
 
 from ._transport import TLS_ERROR, UNREACHABLE, Outcome
+from ._wire import AnswerReader, ItemStatus
 
 #: Statuses worth another try: the server is overloaded, restarting, or timed out.
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -38,6 +41,8 @@ SENT = "sent"
 RETRY = "retry"
 FAIL = "fail"
 SPLIT = "split"
+#: The answer says what became of each record, and they did not all fare the same.
+ITEMS = "items"
 
 #: What a status means to the person reading the loss line.
 _STATUS_HINTS = {
@@ -122,10 +127,20 @@ class ServerHealth:
 
 
 @dataclass(frozen=True)
+class Items:
+    """What became of each record of a payload, by its position in ``Payload.records``."""
+
+    sent: Tuple[int, ...] = ()
+    failed: Mapping[str, Tuple[int, ...]] = field(default_factory=dict)  # by the cause counted
+    retry: Tuple[int, ...] = ()  # to be sent again, after ``Decision.delay``
+
+
+@dataclass(frozen=True)
 class Decision:
-    action: str  # SENT | RETRY | FAIL | SPLIT
-    delay: float = 0.0  # for RETRY: the wait before the next attempt (also in ServerHealth)
-    reason: str = ""  # for FAIL: the cause counted; for RETRY: what went wrong
+    action: str  # SENT | RETRY | FAIL | SPLIT | ITEMS
+    delay: float = 0.0  # for RETRY (and ITEMS to retry): the wait before the next attempt
+    reason: str = ""  # for FAIL: the cause counted; for RETRY (and ITEMS): what went wrong
+    items: Optional[Items] = None  # for ITEMS
 
 
 def status_reason(status: int) -> str:
@@ -142,8 +157,15 @@ class RetrySchedule:
         self._started = started
         self._server_errors = 0
 
-    def decide(self, outcome: Outcome, now: float, records: int) -> Decision:
+    def decide(
+        self, outcome: Outcome, now: float, records: int,
+        read_answer: Optional[AnswerReader] = None,
+    ) -> Decision:
+        """What to do after an attempt; ``read_answer``: the payload's, if its 2xx answer says
+        what became of each record."""
         if outcome.ok:
+            if read_answer is not None:
+                return self._after_answer(outcome, read_answer, now, records)
             self._health.succeeded()
             return Decision(SENT)
         if outcome.status is not None:
@@ -173,6 +195,61 @@ class RetrySchedule:
         if now + delay - self._started > self._policy.max_retry_time:
             return exhausted
         return Decision(RETRY, delay, status_reason(status))
+
+    def _after_answer(
+        self, outcome: Outcome, read_answer: AnswerReader, now: float, records: int
+    ) -> Decision:
+        """Sort the records by what the answer says of each: stored (2xx), worth another try
+        (a retryable status, under the payload's time budget), or refused for good. An answer
+        that does not say counts them all failed: stored or not, nobody can tell."""
+        status = outcome.status
+        statuses: Optional[List[ItemStatus]] = None
+        if outcome.body is not None:
+            try:
+                statuses = read_answer(outcome.body, records)
+            except Exception:
+                statuses = None
+        if statuses is None or len(statuses) != records:
+            self._health.succeeded()
+            reason = f"HTTP {status} without an answer for each record (stored or not: unknown)"
+            return Decision(ITEMS, items=Items(failed={reason: tuple(range(records))}))
+        sent: List[int] = []
+        failed: Dict[str, List[int]] = {}
+        retry: List[int] = []
+        for position, (item_status, kind) in enumerate(statuses):
+            if 200 <= item_status < 300:
+                sent.append(position)
+            elif item_status in RETRYABLE_STATUSES:
+                retry.append(position)
+            else:
+                failed.setdefault(_item_reason(item_status, kind), []).append(position)
+        if not retry:
+            self._health.succeeded()
+            if len(sent) == records:
+                return Decision(SENT)
+            return Decision(ITEMS, items=_items(sent, failed, retry))
+        # Records refused for the server's state (429: its queues are full): the server is
+        # struggling, so the wait before sending them again grows as for a failed request.
+        delay = self._health.failed(now)
+        first = _item_reason(*statuses[retry[0]])
+        reason = f"{first} ({len(retry)} of {records} records)"
+        if any(statuses[p][0] == SERVER_ERROR for p in retry):
+            self._server_errors += 1
+        if (self._server_errors > self._policy.server_error_retries
+                or now + delay - self._started > self._policy.max_retry_time):
+            failed.setdefault(f"retries exhausted: {first}", []).extend(retry)
+            retry = []
+        return Decision(ITEMS, delay, reason, _items(sent, failed, retry))
+
+
+def _items(sent: List[int], failed: Dict[str, List[int]], retry: List[int]) -> Items:
+    return Items(tuple(sent), {r: tuple(p) for r, p in failed.items()}, tuple(retry))
+
+
+def _item_reason(status: int, kind: str) -> str:
+    """A cause counted for records the answer refused: the status and the error's type only
+    (``document_parsing_exception``), never the record-specific text, so causes stay few."""
+    return f"HTTP {status} for the record" + (f": {kind}" if kind else "")
 
 
 def parse_retry_after(value: Optional[str]) -> Optional[float]:

@@ -5,7 +5,8 @@ at this one boundary, into a short description that never contains the URL (whic
 API key) or a credential.
 
 A server cannot hold the worker: ``timeout`` bounds the whole request (connect, TLS handshake,
-send, status line, headers, body), and no more of a response's body than ``BODY_LIMIT`` is read.
+send, status line, headers, body), and no more of a response's body than ``BODY_LIMIT`` is read,
+or, for a payload whose 2xx answer says what became of each record, ``answer_limit()``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
@@ -43,6 +44,16 @@ OTHER_ERROR = "error"
 #: request, a longer one is left unread and its connection closed.
 BODY_LIMIT = 4096
 
+#: For a payload that reads its answer (``Payload.read_answer``): this much more per record. An
+#: Elasticsearch bulk answer takes about 250 bytes for a stored record and under 1 KiB for a
+#: refused one.
+ANSWER_BYTES_PER_RECORD = 4096
+
+
+def answer_limit(records: int) -> int:
+    """The most of a 2xx answer read for a payload of ``records`` that reads its answer."""
+    return BODY_LIMIT + ANSWER_BYTES_PER_RECORD * records
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -52,6 +63,9 @@ class Outcome:
     retry_after: Optional[str] = None
     error: Optional[str] = None  # UNREACHABLE | TLS_ERROR | OTHER_ERROR when no response
     detail: str = ""
+    #: A 2xx answer's whole body, for a payload that reads its answer; None for any other, and
+    #: for one longer than ``answer_limit()``.
+    body: Optional[bytes] = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -125,6 +139,8 @@ class HTTPTransport:
         A response counts once its status line and headers are read and at most ``BODY_LIMIT``
         bytes of its body: a ``200`` whose body goes on (even forever) is a delivered request,
         because the server has given its verdict and the body carries nothing the worker uses.
+        Except for a payload with ``read_answer``: there the verdict is in a 2xx answer's body,
+        which is read whole, up to ``answer_limit()`` (decoded if the server compressed it).
         """
         _REQUEST.deadline = time.monotonic() + timeout
         try:
@@ -151,7 +167,11 @@ class HTTPTransport:
             outcome = Outcome(
                 status=response.status, retry_after=response.headers.get("Retry-After")
             )
-            _finish(response)
+            if payload.read_answer is not None and outcome.ok:
+                body = _read_whole(response, answer_limit(len(payload.records)))
+                outcome = Outcome(status=outcome.status, retry_after=outcome.retry_after, body=body)
+            else:
+                _finish(response)
         except urllib3.exceptions.SSLError as exc:
             return Outcome(error=TLS_ERROR, detail=describe_tls_error(exc))
         except (urllib3.exceptions.HTTPError, OSError) as exc:
@@ -176,6 +196,22 @@ def _finish(response: urllib3.BaseHTTPResponse) -> None:
         response.read(BODY_LIMIT)  # when this reads the end, urllib3 releases the connection
         if not response.closed:  # more is coming: never read on, never reuse the connection
             response.close()
+    except BaseException:
+        response.close()
+        raise
+    finally:
+        response.release_conn()
+
+
+def _read_whole(response: urllib3.BaseHTTPResponse, limit: int) -> Optional[bytes]:
+    """The whole body, decoded, if it is at most ``limit`` bytes (None if longer: the rest is
+    left unread and the connection closed); the connection goes back to the pool."""
+    try:
+        body = response.read(limit + 1, decode_content=True)
+        if len(body) > limit:
+            response.close()
+            return None
+        return body
     except BaseException:
         response.close()
         raise

@@ -3,7 +3,10 @@
 ``form``   one urlencoded UTF-8 body per record (Logy, the stdlib ``HTTPHandler``);
 ``json``   one JSON array per batch;
 ``ndjson`` one JSON object per line per batch;
-``otlp``   one OpenTelemetry OTLP/HTTP JSON ``ExportLogsServiceRequest`` per batch.
+``otlp``   one OpenTelemetry OTLP/HTTP JSON ``ExportLogsServiceRequest`` per batch;
+``loki``   one Grafana Loki push request (JSON) per batch (``_loki`` says what goes where);
+``elasticsearch`` one Elasticsearch bulk request (NDJSON) per batch, whose answer says what
+           became of each record (``_elasticsearch``).
 
 Records are encoded one at a time, so one record cannot take a batch down with it: a record that
 cannot be encoded as it is goes as plain fields (keys and odd values as text, JSON types only);
@@ -20,17 +23,21 @@ import gzip
 import json
 import math
 import re
+import time
 from collections.abc import Sequence as AnySequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, TypeVar
 from urllib.parse import quote_plus
 
+from ._elasticsearch import CREATE, document, item_statuses
+from ._elasticsearch import ItemStatus as ItemStatus  # what an AnswerReader returns a list of
+from ._loki import StreamKey, entry_nanos, line_object, stream_key
 from ._otlp import MAX_DEPTH, ResourceKey, log_record, resource, resource_key, scope_name
 from ._text import safe_text
 
 Fields = Dict[str, Any]
 
-WIRE_FORMATS = ("form", "json", "ndjson", "otlp")
+WIRE_FORMATS = ("form", "json", "ndjson", "otlp", "loki", "elasticsearch")
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded; charset=utf-8"
 JSON_CONTENT_TYPE = "application/json"
@@ -58,7 +65,7 @@ class FieldPairs(Dict[str, Any]):
     """Fields given as ``(key, value)`` pairs, which the stdlib's ``urlencode`` accepts too.
 
     ``form`` sends ``pairs`` as they are: in order, a repeated key repeated, as ``urlencode``
-    does. As a dict (what ``json``, ``ndjson`` and ``otlp`` send), keys are text and a key given
+    does. As a dict (what every other format sends), keys are text and a key given
     more than once maps to the list of its values, in order, as a form server's ``getlist``
     would read them: nothing is lost.
     """
@@ -134,12 +141,19 @@ def mapped_message(mapped: object) -> object:
 # -- requests -------------------------------------------------------------------------------------
 
 
+#: Reads a 2xx answer that says what became of each record of a request (Elasticsearch's bulk
+#: API): (its body, the number of records) -> a status per record, in order, or None when the
+#: answer does not say.
+AnswerReader = Callable[[bytes, int], Optional[List[ItemStatus]]]
+
+
 @dataclass(frozen=True)
 class Payload:
     """One HTTP request's worth of records: its body and the records it carries.
 
     With ``failure`` set there is no request: the records could not be encoded at all, and are
-    to be counted failed for that reason.
+    to be counted failed for that reason. With ``read_answer`` set, a 2xx status alone does not
+    mean the records were stored: the answer's body is read and says, record by record.
     """
 
     body: bytes
@@ -147,6 +161,7 @@ class Payload:
     records: Sequence[Fields]
     gzipped: bool = False
     failure: Optional[str] = None
+    read_answer: Optional[AnswerReader] = None
 
 
 Encoder = Callable[[Sequence[Fields]], List[Payload]]
@@ -362,16 +377,94 @@ def _otlp_request_text(groups: Dict[ResourceKey, Dict[str, List[str]]]) -> str:
     return '{"resourceLogs":[' + ",".join(resource_logs) + "]}"
 
 
+# -- loki -----------------------------------------------------------------------------------------
+
+
+def loki_encoder(prefix: str, clock: Callable[[], float] = time.time) -> Encoder:
+    """Grafana Loki's push request; ``clock`` stamps a record that has no usable time."""
+
+    def encode_loki(records: Sequence[Fields]) -> List[Payload]:
+        now_ns = int(clock() * 1e9)
+
+        def one_record(fields: Fields) -> Tuple[StreamKey, int, str]:
+            line = _JSON.encode(line_object(fields, prefix))
+            return stream_key(fields, prefix), entry_nanos(fields, now_ns), _valid_text(line)
+
+        kept, encoded, failures = _each_record(records, one_record)
+        if not kept:
+            return failures
+        streams: Dict[StreamKey, List[Tuple[int, str]]] = {}
+        for key, nanos, line in encoded:
+            streams.setdefault(key, []).append((nanos, line))
+        body = utf8(_loki_request_text(streams))
+        return [*failures, Payload(body, JSON_CONTENT_TYPE, kept)]
+
+    return encode_loki
+
+
+def _valid_text(text: str) -> str:
+    """``text`` with lone surrogates as visible escapes: a Loki line is text of its own (JSON
+    inside the JSON body), so it must be valid UTF-8 before the body is written."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", _JSON_ERRORS).decode("utf-8")
+    return text
+
+
+def _loki_request_text(streams: Dict[StreamKey, List[Tuple[int, str]]]) -> str:
+    """``{"streams": [...]}`` around lines already written, each stream's values in time order
+    (a stable sort: records of the same nanosecond keep the order they were logged in)."""
+    parts = []
+    for key, values in streams.items():
+        values.sort(key=_nanos_of)
+        rendered = ",".join(f'["{nanos}",{_JSON.encode(line)}]' for nanos, line in values)
+        parts.append('{"stream":' + _JSON.encode(dict(key)) + ',"values":[' + rendered + "]}")
+    return '{"streams":[' + ",".join(parts) + "]}"
+
+
+def _nanos_of(value: Tuple[int, str]) -> int:
+    return value[0]
+
+
+# -- elasticsearch --------------------------------------------------------------------------------
+
+
+def elasticsearch_encoder(prefix: str, clock: Callable[[], float] = time.time) -> Encoder:
+    """Elasticsearch's bulk request; ``clock`` stamps a record that has no usable time."""
+
+    def encode_bulk(records: Sequence[Fields]) -> List[Payload]:
+        now = clock()
+        kept, docs, failures = _each_record(
+            records, lambda fields: _JSON.encode(document(fields, prefix, now))
+        )
+        if not kept:
+            return failures
+        body = "".join(f"{CREATE}\n{doc}\n" for doc in docs)
+        if not body.isascii():
+            body = body.translate(_UNICODE_LINE_BREAKS)
+        payload = Payload(utf8(body), NDJSON_CONTENT_TYPE, kept, read_answer=item_statuses)
+        return [*failures, payload]
+
+    return encode_bulk
+
+
 # -- choosing one ---------------------------------------------------------------------------------
 
 
-def encoder_for(wire_format: str, compress: bool, prefix: str) -> Encoder:
+def encoder_for(
+    wire_format: str, compress: bool, prefix: str, clock: Callable[[], float] = time.time
+) -> Encoder:
     """The encoder for a wire format, gzipping each body when ``compress`` is set."""
     encoders: Dict[str, Encoder] = {
         "form": encode_form,
         "json": encode_json,
         "ndjson": encode_ndjson,
         "otlp": otlp_encoder(prefix),
+        "loki": loki_encoder(prefix, clock),
+        "elasticsearch": elasticsearch_encoder(prefix, clock),
     }
     encode = encoders[wire_format]
     if not compress:
@@ -380,7 +473,7 @@ def encoder_for(wire_format: str, compress: bool, prefix: str) -> Encoder:
     def encode_gzipped(records: Sequence[Fields]) -> List[Payload]:
         return [
             p if p.failure is not None else
-            Payload(gzip.compress(p.body, compresslevel=6), p.content_type, p.records, True)
+            replace(p, body=gzip.compress(p.body, compresslevel=6), gzipped=True)
             for p in encode(records)
         ]
 

@@ -4,12 +4,14 @@ long, for how long, and what is final."""
 from __future__ import annotations
 
 import email.utils
+import json
 import time
-from typing import List
+from typing import List, Optional, Tuple
 
 import pytest
 
-from ex_loghandlers._retry import FAIL, RETRY, SENT, SPLIT, RetryPolicy, ServerHealth
+from ex_loghandlers._elasticsearch import item_statuses
+from ex_loghandlers._retry import FAIL, ITEMS, RETRY, SENT, SPLIT, Items, RetryPolicy, ServerHealth
 from ex_loghandlers._transport import TLS_ERROR, UNREACHABLE, Outcome
 
 POLICY = RetryPolicy(max_retry_time=60.0)
@@ -186,3 +188,117 @@ def test_tls_errors_are_permanent() -> None:
     health = ServerHealth(POLICY, no_jitter)
     decision = POLICY.schedule(health, 0.0).decide(outcome, 0.0, 1)
     assert decision.action == FAIL and "certificate" in decision.reason
+
+
+# -- a 2xx answer that says what became of each record (Elasticsearch's bulk API) -----------------
+
+
+def bulk_answer(*statuses: Tuple[int, Optional[str]]) -> Outcome:
+    """A 200 whose body is a bulk answer with these (status, error type) items."""
+    items = [
+        {"create": {"status": status, **({"error": {"type": kind, "reason": "..."}} if kind
+                                          else {})}}
+        for status, kind in statuses
+    ]
+    errors = any(status >= 300 for status, _ in statuses)
+    body = json.dumps({"took": 5, "errors": errors, "items": items}).encode()
+    return Outcome(status=200, body=body)
+
+
+def test_a_2xx_whose_answer_says_all_were_stored_is_sent() -> None:
+    health = ServerHealth(POLICY, no_jitter)
+    health.failed(0.0)
+    decision = POLICY.schedule(health, 0.0).decide(
+        bulk_answer((201, None), (201, None)), 0.0, 2, item_statuses
+    )
+    assert decision.action == SENT
+    assert health.failures == 0
+
+
+def test_records_the_answer_refuses_fail_alone_and_those_it_asks_for_again_are_retried() -> None:
+    health = ServerHealth(POLICY, no_jitter)
+    outcome = bulk_answer(
+        (201, None), (400, "document_parsing_exception"), (429, "es_rejected_execution_exception"),
+        (201, None), (400, "document_parsing_exception"), (503, "unavailable_shards_exception"),
+    )
+    decision = POLICY.schedule(health, 0.0).decide(outcome, 0.0, 6, item_statuses)
+    assert decision.action == ITEMS
+    assert decision.items == Items(
+        sent=(0, 3),
+        failed={"HTTP 400 for the record: document_parsing_exception": (1, 4)},
+        retry=(2, 5),
+    )
+    assert decision.reason == (
+        "HTTP 429 for the record: es_rejected_execution_exception (2 of 6 records)"
+    )
+    assert health.failures == 1  # the server is struggling: the backoff counts it
+
+
+def test_records_refused_again_and_again_back_off_and_fail_when_the_batch_time_is_spent() -> None:
+    health = ServerHealth(POLICY, no_jitter)
+    schedule = POLICY.schedule(health, 0.0)
+    now, delays = 0.0, []
+    while True:
+        decision = schedule.decide(
+            bulk_answer((201, None), (429, "es_rejected_execution_exception")), now, 2,
+            item_statuses,
+        )
+        assert decision.action == ITEMS and decision.items is not None
+        assert decision.items.sent == (0,)
+        if not decision.items.retry:
+            break
+        delays.append(decision.delay)
+        now += decision.delay
+    assert delays[: POLICY.immediate_retries] == [0.0] * POLICY.immediate_retries
+    assert delays[POLICY.immediate_retries : POLICY.immediate_retries + 2] == pytest.approx(
+        [0.05, 0.1]
+    )
+    assert decision.items.failed == {
+        "retries exhausted: HTTP 429 for the record: es_rejected_execution_exception": (1,)
+    }
+    assert now <= POLICY.max_retry_time
+
+
+def test_a_record_the_answer_gives_500_gets_a_bounded_number_of_retries() -> None:
+    health = ServerHealth(POLICY, no_jitter)
+    schedule = POLICY.schedule(health, 0.0)
+    retried = []
+    for _ in range(POLICY.server_error_retries + 1):
+        decision = schedule.decide(bulk_answer((500, "exception")), 0.0, 1, item_statuses)
+        assert decision.action == ITEMS and decision.items is not None
+        retried.append(decision.items.retry)
+    assert retried == [(0,)] * POLICY.server_error_retries + [()]
+    assert decision.items.failed == {"retries exhausted: HTTP 500 for the record: exception": (0,)}
+
+
+@pytest.mark.parametrize("body", [None, b"ok", b'{"errors": true, "items": []}'])
+def test_a_2xx_whose_answer_does_not_say_counts_every_record_failed_as_unknown(
+    body: Optional[bytes],
+) -> None:
+    """None: the answer was longer than the transport reads, or had no body."""
+    health = ServerHealth(POLICY, no_jitter)
+    decision = POLICY.schedule(health, 0.0).decide(
+        Outcome(status=200, body=body), 0.0, 3, item_statuses
+    )
+    assert decision.action == ITEMS
+    assert decision.items == Items(failed={
+        "HTTP 200 without an answer for each record (stored or not: unknown)": (0, 1, 2)
+    })
+
+
+def test_a_reader_that_raises_counts_as_an_answer_that_does_not_say() -> None:
+    def broken(body: bytes, count: int) -> Optional[List[Tuple[int, str]]]:
+        raise RecursionError
+
+    health = ServerHealth(POLICY, no_jitter)
+    decision = POLICY.schedule(health, 0.0).decide(Outcome(status=200, body=b"{}"), 0.0, 1, broken)
+    assert decision.action == ITEMS and decision.items is not None
+    assert list(decision.items.failed.values()) == [(0,)]
+
+
+def test_a_non_2xx_to_a_payload_that_reads_its_answer_is_decided_by_its_status() -> None:
+    health = ServerHealth(POLICY, no_jitter)
+    schedule = POLICY.schedule(health, 0.0)
+    assert schedule.decide(Outcome(status=429), 0.0, 2, item_statuses).action == RETRY
+    assert schedule.decide(Outcome(status=413), 0.0, 2, item_statuses).action == SPLIT
+    assert schedule.decide(Outcome(status=401), 0.0, 2, item_statuses).action == FAIL

@@ -10,6 +10,7 @@ rather than timing the client: a count does not depend on how busy the machine i
 from __future__ import annotations
 
 import contextlib
+import gzip
 import logging
 import socket
 import ssl
@@ -21,12 +22,14 @@ import pytest
 import trustme
 
 from ex_loghandlers import ExHTTPHandler
+from ex_loghandlers._elasticsearch import item_statuses
 from ex_loghandlers._transport import (
     BODY_LIMIT,
     UNREACHABLE,
     HTTPTransport,
     Outcome,
     TransportOptions,
+    answer_limit,
 )
 from ex_loghandlers._wire import Payload
 
@@ -311,6 +314,66 @@ def test_a_body_within_the_limit_keeps_its_connection(
         for _ in range(3):
             assert transport.send(PAYLOAD, "POST", 5.0) == Outcome(status, retry_after)
         assert len(server.peers) == 1
+
+
+#: A payload whose 2xx answer says what became of each record (Elasticsearch's bulk request).
+BULK = Payload(b'{"create":{}}\n{"message":"hello"}\n', "application/x-ndjson",
+               [{"message": "hello"}], read_answer=item_statuses)
+
+
+def response_with(body: bytes, status: bytes = b"200 OK", headers: bytes = b"") -> bytes:
+    return b"HTTP/1.1 %s\r\nContent-Length: %d\r\n%s\r\n%s" % (status, len(body), headers, body)
+
+
+def test_the_whole_answer_of_a_payload_that_reads_it_is_read_and_its_connection_kept(
+    transports: Callable[..., HTTPTransport],
+) -> None:
+    """Longer than BODY_LIMIT, shorter than answer_limit(): read whole, and the connection
+    serves the next request."""
+    answer = b'{"took":1,"errors":false,"items":[%s]}' % b",".join(
+        [b'{"create":{"_index":"logs","status":201}}'] * 150
+    )
+    assert BODY_LIMIT < len(answer) <= answer_limit(1)
+    with ScriptedServer(answering(response_with(answer))) as server:
+        transport = transports(server.url("/logs/_bulk"))
+        for _ in range(2):
+            assert transport.send(BULK, "POST", 5.0) == Outcome(status=200, body=answer)
+        assert len(server.peers) == 1
+        # A payload that does not read its answer gets the status alone, as before.
+        assert transport.send(PAYLOAD, "POST", 5.0) == Outcome(status=200, body=None)
+
+
+def test_an_answer_the_server_compressed_is_read_decompressed(
+    transports: Callable[..., HTTPTransport],
+) -> None:
+    answer = b'{"took":1,"errors":false,"items":[{"create":{"status":201}}]}'
+    response = response_with(gzip.compress(answer), headers=b"Content-Encoding: gzip\r\n")
+    with ScriptedServer(answering(response)) as server:
+        transport = transports(server.url("/logs/_bulk"))
+        assert transport.send(BULK, "POST", 5.0).body == answer
+
+
+def test_an_endless_answer_is_read_no_further_than_the_limit_and_says_nothing(
+    transports: Callable[..., HTTPTransport],
+) -> None:
+    with ScriptedServer(endless_body) as server:
+        transport = transports(server.url("/logs/_bulk"))
+        assert transport.send(BULK, "POST", 5.0) == Outcome(status=200, body=None)
+        first = server.peers[0]
+        assert first.done.wait(WAIT)
+        assert first.client_went_away
+        assert first.sent < ENDLESS_CAP // 4, first.sent
+        assert transport.send(BULK, "POST", 5.0) == Outcome(status=200, body=None)
+        assert len(server.peers) == 2  # a new connection for the next request
+
+
+def test_the_body_of_an_error_is_not_kept_even_for_a_payload_that_reads_its_answer(
+    transports: Callable[..., HTTPTransport],
+) -> None:
+    response = response_with(b'{"error":{"type":"x"},"status":429}', b"429 Too Many Requests")
+    with ScriptedServer(answering(response)) as server:
+        transport = transports(server.url("/logs/_bulk"))
+        assert transport.send(BULK, "POST", 5.0) == Outcome(status=429, body=None)
 
 
 # -- the whole request within its timeout ---------------------------------------------------------

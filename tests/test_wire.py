@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import re
 from typing import Any, Dict, List, Tuple
 from urllib.parse import parse_qs, urlencode
 
@@ -249,11 +250,45 @@ HOSTILE_RECORDS = st.tuples(
 ).map(lambda parts: {**parts[0], **parts[1]})
 
 
+#: What Loki (as Prometheus) accepts as a label name.
+LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
+
+#: The clock the Loki and Elasticsearch encoders stamp a record without a usable time with.
+CLOCK = 1700000100.0
+
+
+def no_constants(name: str) -> Any:
+    pytest.fail(f"{name} is not JSON")
+
+
+def loki_lines(text: str) -> List[Dict[str, Any]]:
+    """The line of every value of a Loki push body, checked as Loki checks a push."""
+    streams = json.loads(text, parse_constant=no_constants)["streams"]
+    lines = []
+    for stream in streams:
+        labels = stream["stream"]
+        assert labels and all(LABEL_NAME.match(k) and isinstance(v, str) and v
+                              for k, v in labels.items()), labels
+        stamps = [int(ts) for ts, _ in stream["values"]]
+        assert all(isinstance(ts, str) and ts.isdigit() for ts, _ in stream["values"])
+        assert stamps == sorted(stamps), "values of a stream out of time order"
+        lines += [json.loads(line, parse_constant=no_constants) for _, line in stream["values"]]
+    return lines
+
+
+def bulk_documents(text: str) -> List[Dict[str, Any]]:
+    """The documents of a bulk body, checked as Elasticsearch checks one for a data stream."""
+    assert text.endswith("\n")
+    lines = text.split("\n")[:-1]
+    assert len(lines) % 2 == 0
+    assert all(json.loads(action) == {"create": {}} for action in lines[0::2])
+    documents = [json.loads(line, parse_constant=no_constants) for line in lines[1::2]]
+    assert all(isinstance(d, dict) and isinstance(d["@timestamp"], str) for d in documents)
+    return documents
+
+
 def markers(fmt: str, payload_body: bytes) -> List[str]:
     """The ``marker`` field of every record in a body, decoded as a strict server would."""
-    def no_constants(name: str) -> Any:
-        pytest.fail(f"{name} is not JSON")
-
     if fmt == "form":
         return parse_qs(payload_body.decode("ascii"), keep_blank_values=True,
                         errors="strict")["marker"]
@@ -263,6 +298,10 @@ def markers(fmt: str, payload_body: bytes) -> List[str]:
     if fmt == "ndjson":
         lines = text.splitlines()
         return [json.loads(line, parse_constant=no_constants)["marker"] for line in lines]
+    if fmt == "loki":
+        return [line["extra"]["marker"] for line in loki_lines(text)]
+    if fmt == "elasticsearch":
+        return [doc["python"]["extra"]["marker"] for doc in bulk_documents(text)]
     request = json_format.Parse(text, ExportLogsServiceRequest())
     return [
         {a.key: a.value for a in log.attributes}["marker"].string_value
@@ -283,9 +322,9 @@ def test_hostile_records_are_sent_degraded_and_every_good_one_arrives(
         batch.append(dict(built(bad), marker=f"bad {i}"))
     batch.append(dict(RECORD, marker="good last"))
     expected = [str(r["marker"]) for r in batch]
-    for fmt in ("form", "json", "ndjson", "otlp"):
+    for fmt in ("form", "json", "ndjson", "otlp", "loki", "elasticsearch"):
         for compress in (False, True):
-            encode = encoder_for(fmt, compress, "_ex_")
+            encode = encoder_for(fmt, compress, "_ex_", clock=lambda: CLOCK)
             payloads = encode(batch)
             assert [p.failure for p in payloads if p.failure] == []
             assert sum(len(p.records) for p in payloads) == len(batch)
@@ -296,7 +335,7 @@ def test_hostile_records_are_sent_degraded_and_every_good_one_arrives(
                 found += markers(fmt, body)
                 # A batch split later (HTTP 413) encodes its records the same way again.
                 assert [p.body for p in encode(payload.records)] == [payload.body] or compress
-            if fmt == "otlp":  # grouped by resource and scope: order only within a group
+            if fmt in ("otlp", "loki"):  # grouped (by resource, stream): order within a group
                 assert sorted(found) == sorted(expected)
             else:
                 assert found == expected
@@ -305,7 +344,7 @@ def test_hostile_records_are_sent_degraded_and_every_good_one_arrives(
                 assert goods == [r for r in batch if "good" in str(r["marker"])]
 
 
-@pytest.mark.parametrize("fmt", ["form", "json", "ndjson", "otlp"])
+@pytest.mark.parametrize("fmt", ["form", "json", "ndjson", "otlp", "loki", "elasticsearch"])
 @pytest.mark.parametrize("compress", [False, True])
 def test_a_record_that_cannot_be_encoded_at_all_fails_alone_with_a_reason(
     fmt: str, compress: bool
