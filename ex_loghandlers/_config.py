@@ -36,6 +36,11 @@ from ._mapping import program_name
 from ._wire import WIRE_FORMATS
 
 METHODS = ("GET", "POST")
+#: The largest request body by default: far above any ordinary record or batch, below what
+#: collectors refuse (Loki's and most proxies' defaults are a few MiB and more).
+DEFAULT_MAX_BATCH_BYTES = 4 * 1024 * 1024
+#: A body must hold at least one record with its fields: below this, nothing fits.
+MIN_BATCH_BYTES = 1024
 REDACTED = "***"
 
 #: The largest value of a seconds option: a million seconds, about 11.6 days. Larger values
@@ -72,6 +77,7 @@ class Config:
     context: Optional[ssl.SSLContext]
     spool_path: Optional[str] = None
     spool_max_bytes: int = 128 * 1024 * 1024
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
 
 
 def build_config(
@@ -127,6 +133,7 @@ def build_config(
         context=context,
         spool_path=_spool_path(options.get("spool_path")),
         spool_max_bytes=_count("spool_max_bytes", options.get("spool_max_bytes", 128 << 20)),
+        max_batch_bytes=_max_batch_bytes(options.get("max_batch_bytes", DEFAULT_MAX_BATCH_BYTES)),
     )
     notices = _notices(
         config,
@@ -491,6 +498,16 @@ def _verify(value: Any) -> Union[bool, str]:
                              f"no file or directory at {value!r}")
         return value
     raise TypeError(f"verify must be True, False or the path of a CA bundle, not {value!r}")
+
+
+def _max_batch_bytes(value: Any) -> int:
+    count = _count("max_batch_bytes", value)
+    if count < MIN_BATCH_BYTES:
+        raise ValueError(
+            f"max_batch_bytes must be at least {MIN_BATCH_BYTES} (bytes of a request body),"
+            f" not {value!r}"
+        )
+    return count
 
 
 def _spool_path(value: Any) -> Optional[str]:

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, List, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from ._buffer import RecordBuffer, Taken
 from ._clock import Clock
@@ -31,7 +32,7 @@ from ._spool import SpoolError
 from ._spooler import Prepare, Spooler
 from ._stats import SHUTDOWN_DEADLINE, Counters, Stats
 from ._transport import HTTPTransport
-from ._wire import Encoder, Fields, Payload, UnusableFields
+from ._wire import FORM_CONTENT_TYPE, Encoder, Fields, Payload, UnusableFields
 
 #: Of the time close() has, the part kept back from the worker for joining it (at most).
 JOIN_GRACE = 0.25
@@ -41,6 +42,15 @@ NO_WORKER = "no worker thread (the interpreter is shutting down)"
 
 #: How long the worker pauses after an error of its own, so that a persistent one cannot spin.
 INTERNAL_ERROR_PAUSE = 1.0
+
+
+def idempotency_key(payload: Payload) -> Optional[Dict[str, str]]:
+    """A batch request's ``Idempotency-Key``, the same for each of its retries, so that a server
+    can discard a batch it stored already (a retry after a timeout). Not for ``form``: one record
+    a request, which carries its own ``<prefix>seq``, and servers of that kind do not read it."""
+    if payload.content_type == FORM_CONTENT_TYPE:
+        return None
+    return {"Idempotency-Key": uuid.uuid4().hex}
 
 
 @dataclass(frozen=True)
@@ -351,13 +361,14 @@ class Delivery:
             self._reporter.report()
             return True
         schedule = self._policy.schedule(self._health, batch_started)
+        key = idempotency_key(payload)
         while True:
             if not self._wait_until(self._health.resume_at):
                 return False
             now = self._clock.monotonic()
             if self._past_deadline(now) or not self.ledger.on_the_wire(count):
                 return False
-            outcome = self._transport.send(payload, method, self._request_timeout(now))
+            outcome = self._transport.send(payload, method, self._request_timeout(now), key)
             decision = schedule.decide(
                 outcome, self._clock.monotonic(), count, payload.read_answer
             )
@@ -381,6 +392,7 @@ class Delivery:
                 if again is None:
                     return True
                 payload, count = again, len(again.records)
+                key = idempotency_key(payload)
             else:
                 assert decision.action == RETRY
             self._counters.retrying(decision.reason)

@@ -19,12 +19,19 @@ from typing import Any, Deque, Dict, Optional, Tuple, Type, TypeVar, Union
 
 from ._buffer import RecordBuffer
 from ._clock import SYSTEM_CLOCK, Clock
-from ._config import Config, build_config, check_option_names, checked_method
+from ._config import (
+    DEFAULT_MAX_BATCH_BYTES,
+    Config,
+    build_config,
+    check_option_names,
+    checked_method,
+)
 from ._delivery import Delivery, DeliveryOptions
 from ._lifecycle import register as register_live_handler
 from ._mapping import Enrichment, snapshot, to_fields
 from ._report import LossReporter
 from ._retry import RetryPolicy
+from ._sizing import limited
 from ._stats import HANDLER_CLOSED, QUEUE_FULL, Counters, Stats
 from ._transport import HTTPTransport, TransportOptions
 from ._wire import encoder_for, fields_of, mapped_message
@@ -89,6 +96,7 @@ class ExHTTPHandler(logging.Handler):
         cert: Union[str, Tuple[str, str], None] = None,
         spool_path: Union[str, os.PathLike[str], None] = None,
         spool_max_bytes: int = 128 * 1024 * 1024,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
         _clock: Clock = SYSTEM_CLOCK,
         _first_backoff: float = RetryPolicy.first_wait,
     ) -> None:
@@ -102,6 +110,7 @@ class ExHTTPHandler(logging.Handler):
                 "shutdown_timeout": shutdown_timeout, "headers": headers,
                 "compress": compress, "verify": verify, "cert": cert,
                 "spool_path": spool_path, "spool_max_bytes": spool_max_bytes,
+                "max_batch_bytes": max_batch_bytes,
             },
         )
         # Before Handler.__init__ registers the handler: a warning made an error leaves no
@@ -386,7 +395,10 @@ class ExHTTPHandler(logging.Handler):
         self._delivery = Delivery(
             buffer=buffer,
             prepare=prepare,
-            encode=encoder_for(config.wire_format, config.compress, config.prefix),
+            encode=encoder_for(
+                config.wire_format, config.compress, config.prefix,
+                limit=lambda encode: limited(encode, config.max_batch_bytes, config.prefix),
+            ),
             transport=HTTPTransport(
                 TransportOptions(
                     url=config.url,

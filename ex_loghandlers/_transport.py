@@ -131,7 +131,10 @@ class HTTPTransport:
         manager.pool_classes_by_scheme = _POOL_CLASSES  # whole-request deadlines
         return manager
 
-    def send(self, payload: Payload, method: str, timeout: float) -> Outcome:
+    def send(
+        self, payload: Payload, method: str, timeout: float,
+        extra_headers: Optional[Mapping[str, str]] = None,
+    ) -> Outcome:
         """Send one payload; the request, from connect to the end of the body read, takes at
         most ``timeout`` seconds, or it ends as ``Outcome(error=UNREACHABLE, detail="timed out")``
         (what is not bounded: ``_DeadlineHTTPConnection`` says).
@@ -147,6 +150,8 @@ class HTTPTransport:
             if self._manager is None:
                 self._connect()
             headers = dict(self._headers)
+            if extra_headers:
+                headers.update(extra_headers)
             target: str = self._target
             body: Optional[bytes] = payload.body
             if method == "GET":

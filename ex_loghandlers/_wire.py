@@ -455,9 +455,11 @@ def elasticsearch_encoder(prefix: str, clock: Callable[[], float] = time.time) -
 
 
 def encoder_for(
-    wire_format: str, compress: bool, prefix: str, clock: Callable[[], float] = time.time
+    wire_format: str, compress: bool, prefix: str, clock: Callable[[], float] = time.time,
+    limit: Callable[[Encoder], Encoder] = lambda encode: encode,
 ) -> Encoder:
-    """The encoder for a wire format, gzipping each body when ``compress`` is set."""
+    """The encoder for a wire format, each body within ``limit`` (a size bound, applied before
+    compression), gzipped when ``compress`` is set."""
     encoders: Dict[str, Encoder] = {
         "form": encode_form,
         "json": encode_json,
@@ -466,7 +468,7 @@ def encoder_for(
         "loki": loki_encoder(prefix, clock),
         "elasticsearch": elasticsearch_encoder(prefix, clock),
     }
-    encode = encoders[wire_format]
+    encode = limit(encoders[wire_format])
     if not compress:
         return encode
 
