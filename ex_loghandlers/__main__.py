@@ -1,107 +1,356 @@
-"""``python -m ex_loghandlers``: send records, or look after a spool, from the command line.
+"""``ex-loghandlers`` (or ``python -m ex_loghandlers``): send records, check a server, look after
+a spool, from a shell, a cron job or a deployment script.
 
-    python -m ex_loghandlers URL [MESSAGE ...]         send records, say what became of them
-    python -m ex_loghandlers spool show PATH [--json]  what a spool holds
-    python -m ex_loghandlers spool send PATH URL       deliver what a spool holds
+    ex-loghandlers send URL [MESSAGE ...]       each message a record; none: one per stdin line
+    ex-loghandlers check URL                    one test record, then a verdict in plain words
+    ex-loghandlers spool show PATH [--json]     what a spool holds
+    ex-loghandlers spool send PATH URL          deliver what a spool holds
 
-The exit status is 0 only when every record was delivered.
+``python -m ex_loghandlers URL [MESSAGE ...]`` (no command) is ``send``, as in 0.2. Every record
+goes through an ``ExHTTPHandler``, so the command line tests the very path an application's
+records take. ``--timeout`` bounds delivery: the handler's flush and its close share it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import io
 import json
 import logging
+import math
+import os
 import sys
+import time
+import warnings
 from dataclasses import asdict
-from typing import List, Optional
+from typing import Any, Callable, Dict, Optional, Sequence, TextIO, Tuple
+from urllib.parse import urlsplit
 
+from urllib3.exceptions import InsecureRequestWarning
+
+from . import __version__
+from ._check import OK, verdict
+from ._config import MAX_SECONDS, display_url
+from ._env import DEFAULT_ENV_PREFIX, PASSWORD
 from ._handler import ExHTTPHandler
 from ._spool import inspect
+from ._stats import SHUTDOWN_DEADLINE
 from ._wire import WIRE_FORMATS
 
-PROG = "python -m ex_loghandlers"
+#: Where ``--user USER`` (without ``:PASSWORD``) finds the password: no prompt, so a cron job or
+#: a script never hangs, and the password is not in ``ps`` output or the shell's history.
+PASSWORD_VARIABLE = DEFAULT_ENV_PREFIX + PASSWORD
+#: Seconds one HTTP request may take, at most (less when ``--timeout`` is shorter).
+REQUEST_TIMEOUT = 5.0
+#: ``check`` gives its verdict once this many retries failed alike (the handler makes its first
+#: retries at once, so a refused connection is known within milliseconds), or at ``--timeout``.
+RETRIES_BEFORE_VERDICT = 5
+#: How often ``check`` looks at the handler's stats while it waits for an outcome.
+CHECK_POLL = 0.05
+#: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
+INTERRUPTED = 130
+LOGGER_NAME = "ex_loghandlers.cli"
+CHECK_MESSAGE = "ex_loghandlers check: a test record, nothing to act on"
+COMMANDS = ("send", "check", "spool")
+
+Command = Callable[[argparse.Namespace, argparse.ArgumentParser], int]
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["spool"]:
-        return spool_main(args[1:])
-    return send_main(args)
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] not in (*COMMANDS, "-h", "--help", "--version"):
+        args.insert(0, "send")  # python -m ex_loghandlers URL [MESSAGE ...], as in 0.2
+    parser = build_parser(_prog())
+    if args[:1] == ["send"]:
+        # Messages may come after options too ("URL --level ERROR 'disk full'"): parse_args
+        # would take the positionals in one go and refuse the later ones.
+        send: argparse.ArgumentParser = parser.get_default("send_parser")
+        options = send.parse_intermixed_args(args[1:])
+    else:
+        options = parser.parse_args(args)
+    options.prog = parser.prog  # messages name the program, not "PROG send"
+    command: Command = options.command
+    with warnings.catch_warnings():
+        if getattr(options, "insecure", False):  # asked for: no warning on every request
+            warnings.simplefilter("ignore", InsecureRequestWarning)
+        return command(options, options.parser)
 
 
-def send_main(argv: List[str]) -> int:
+def _prog() -> str:
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "ex-loghandlers" if name.startswith("ex-loghandlers") else "python -m ex_loghandlers"
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Send log records to a log server and report what became of them."
-        " (Also: 'spool show PATH', 'spool send PATH URL'.)",
+        prog=prog,
+        description="Send log records to a log server, check one, or deliver a spool.",
+        epilog=f"'{prog} URL [MESSAGE ...]' without a command is 'send'.",
     )
-    parser.add_argument("url", help="full URL, e.g. http://localhost:5000/sink/TEST/myapp")
-    parser.add_argument("message", nargs="*", default=["ex_loghandlers test record"])
-    parser.add_argument("--wire-format", choices=WIRE_FORMATS, default="form")
-    parser.add_argument("--level", default="INFO", help="level name (default INFO)")
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
-    args = parser.parse_args(argv)
-    level = logging.getLevelName(args.level.upper())
-    if not isinstance(level, int):
-        parser.error(f"--level: unknown level {args.level!r}")
-    try:
-        handler = ExHTTPHandler(url=args.url, wire_format=args.wire_format,
-                                shutdown_timeout=args.timeout)
-    except (TypeError, ValueError) as exc:
-        parser.error(str(exc))
-    logger = logging.getLogger("ex_loghandlers.cli")
-    logger.propagate = False
-    logger.setLevel(level)
-    logger.addHandler(handler)
-    try:
-        for message in args.message:
-            logger.log(level, message)
-        handler.flush(args.timeout)
-    finally:
-        logger.removeHandler(handler)
-        handler.close()
-    return _report(handler)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(metavar="COMMAND", required=True)
 
+    send = _command(
+        commands, "send", _send,
+        help="send each MESSAGE as a record (none: one per line of standard input)",
+        description="Send each MESSAGE as a log record; without messages, each non-empty line"
+        " of standard input, as it comes (like logger(1)). The exit status is 0 only when"
+        " every record was delivered.",
+    )
+    parser.set_defaults(send_parser=send)
+    send.add_argument("url", metavar="URL", help="e.g. http://localhost:5000/sink/TEST/myapp")
+    send.add_argument("message", metavar="MESSAGE", nargs="*")
+    send.add_argument("--level", type=_level, default=logging.INFO,
+                      help="level name or number (default INFO)")
+    _connection_options(send, 10.0, "seconds the run may take once the messages are read")
 
-def spool_main(argv: List[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog=f"{PROG} spool",
+    check = _command(
+        commands, "check", _check,
+        help="send one test record and say in plain words what the server made of it",
+        description="Send one test record and say what the server made of it. Exit status:"
+        " 0 ok, 3 wrong API key or credentials, 4 no such path, 5 not a Logy sink (or not"
+        " for this --wire-format), 6 unreachable, 7 TLS problem, 8 server error, 1 anything"
+        " else, 2 a usage error.",
+    )
+    check.add_argument("url", metavar="URL", help="e.g. http://localhost:5000/sink/TEST/myapp")
+    _connection_options(check, 10.0, "seconds to wait for a verdict")
+
+    spool = commands.add_parser(
+        "spool", help="look after the records a handler with spool_path= left on disk",
         description="Look after the records a handler with spool_path= left on disk.",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-    show = commands.add_parser("show", help="what the spool holds (files, records, oldest)")
-    show.add_argument("path", help="the handler's spool_path")
+    spool_commands = spool.add_subparsers(metavar="COMMAND", required=True)
+    show = _command(spool_commands, "show", _spool_show,
+                    help="what the spool holds (files, records, oldest)")
+    show.add_argument("path", metavar="PATH", help="the handler's spool_path")
     show.add_argument("--json", action="store_true", help="one JSON object")
-    send = commands.add_parser(
-        "send", help="deliver what processes that are gone left in the spool, then exit"
+    spool_send = _command(
+        spool_commands, "send", _spool_send,
+        help="deliver what processes that are gone left in the spool, then exit",
     )
-    send.add_argument("path", help="the handler's spool_path")
-    send.add_argument("url", help="full URL of the log server")
-    send.add_argument("--wire-format", choices=WIRE_FORMATS, default="form")
-    send.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
-    args = parser.parse_args(argv)
-    if args.command == "show":
-        return _show(args.path, args.json)
+    spool_send.add_argument("path", metavar="PATH", help="the handler's spool_path")
+    spool_send.add_argument("url", metavar="URL", help="full URL of the log server")
+    _connection_options(spool_send, 60.0, "seconds delivery may take, all told")
+    return parser
+
+
+def _command(
+    commands: Any, name: str, run: Command, **kwargs: Any
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(name, **kwargs)
+    parser.set_defaults(command=run, parser=parser)
+    return parser
+
+
+def _connection_options(parser: argparse.ArgumentParser, timeout: float, meaning: str) -> None:
+    parser.add_argument("--wire-format", choices=WIRE_FORMATS, default="form",
+                        help="how records are encoded (default form: a Logy sink)")
+    parser.add_argument("--app", metavar="NAME",
+                        help="the app name sent with each record (default: from a /sink/ URL)")
+    parser.add_argument("--header", metavar="NAME:VALUE", type=_header, action="append",
+                        default=[], help="an HTTP header to send (repeatable)")
+    parser.add_argument(
+        "--user", metavar="USER[:PASSWORD]", type=_user,
+        help=f"basic auth; without :PASSWORD, the password is read from ${PASSWORD_VARIABLE}",
+    )
+    tls = parser.add_mutually_exclusive_group()
+    tls.add_argument("--insecure", action="store_true",
+                     help="do not verify the server's TLS certificate")
+    tls.add_argument("--ca-bundle", metavar="PATH", type=_existing_path,
+                     help="CA certificates (a PEM file or a directory) to verify the server with")
+    parser.add_argument("--timeout", metavar="SECONDS", type=_seconds, default=timeout,
+                        help=f"{meaning} (default {timeout:g})")
+
+
+# -- reading the options ------------------------------------------------------------------------
+# argparse puts "argument --flag: " before each of these messages. None repeats a value that may
+# be secret (a header's, a password).
+
+
+def _seconds(text: str) -> float:
     try:
-        handler = ExHTTPHandler(url=args.url, wire_format=args.wire_format,
-                                spool_path=args.path, shutdown_timeout=args.timeout)
-    except (TypeError, ValueError) as exc:
-        parser.error(str(exc))
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds, e.g. 10 or 2.5, not {text!r}"
+        ) from None
+    if not (math.isfinite(value) and 0 < value <= MAX_SECONDS):
+        raise argparse.ArgumentTypeError(
+            f"must be more than 0 and at most {MAX_SECONDS:.0f} seconds, not {text!r}"
+        )
+    return value
+
+
+def _level(text: str) -> int:
+    name = text.strip().upper()
+    level = int(name) if name.isdigit() else logging.getLevelName(name)
+    if not isinstance(level, int):
+        raise argparse.ArgumentTypeError(
+            f"must be DEBUG, INFO, WARNING, ERROR, CRITICAL or a number, not {text!r}"
+        )
+    return level
+
+
+def _header(text: str) -> Tuple[str, str]:
+    name, colon, value = text.partition(":")
+    if not colon or not name.strip() or any(c.isspace() for c in name.strip()):
+        raise argparse.ArgumentTypeError(
+            "must be NAME:VALUE, e.g. 'Authorization: Bearer abc' (a header name, a colon, its"
+            " value)"
+        )
+    return (name.strip(), value.strip())
+
+
+def _user(text: str) -> Tuple[str, str]:
+    user, colon, password = text.partition(":")
+    if not user:
+        raise argparse.ArgumentTypeError("must be USER:PASSWORD or USER, with a user name")
+    if colon:
+        return (user, password)
+    from_environment = os.environ.get(PASSWORD_VARIABLE)
+    if not from_environment:
+        raise argparse.ArgumentTypeError(
+            f"no password: give USER:PASSWORD, or set {PASSWORD_VARIABLE} (there is no prompt)"
+        )
+    return (user, from_environment)
+
+
+def _existing_path(text: str) -> str:
+    if not os.path.exists(text):
+        raise argparse.ArgumentTypeError(f"no file or directory at {text!r}")
+    return text
+
+
+def _handler(
+    options: argparse.Namespace, parser: argparse.ArgumentParser, **extra: Any
+) -> ExHTTPHandler:
+    """The handler the options describe; a bad option is a usage error that names the flag."""
+    url: str = options.url
     try:
-        handler.flush(args.timeout)
+        parts = urlsplit(url)
+        full = parts.scheme in ("http", "https") and bool(parts.netloc)
+    except ValueError:
+        full = True  # the handler says what is wrong with it
+    if not full:
+        parser.error(
+            "URL must be a full http:// or https:// URL, e.g."
+            f" http://localhost:5000/sink/TEST/myapp, not {display_url(url)!r}"
+        )
+    settings: Dict[str, Any] = {
+        "url": url,
+        "wire_format": options.wire_format,
+        "app_name": options.app,
+        "headers": dict(options.header) or None,
+        "credentials": options.user,
+        "verify": False if options.insecure else options.ca_bundle or True,
+        "timeout": min(REQUEST_TIMEOUT, options.timeout),
+        **extra,
+    }
+    with warnings.catch_warnings(record=True) as notices:
+        warnings.simplefilter("always")
+        try:
+            handler = ExHTTPHandler(**settings)
+        except (TypeError, ValueError) as exc:
+            parser.error(_as_typed(str(exc)))
+    for notice in notices:  # credentials in clear text, for instance
+        print(f"{options.prog}: warning: {notice.message}", file=sys.stderr)
+    return handler
+
+
+def _as_typed(message: str) -> str:
+    """A constructor's message about an option, naming what the user typed instead."""
+    for option, typed in (("url", "URL"), ("spool_path", "PATH")):
+        if message.startswith((f"{option} ", f"{option}:")):
+            return typed + message[len(option):]
+    return message
+
+
+def _logger(handler: ExHTTPHandler, level: int) -> logging.Logger:
+    """A logger for the handler alone, outside logging's registry: nothing global changes."""
+    logger = logging.Logger(LOGGER_NAME, level)
+    logger.propagate = False
+    logger.addHandler(handler)
+    return logger
+
+
+# -- the commands -------------------------------------------------------------------------------
+
+
+def _send(options: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    # flush() without a timeout waits at most shutdown_timeout, and close() right after it gets
+    # what is left of the same: --timeout is the whole time, not twice it.
+    handler = _handler(options, parser, shutdown_timeout=options.timeout)
+    logger = _logger(handler, options.level)
+    interrupted = False
+    try:
+        if options.message:
+            for message in options.message:
+                logger.log(options.level, message)
+        else:
+            interrupted = _log_lines(sys.stdin, logger, options.level, options.prog)
+        handler.flush()
     finally:
         handler.close()
-    return _report(handler)
+    status = _report(handler, options)
+    return INTERRUPTED if interrupted else status
 
 
-def _show(path: str, as_json: bool) -> int:
+def _log_lines(stream: Optional[TextIO], logger: logging.Logger, level: int, prog: str) -> bool:
+    """Log each non-empty line as it comes; True if Ctrl-C ended the input (what was read is
+    still delivered). Bytes that are not text in the stream's encoding are replaced, not fatal.
+    """
+    if stream is None:  # no standard input at all
+        return False
+    if stream.isatty():
+        print(f"{prog}: reading messages from standard input, one per line; end with Ctrl-D",
+              file=sys.stderr)
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    binary = getattr(stream, "buffer", None)
+    lines: Any = binary if binary is not None else stream
+    try:
+        for line in lines:
+            text = line.decode(encoding, "replace") if isinstance(line, bytes) else line
+            text = text.rstrip("\r\n")
+            if text:
+                logger.log(level, text)
+    except KeyboardInterrupt:
+        return True
+    return False
+
+
+def _check(options: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    # shutdown_timeout=0: once the verdict is known, close() sends nothing more.
+    handler = _handler(options, parser, shutdown_timeout=0.0, max_retry_time=options.timeout)
+    deadline = time.monotonic() + options.timeout
+    # The handler's own loss lines would only repeat, less plainly, what the verdict says.
+    with contextlib.redirect_stderr(io.StringIO()):
+        try:
+            _logger(handler, logging.INFO).info(CHECK_MESSAGE)
+            _wait_for_an_outcome(handler, deadline)
+            stats = handler.stats
+        finally:
+            handler.close()
+    found = verdict(stats, options.url, options.wire_format, options.timeout)
+    print(found.words)
+    return found.status
+
+
+def _wait_for_an_outcome(handler: ExHTTPHandler, deadline: float) -> None:
+    """Until the record is settled, the deadline, or enough retries failed alike to judge."""
+    while not handler.flush(min(CHECK_POLL, max(0.0, deadline - time.monotonic()))):
+        if time.monotonic() >= deadline or handler.stats.retried >= RETRIES_BEFORE_VERDICT:
+            return
+
+
+def _spool_show(options: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    path: str = options.path
     files = inspect(path)
     records = sum(f.records for f in files)
     oldest_times = [f.oldest for f in files if f.oldest is not None]
     oldest = _when(min(oldest_times)) if oldest_times else None
-    if as_json:
+    if options.json:
         print(json.dumps({
             "path": path, "files": len(files), "records": records,
             "bytes": sum(f.bytes for f in files), "oldest": oldest,
@@ -117,18 +366,37 @@ def _show(path: str, as_json: bool) -> int:
     return 0
 
 
+def _spool_send(options: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    handler = _handler(options, parser, spool_path=options.path,
+                       shutdown_timeout=options.timeout)
+    try:
+        handler.flush()  # and close() shares its time, as in _send
+    finally:
+        handler.close()
+    return _report(handler, options)
+
+
 def _when(timestamp: float) -> str:
     return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat()
 
 
-def _report(handler: ExHTTPHandler) -> int:
-    stats = handler.stats
+def _report(handler: ExHTTPHandler, options: argparse.Namespace) -> int:
+    """The counts on stdout; when something was not delivered, why, on stderr, and status 1."""
+    stats, prog = handler.stats, options.prog
     print(f"{stats.sent} sent, {stats.dropped} dropped, {stats.failed} failed"
           + (f", {stats.kept} kept on disk" if stats.kept else "")
           + f" to {handler.config.display_url}")
-    if stats.last_error and stats.sent < stats.emitted:
-        print(f"last error: {stats.last_error}", file=sys.stderr)
-    return 0 if stats.sent == stats.emitted else 1
+    if stats.sent == stats.emitted:
+        return 0
+    found = verdict(stats, options.url, options.wire_format, options.timeout)
+    late = f"not delivered within --timeout {options.timeout:g} s"
+    if found.status == OK:  # some records went, the rest were late
+        print(f"{prog}: {late}", file=sys.stderr)
+    elif stats.dropped_by_reason.get(SHUTDOWN_DEADLINE):
+        print(f"{prog}: {late}: {found.words}", file=sys.stderr)
+    else:
+        print(f"{prog}: {found.words}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from ._config import (
     checked_method,
 )
 from ._delivery import Delivery, DeliveryOptions
+from ._env import DEFAULT_ENV_PREFIX, handler_from_env
 from ._lifecycle import register as register_live_handler
 from ._mapping import Enrichment, snapshot, to_fields
 from ._report import LossReporter
@@ -141,6 +142,17 @@ class ExHTTPHandler(logging.Handler):
             self._delivery.ensure_started()
 
     # -- public API ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_env(
+        cls: Type[_Handler], env_prefix: str = DEFAULT_ENV_PREFIX, **overrides: Any
+    ) -> _Handler:
+        """A handler configured by ``EX_LOG_URL``, ``EX_LOG_BATCH_SIZE``, ... (see ``_env``);
+        keyword arguments win over the environment. The prefix is ``env_prefix``, not
+        ``prefix``: that name is an option of the handler, which a dictConfig entry
+        (``"()": "ex_loghandlers.ExHTTPHandler.from_env"``) may pass as an override.
+        """
+        return handler_from_env(cls, env_prefix, overrides)
 
     @property
     def method(self) -> str:

@@ -67,7 +67,7 @@ def test_the_command_line_sends_and_reports(sink: object) -> None:
 
 def test_the_command_line_fails_on_a_wrong_api_key(sink: object) -> None:
     url = f"http://{sink.host}/sink/WRONG/cli"  # type: ignore[attr-defined]
-    result = subprocess.run([sys.executable, "-m", "ex_loghandlers", url],
+    result = subprocess.run([sys.executable, "-m", "ex_loghandlers", url, "one"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "0 sent, 0 dropped, 1 failed" in result.stdout
