@@ -225,6 +225,8 @@ class ExHTTPHandler(logging.Handler):
             if prepared is not None:
                 self._enqueue(*prepared)
             self._enqueue_aside()
+        except Exception:  # a bug of ours: never out of emit()
+            self.handleError(record)
         finally:
             reentry.active = False
 
@@ -275,8 +277,13 @@ class ExHTTPHandler(logging.Handler):
             self._aside.append(prepared)  # a deque: thread-safe without a lock
 
     def _enqueue_aside(self) -> None:
-        while self._aside:
-            self._enqueue(*self._aside.popleft())
+        aside = self._aside
+        while aside:
+            try:
+                item, size = aside.popleft()
+            except IndexError:  # another thread took the last one
+                return
+            self._enqueue(item, size)
 
     def _move_aside_on(self) -> None:
         """Queue records a re-entered emit() set aside that no emit() moved on since."""
