@@ -797,33 +797,3 @@ def test_every_stats_snapshot_adds_up_while_drop_oldest_evicts(logger: logging.L
         assert off == []
         assert handler.stats.dropped_by_reason.get("queue full", 0) > 0
 
-
-def test_threads_moving_set_aside_records_on_at_once_never_fail(logger: logging.Logger) -> None:
-    """Records set aside by re-entered emit() calls are moved on by whichever emit() comes next:
-    several at once must share them out, each exactly once, and none may fail for it."""
-    with FaultServer() as server:
-        handler = ExHTTPHandler(url=server.url_for("/x"), wire_format="json", batch_size=500)
-        errors: List[logging.LogRecord] = []
-        handler.handleError = errors.append  # type: ignore[method-assign]
-        logger.addHandler(handler)
-        for i in range(3000):  # as a finalizer logging in the middle of emit() would
-            handler._set_aside(logger.makeRecord(logger.name, logging.INFO, "f", 1,
-                                                 "aside %d", (i,), None))
-        start = threading.Barrier(8)
-
-        def one() -> None:
-            start.wait()
-            logger.info("moves them on")
-
-        threads = [threading.Thread(target=one) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(10)
-        assert handler.flush(timeout=10)
-        assert errors == []
-        got = [str(r["message"]) for r in server.accepted_records()]
-        assert sorted(m for m in got if m.startswith("aside")) == sorted(
-            f"aside {i}" for i in range(3000)
-        )
-        assert got.count("moves them on") == 8
