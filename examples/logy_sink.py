@@ -1,6 +1,6 @@
 """A small embedded Logy-compatible sink, for demos and hand tests (stdlib only).
 
-It answers like the real Logy 0.1 server (see ``docs/logy-protocol.md``):
+It answers like the real Logy 0.1 server (see ``docs/logy.md``):
 
 - ``POST /sink/<api_key>/<app_name>`` only, one record per request; ``app_name`` is one path
   segment, percent-decoded UTF-8. ``GET`` (or any other method) on a sink path: 405. Any other

@@ -22,6 +22,7 @@ import logging
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -70,10 +71,11 @@ def child_paced(url: str, wire_format: str, count: int) -> None:
     root.setLevel(logging.INFO)
     logger = logging.getLogger(LOGGER_NAME)
     start = time.monotonic()
+    pace = threading.Event()  # never set: its wait() is the pause until the next record is due
     for i in range(count):
         due = start + i / 1000
         while time.monotonic() < due:
-            time.sleep(max(0.0, due - time.monotonic()))
+            pace.wait(max(0.0, due - time.monotonic()))
         logger.info("msg id=%s", i)
 
 
