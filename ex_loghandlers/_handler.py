@@ -222,22 +222,9 @@ class ExHTTPHandler(logging.Handler):
             if self._closed:
                 self._reopen()
             prepared = self._prepared(record)
-            if prepared is not None:  # _enqueue(), inlined: this is every record's path
-                item, size = prepared
-                delivery = self._delivery
-                refused, queued = delivery.buffer.put(item, size, self._block_timeout)
-                if refused:
-                    self._count_refused(size)
-                # Ring only when the buffer stops being empty (the worker may be idle) or a
-                # batch is full: not once per record.
-                if queued == 1 or queued >= self._batch_size:
-                    doorbell = delivery.doorbell
-                    if not doorbell.is_set():
-                        doorbell.set()
-                if delivery.thread is None:
-                    delivery.ensure_started()
-            if self._aside:
-                self._enqueue_aside()
+            if prepared is not None:
+                self._enqueue(*prepared)
+            self._enqueue_aside()
         except Exception:  # a bug of ours: never out of emit()
             self.handleError(record)
         finally:
@@ -310,7 +297,6 @@ class ExHTTPHandler(logging.Handler):
             reentry.active = False
 
     def _enqueue(self, item: Dict[str, Any], size: int) -> None:
-        """What emit() does with a record, for one set aside (emit() has it inlined)."""
         try:
             delivery = self._delivery
             refused, queued = delivery.buffer.put(item, size, self._block_timeout)
