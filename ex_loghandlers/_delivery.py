@@ -29,10 +29,10 @@ from ._quiet import WORKER_THREAD_IDS, quiet_http_libraries
 from ._report import LossReporter
 from ._retry import FAIL, ITEMS, RETRY, SENT, SPLIT, Items, RetryPolicy, ServerHealth
 from ._spool import SpoolError
-from ._spooler import Prepare, Spooler
+from ._spooler import Prepare, Spooler, prepare_each
 from ._stats import SHUTDOWN_DEADLINE, Counters, Stats
 from ._transport import HTTPTransport
-from ._wire import FORM_CONTENT_TYPE, Encoder, Fields, Payload, UnusableFields
+from ._wire import FORM_CONTENT_TYPE, Encoder, Fields, Payload
 
 #: Of the time close() has, the part kept back from the worker for joining it (at most).
 JOIN_GRACE = 0.25
@@ -318,17 +318,11 @@ class Delivery:
         return self._deadline is not None and now >= self._deadline
 
     def _send_batch(self, taken: Taken) -> None:
-        records: List[Fields] = []
-        if taken.prepared:
-            records = list(taken.items)
-        else:
-            for item, seq in zip(taken.items, taken.seqs):
-                try:
-                    records.append(self._prepare(item, seq))
-                except UnusableFields as exc:
-                    self.ledger.failed(str(exc), 1)
-                except BaseException as exc:  # see _one_batch
-                    self.ledger.failed(f"record could not be mapped: {type(exc).__name__}", 1)
+        records: List[Fields] = list(taken.items)
+        if not taken.prepared:
+            records, _, unmappable = prepare_each(self._prepare, taken)
+            for reason, count in unmappable.items():
+                self.ledger.failed(reason, count)
         try:
             pending: Deque[Payload] = deque(self._encode(records))
         except Exception as exc:

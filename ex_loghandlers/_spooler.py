@@ -25,6 +25,26 @@ from ._wire import UnusableFields
 Prepare = Callable[[Any, Optional[int]], Dict[str, Any]]
 
 
+def prepare_each(
+    prepare: Prepare, taken: Taken
+) -> Tuple[List[Dict[str, Any]], List[Optional[int]], Dict[str, int]]:
+    """Map a batch to wire fields: (the fields, their sequence numbers, how many records could
+    not be mapped, by reason). Whatever a user's code raises (``SystemExit`` included) is one
+    record's failure, never the batch's or the thread's."""
+    items: List[Dict[str, Any]] = []
+    seqs: List[Optional[int]] = []
+    unmappable: Dict[str, int] = {}
+    for item, seq in zip(taken.items, taken.seqs):
+        try:
+            items.append(prepare(item, seq))
+            seqs.append(seq)
+        except BaseException as exc:
+            reason = (str(exc) if isinstance(exc, UnusableFields)
+                      else f"record could not be mapped: {type(exc).__name__}")
+            unmappable[reason] = unmappable.get(reason, 0) + 1
+    return items, seqs, unmappable
+
+
 class Spooler:
     def __init__(
         self,
@@ -218,19 +238,7 @@ class Spooler:
 
     def _prepared(self, taken: Taken) -> Tuple[Taken, Dict[str, int]]:
         """The batch as wire fields, and how many could not be mapped, by reason."""
-        items: List[Dict[str, Any]] = []
-        seqs: List[Optional[int]] = []
-        unmappable: Dict[str, int] = {}
-        for item, seq in zip(taken.items, taken.seqs):
-            try:
-                items.append(self._prepare(item, seq))
-                seqs.append(seq)
-            except BaseException as exc:  # a user's code: see Delivery._one_batch
-                if isinstance(exc, UnusableFields):
-                    reason = str(exc)
-                else:
-                    reason = f"record could not be mapped: {type(exc).__name__}"
-                unmappable[reason] = unmappable.get(reason, 0) + 1
+        items, seqs, unmappable = prepare_each(self._prepare, taken)
         return Taken(items, seqs, prepared=True), unmappable
 
     def _count_unmappable(self, unmappable: Dict[str, int]) -> None:
