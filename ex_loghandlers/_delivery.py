@@ -25,7 +25,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 from ._buffer import RecordBuffer, Taken
 from ._clock import Clock
 from ._ledger import Ledger, Source
-from ._quiet import WORKER_THREAD_IDS, quiet_http_libraries
+from ._quiet import quiet_http_libraries, worker_thread
 from ._report import LossReporter
 from ._retry import FAIL, ITEMS, RETRY, SENT, SPLIT, Items, RetryPolicy, ServerHealth
 from ._spool import SpoolError
@@ -235,17 +235,14 @@ class Delivery:
     # -- the worker ------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        ident = threading.get_ident()
-        WORKER_THREAD_IDS.add(ident)
-        self.thread_idents.add(ident)
-        try:
-            while self._one_batch():
-                pass
-        finally:
-            if self._spooler is None:
-                self.ledger.drop_buffered()
-            self.ledger.end_batch()
-            WORKER_THREAD_IDS.discard(ident)
+        with worker_thread(self.thread_idents):
+            try:
+                while self._one_batch():
+                    pass
+            finally:
+                if self._spooler is None:
+                    self.ledger.drop_buffered()
+                self.ledger.end_batch()
 
     def _one_batch(self) -> bool:
         """Take, send and settle one batch; False when the worker should stop.

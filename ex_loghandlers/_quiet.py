@@ -16,10 +16,11 @@ before.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
-from typing import Callable, Set
+from typing import Callable, Iterator, Set
 
 #: Thread ids of every live worker.
 WORKER_THREAD_IDS: Set[int] = set()
@@ -33,8 +34,18 @@ if hasattr(os, "register_at_fork"):
 _CHATTY_LIBRARIES = ("urllib3", "requests", "charset_normalizer")
 
 
-def on_worker_thread() -> bool:
-    return _get_ident() in WORKER_THREAD_IDS
+@contextlib.contextmanager
+def worker_thread(own: Set[int]) -> Iterator[None]:
+    """While the body runs, this thread is a worker: for the HTTP libraries (globally) and for
+    its handler (``own``). Ended threads are forgotten: a new thread may get an old one's id."""
+    ident = _get_ident()
+    WORKER_THREAD_IDS.add(ident)
+    own.add(ident)
+    try:
+        yield
+    finally:
+        WORKER_THREAD_IDS.discard(ident)
+        own.discard(ident)
 
 
 class _NotFromWorkers(logging.Filter):

@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 from ._buffer import RecordBuffer, Taken
 from ._clock import Clock
 from ._ledger import Ledger
-from ._quiet import WORKER_THREAD_IDS
+from ._quiet import worker_thread
 from ._spool import Spool, SpoolError
 from ._stats import SPOOL_FULL
 from ._wire import UnusableFields
@@ -180,17 +180,14 @@ class Spooler:
     # -- the thread ----------------------------------------------------------------------------
 
     def _run(self) -> None:
-        ident = threading.get_ident()
-        WORKER_THREAD_IDS.add(ident)
-        self._thread_idents.add(ident)
-        try:
-            self._open()
-            while not self.failed and not self._stopped:
-                if not self._write_some() and self._stopping:
-                    break
-        finally:
-            WORKER_THREAD_IDS.discard(ident)
-            self._written.set()
+        with worker_thread(self._thread_idents):
+            try:
+                self._open()
+                while not self.failed and not self._stopped:
+                    if not self._write_some() and self._stopping:
+                        break
+            finally:
+                self._written.set()
 
     def _open(self) -> None:
         spool: Optional[Spool] = None
