@@ -9,37 +9,104 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import operator
 import os
+import sys
 import threading
 import warnings
 import weakref
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 from ._buffer import RecordBuffer
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import Config, build_config, checked_method
 from ._delivery import WORKER_THREAD_IDS, Delivery, DeliveryOptions
-from ._mapping import Enrichment, snapshot, to_fields
+from ._mapping import (
+    LARGE_FIELDS,
+    SNAPSHOT_FIELDS,
+    Enrichment,
+    ExceptionCapture,
+    snapshot,
+    to_fields,
+)
 from ._report import LossReporter
 from ._retry import RetryPolicy
 from ._stats import HANDLER_CLOSED, QUEUE_FULL, Counters, Stats
 from ._transport import HTTPTransport, TransportOptions
 from ._wire import encoder_for
 
-#: Estimated bytes a queued record holds beyond its message (its copied attribute dict), and
-#: beyond that for one carrying a traceback (the frames it keeps alive). Measured with
-#: tracemalloc on CPython 3.11; ``max_queue_bytes`` bounds the sum of these estimates.
+#: What a queued record holds beyond the characters of its strings, measured with tracemalloc
+#: on CPython 3.9, 3.11 and 3.13 (``tests/test_reliability.py`` checks both, and the bound
+#: with RSS): the snapshot of a record with only the attributes every record has, as a whole
+#: (its dict, numbers, short names, its place in the buffer); for any other dict, the dict
+#: and each field's share; per frame or exception of an ``ExceptionCapture``, what stands
+#: for it.
+SNAPSHOT_OVERHEAD = 960
 RECORD_OVERHEAD = 512
-TRACEBACK_OVERHEAD = 4096
+FIELD_OVERHEAD = 48
+FRAME_OVERHEAD = 160
+#: A string at least this long is checked for characters that take 2 or 4 bytes each.
+WIDE_TEXT_CHECK = 256
+
+
+def estimated_size(item: Mapping[str, Any], snapshot_of_plain_record: bool = False) -> int:
+    """What a queued record counts against ``max_queue_bytes``: what it keeps alive.
+
+    After ``snapshot()`` a record holds only strings, numbers, an ``args`` tuple of those and
+    an ``ExceptionCapture``, so the sum of their lengths plus an overhead per field bounds it.
+    In the snapshot of a record without extra attributes only ``LARGE_FIELDS`` can be large:
+    only those are looked at (this runs for every record). A user's ``mapLogRecord`` dict is
+    estimated the same way (bytes and tuples by their length, other objects by the overhead).
+    """
+    if snapshot_of_plain_record and len(item) == SNAPSHOT_FIELDS:
+        try:
+            message, msg, args, exc_info, exc_text, stack_info = _large_fields(item)
+        except KeyError:  # a field missing: look at them all
+            pass
+        else:  # written out for the common case: this runs for every record
+            size = SNAPSHOT_OVERHEAD
+            length = len(message)
+            wide = length >= WIDE_TEXT_CHECK and not message.isascii()
+            size += sys.getsizeof(message) if wide else length
+            if type(msg) is str:
+                size += len(msg)
+            if type(args) is tuple:
+                size += FIELD_OVERHEAD * len(args)
+                for arg in args:
+                    if type(arg) is str:
+                        size += len(arg)
+            elif args is not None:
+                size += _value_size(args)
+            if exc_info is not None:
+                size += _value_size(exc_info)
+            if exc_text is not None or stack_info is not None:
+                size += _value_size(exc_text) + _value_size(stack_info)
+            return size
+    size = RECORD_OVERHEAD + FIELD_OVERHEAD * len(item)
+    for value in item.values():
+        size += _value_size(value)
+    return size
+
+
+_large_fields = operator.itemgetter(*LARGE_FIELDS)
+
+
+def _value_size(value: Any) -> int:
+    kind = type(value)
+    if kind is str:
+        length = len(value)
+        return length if length < WIDE_TEXT_CHECK or value.isascii() else sys.getsizeof(value)
+    if kind is tuple:
+        return FIELD_OVERHEAD * len(value) + sum(
+            len(part) for part in value if type(part) is str or type(part) is bytes
+        )
+    if kind is ExceptionCapture:
+        return int(value.text_length + FRAME_OVERHEAD * value.frame_count)
+    return len(value) if kind is bytes else 0
+
 
 _get_ident = threading.get_ident
-
-
-def estimated_size(message: object, with_traceback: bool) -> int:
-    """What a queued record counts against ``max_queue_bytes``."""
-    size = RECORD_OVERHEAD + (len(message) if isinstance(message, str) else 0)
-    return size + TRACEBACK_OVERHEAD if with_traceback else size
 
 
 class ExHTTPHandler(logging.Handler):
@@ -169,13 +236,8 @@ class ExHTTPHandler(logging.Handler):
         """Queue the record for the worker. Never raises, never does I/O, never waits."""
         try:
             item: Dict[str, Any]
-            if self._user_mapping:
-                item = self.mapLogRecord(record)
-                message = item.get("message")
-            else:
-                item = snapshot(record)
-                message = item["message"]
-            size = estimated_size(message, bool(record.exc_info))
+            item = self.mapLogRecord(record) if self._user_mapping else snapshot(record)
+            size = estimated_size(item, snapshot_of_plain_record=not self._user_mapping)
             delivery = self._delivery
             dropped, queued = delivery.buffer.put(item, size, self._block_timeout)
             if dropped:
@@ -314,7 +376,7 @@ class ExHTTPHandler(logging.Handler):
             "ex_loghandlers", logging.WARNING, __file__, 0, text, None, None, "deliver"
         )
         item = self.mapLogRecord(record) if self._user_mapping else snapshot(record)
-        return item, estimated_size(text, with_traceback=False)
+        return item, estimated_size(item)
 
     def _after_fork_in_child(self) -> None:
         """The child starts empty: the parent's queued records are the parent's to send.
