@@ -78,7 +78,9 @@ def estimated_size(item: Mapping[str, Any], snapshot_of_plain_record: bool = Fal
                         size += len(arg)
             elif args is not None:
                 size += _value_size(args)
-            if exc_info is not None:
+            if type(exc_info) is ExceptionCapture:
+                size += exc_info[4] + FRAME_OVERHEAD * exc_info[5]  # text_length, frame_count
+            elif exc_info is not None:
                 size += _value_size(exc_info)
             if exc_text is not None or stack_info is not None:
                 size += _value_size(exc_text) + _value_size(stack_info)

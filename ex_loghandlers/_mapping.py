@@ -207,8 +207,9 @@ class ExceptionCapture(NamedTuple):
     """
 
     #: ``str(record.exc_info)`` (the field the stdlib ``HTTPHandler`` sends), or its parts: the
-    #: type, the exception's ``repr()`` and the traceback's ``id()`` (cheaper on the caller).
-    exc_info: Union[str, Tuple[type, str, Optional[int]]]
+    #: type, the exception's ``repr()`` (or its ``args``, where ``repr()`` is made of them) and
+    #: the traceback's ``id()``: cheaper on the caller.
+    exc_info: Union[str, Tuple[type, Any, Optional[int]]]
     type_name: str  #: ``qualified_name`` of the exception's type
     message: str  #: ``str()`` of the exception
     tree: Union[Node, str]
@@ -278,12 +279,14 @@ def capture_exception(exc_info: Tuple[Any, BaseException, Any]) -> ExceptionCapt
     Never raises. This runs for every ``logger.exception()``: it is written for speed.
     """
     exc_type, exc, tb = exc_info
-    exc_info_text: Union[str, Tuple[type, str, Optional[int]]]
+    exc_info_text: Union[str, Tuple[type, Any, Optional[int]]]
     if isinstance(exc_type, type) and (tb is None or type(tb) is TracebackType):
-        try:
-            exc_repr = repr(exc)
-        except Exception:
-            exc_repr = safe_repr(exc)
+        exc_repr: Any = _deferred_repr(exc) if exc_type is type(exc) else None
+        if exc_repr is None:
+            try:
+                exc_repr = repr(exc)
+            except Exception:
+                exc_repr = safe_repr(exc)
         exc_info_text = (exc_type, exc_repr, None if tb is None else id(tb))
     else:
         exc_repr = exc_info_text = safe_str(exc_info)
@@ -320,8 +323,23 @@ def capture_exception(exc_info: Tuple[Any, BaseException, Any]) -> ExceptionCapt
         text_length, frame_count = len(tree), 0
     return tuple.__new__(ExceptionCapture, (
         exc_info_text, type_name, message, tree,
-        text_length + len(exc_repr) + len(message), frame_count,
+        text_length + len(message) * 3, frame_count,  # message, repr() or args, str()
     ))
+
+
+def _deferred_repr(exc: BaseException) -> Optional[Tuple[Any, ...]]:
+    """The exception's ``args``, if ``repr()`` is ``BaseException``'s and they are immutable:
+    the worker writes the ``repr()`` (``exc_info_text``) that would be written now."""
+    if type(exc).__repr__ is not _BASE_REPR:
+        return None
+    args = exc.args
+    for arg in args:
+        if type(arg) not in _NATIVE:
+            return None
+    return args
+
+
+_BASE_REPR = BaseException.__repr__
 
 
 _SYS_DICT = sys.__dict__
@@ -539,6 +557,9 @@ def exc_info_text(capture: ExceptionCapture) -> str:
     if isinstance(capture.exc_info, str):
         return capture.exc_info
     exc_type, exc_repr, tb_id = capture.exc_info
+    if type(exc_repr) is tuple:  # BaseException.__repr__, as C writes it
+        name = exc_type.__name__
+        exc_repr = f"{name}({exc_repr[0]!r})" if len(exc_repr) == 1 else f"{name}{exc_repr!r}"
     tb_text = "None" if tb_id is None else f"<traceback object at {tb_id:#x}>"
     return f"({safe_repr(exc_type)}, {exc_repr}, {tb_text})"
 
@@ -553,21 +574,34 @@ def traceback_text(capture: ExceptionCapture) -> str:
     if isinstance(tree, str):
         return tree
     _traceback_style()  # empties the cache if traceback was patched since
-    cached = _FORMATTED.get(tree)
-    if cached is not None:
-        return cached
-    try:
-        text = _formatted(tree)
-    except Exception as error:  # say what it was all the same
-        return (
-            f"{capture.type_name}: {capture.message} <traceback unavailable:"
-            f" {type(error).__name__}: {safe_str(error)}>"
-        )
-    if len(text) <= _MAX_CACHED_TEXT:
-        if len(_FORMATTED) >= _MAX_CACHED:
-            _FORMATTED.clear()
-        _FORMATTED[tree] = text
+    message = tree[_TEXT]
+    templated = tree[_KIND] == _PLAIN and message and _PLACEHOLDER not in message
+    if templated:
+        # The same exception from the same place often differs only in its message (an id,
+        # a value): its text is formatted once with a placeholder, which the message then
+        # takes. Its message line is the last but for its notes: the last placeholder.
+        tree = (*tree[:_TEXT], _PLACEHOLDER, *tree[_TEXT + 1 :])
+    text = _FORMATTED.get(tree)
+    if text is None:
+        try:
+            text = _formatted(tree)
+        except Exception as error:  # say what it was all the same
+            return (
+                f"{capture.type_name}: {capture.message} <traceback unavailable:"
+                f" {type(error).__name__}: {safe_str(error)}>"
+            )
+        if len(text) <= _MAX_CACHED_TEXT:
+            if len(_FORMATTED) >= _MAX_CACHED:
+                _FORMATTED.clear()
+            _FORMATTED[tree] = text
+    if templated:
+        head, _, tail = text.rpartition(_PLACEHOLDER)
+        text = head + message + tail
     return text
+
+
+#: Stands for a message in a formatted text: NUL cannot occur in source lines.
+_PLACEHOLDER = "\x00ex_loghandlers: message\x00"
 
 
 #: Formatted tracebacks by captured exception, which holds all the text depends on but the
