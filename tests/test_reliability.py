@@ -517,6 +517,14 @@ def test_the_size_estimate_covers_what_a_queued_record_keeps(shape: str) -> None
     assert held <= estimated <= 2 * held + 1000 * count, (shape, held / count, estimated / count)
 
 
+def test_the_size_estimate_of_a_users_mapping_counts_its_texts() -> None:
+    fields = {"message": "m" * 50_000, "raw": b"b" * 10_000, "pair": ("t" * 5_000, 1), "n": 1}
+    size = estimated_size(fields)
+    assert size >= 65_000
+    wide = estimated_size({"message": "\u4e2d" * 10_000})
+    assert wide >= 20_000  # two bytes a character
+
+
 # -- what the review of the worker found ----------------------------------------------------------
 
 
