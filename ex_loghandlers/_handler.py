@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import operator
 import os
 import sys
 import threading
 import warnings
 from collections import deque
-from typing import Any, Deque, Dict, Optional, Tuple, Type, TypeVar, Union
+from typing import Any, Deque, Dict, Mapping, Optional, Tuple, Type, TypeVar, Union
 
 from ._buffer import RecordBuffer
 from ._clock import SYSTEM_CLOCK, Clock
@@ -29,31 +30,98 @@ from ._config import (
 from ._delivery import Delivery, DeliveryOptions
 from ._env import DEFAULT_ENV_PREFIX, handler_from_env
 from ._lifecycle import register as register_live_handler
-from ._mapping import Enrichment, snapshot, to_fields
+from ._mapping import (
+    LARGE_FIELDS,
+    SNAPSHOT_FIELDS,
+    Enrichment,
+    ExceptionCapture,
+    snapshot,
+    to_fields,
+)
 from ._report import LossReporter
 from ._retry import RetryPolicy
 from ._sizing import limited
 from ._stats import HANDLER_CLOSED, QUEUE_FULL, Counters, Stats
 from ._transport import HTTPTransport, TransportOptions
-from ._wire import encoder_for, fields_of, mapped_message
+from ._wire import encoder_for, fields_of
 
 #: Wire formats with fields of their own for an exception's type and message.
 EXCEPTION_DETAIL_FORMATS = frozenset({"otlp", "loki", "elasticsearch"})
 
-#: Estimated bytes a queued record holds beyond its message (its copied attribute dict), and
-#: beyond that for one carrying a traceback (the frames it keeps alive). Measured with
-#: tracemalloc on CPython 3.11; ``max_queue_bytes`` bounds the sum of these estimates.
+#: What a queued record holds beyond the characters of its strings, measured with tracemalloc
+#: on CPython 3.9, 3.11 and 3.13 (``tests/test_reliability.py`` checks both, and the bound
+#: with RSS): the snapshot of a record with only the attributes every record has, as a whole
+#: (its dict, numbers, short names, its place in the buffer); for any other dict, the dict
+#: and each field's share; per frame or exception of an ``ExceptionCapture``, what stands
+#: for it.
+SNAPSHOT_OVERHEAD = 960
 RECORD_OVERHEAD = 512
-TRACEBACK_OVERHEAD = 4096
+FIELD_OVERHEAD = 48
+FRAME_OVERHEAD = 160
+#: A string at least this long is checked for characters that take 2 or 4 bytes each.
+WIDE_TEXT_CHECK = 256
+
+
+def estimated_size(item: Mapping[str, Any], snapshot_of_plain_record: bool = False) -> int:
+    """What a queued record counts against ``max_queue_bytes``: what it keeps alive.
+
+    After ``snapshot()`` a record holds only strings, numbers, an ``args`` tuple of those and
+    an ``ExceptionCapture``, so the sum of their lengths plus an overhead per field bounds it.
+    In the snapshot of a record without extra attributes only ``LARGE_FIELDS`` can be large:
+    only those are looked at (this runs for every record). A user's ``mapLogRecord`` dict is
+    estimated the same way (bytes and tuples by their length, other objects by the overhead).
+    """
+    if snapshot_of_plain_record and len(item) == SNAPSHOT_FIELDS:
+        try:
+            message, msg, args, exc_info, exc_text, stack_info = _large_fields(item)
+        except KeyError:  # a field missing: look at them all
+            pass
+        else:  # written out for the common case: this runs for every record
+            size = SNAPSHOT_OVERHEAD
+            length = len(message)
+            wide = length >= WIDE_TEXT_CHECK and not message.isascii()
+            size += sys.getsizeof(message) if wide else length
+            if type(msg) is str:
+                size += len(msg)
+            if type(args) is tuple:
+                size += FIELD_OVERHEAD * len(args)
+                for arg in args:
+                    if type(arg) is str:
+                        size += len(arg)
+            elif args is not None:
+                size += _value_size(args)
+            if type(exc_info) is ExceptionCapture:
+                size += exc_info[4] + FRAME_OVERHEAD * exc_info[5]  # text_length, frame_count
+            elif exc_info is not None:
+                size += _value_size(exc_info)
+            if exc_text is not None or stack_info is not None:
+                size += _value_size(exc_text) + _value_size(stack_info)
+            return size
+    size = RECORD_OVERHEAD + FIELD_OVERHEAD * len(item)
+    for value in item.values():
+        size += _value_size(value)
+    return size
+
+
+_large_fields = operator.itemgetter(*LARGE_FIELDS)
+
+
+def _value_size(value: Any) -> int:
+    kind = type(value)
+    if kind is str:
+        length = len(value)
+        return length if length < WIDE_TEXT_CHECK or value.isascii() else sys.getsizeof(value)
+    if kind is tuple:
+        return FIELD_OVERHEAD * len(value) + sum(
+            len(part) for part in value if type(part) is str or type(part) is bytes
+        )
+    if kind is ExceptionCapture:
+        return int(value.text_length + FRAME_OVERHEAD * value.frame_count)
+    return len(value) if kind is bytes else 0
+
 
 _get_ident = threading.get_ident
 _Handler = TypeVar("_Handler", bound="ExHTTPHandler")
-
-
-def estimated_size(message: object, with_traceback: bool) -> int:
-    """What a queued record counts against ``max_queue_bytes``."""
-    size = RECORD_OVERHEAD + (len(message) if isinstance(message, str) else 0)
-    return size + TRACEBACK_OVERHEAD if with_traceback else size
 
 
 class ExHTTPHandler(logging.Handler):
@@ -260,11 +328,12 @@ class ExHTTPHandler(logging.Handler):
             item: Any
             if self._user_mapping:
                 item = self.mapLogRecord(record)  # a mapping, or (key, value) pairs
-                message = mapped_message(item)
-            else:
-                item = snapshot(record)
-                message = item["message"]
-            return item, estimated_size(message, bool(record.exc_info))
+                try:
+                    return item, estimated_size(fields_of(item))
+                except Exception:  # not fields: the worker counts it failed, saying what it was
+                    return item, RECORD_OVERHEAD
+            item = snapshot(record)
+            return item, estimated_size(item, snapshot_of_plain_record=True)
         except RecursionError:
             raise
         except Exception as exc:
@@ -453,7 +522,7 @@ class ExHTTPHandler(logging.Handler):
             "ex_loghandlers", logging.WARNING, __file__, 0, text, None, None, "deliver"
         )
         item = self.mapLogRecord(record) if self._user_mapping else snapshot(record)
-        return item, estimated_size(text, with_traceback=False)
+        return item, estimated_size(item)
 
     def _after_fork_in_child(self) -> None:
         """The child starts empty: the parent's queued records are the parent's to send.

@@ -124,20 +124,6 @@ def _is_pair(item: object) -> bool:
     return isinstance(item, (tuple, list)) and len(item) == 2
 
 
-def mapped_message(mapped: object) -> object:
-    """The ``message`` a user's mapping holds (to size it in the queue), or None. Never raises."""
-    try:
-        if isinstance(mapped, dict):
-            return mapped.get("message")
-        if isinstance(mapped, (list, tuple)):
-            for item in mapped:
-                if _is_pair(item) and item[0] == "message":
-                    return item[1]
-    except Exception:
-        pass
-    return None
-
-
 # -- requests -------------------------------------------------------------------------------------
 
 

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import builtins
+import enum
+import functools
+import gc
+import importlib.util
 import logging
 import sys
-from typing import Any, Dict
+import threading
+import traceback
+import weakref
+from types import ModuleType
+from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
+from faultserver import FaultServer
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
+from ex_loghandlers import ExHTTPHandler
 from ex_loghandlers._mapping import (
     Enrichment,
     format_traceback,
@@ -190,3 +203,464 @@ def test_tracebacks_leave_out_the_position_markers() -> None:
     text = format_traceback(_raise_at(1, "x"))
     assert text is not None and "^^^" not in text
     assert 'raise ValueError(message) from cause' in text
+
+
+# -- values are what they were at the call -----------------------------------------------------
+
+
+class Named:
+    """An object whose text changes after the call, and which tells the thread that read it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.read_on: List[str] = []
+
+    def __str__(self) -> str:
+        self.read_on.append(threading.current_thread().name)
+        return f"user {self.name}"
+
+
+def test_values_are_taken_as_they_were_at_the_call() -> None:
+    cart, user = ["apple"], Named("alice")
+    snap = snapshot(make_record(cart=cart, user=user, nested={"k": cart}))
+    cart.append("TV")
+    user.name = "bob"
+    fields = to_fields(snap, ENRICH)
+    assert (fields["cart"], fields["user"], fields["nested"]) == (
+        "['apple']", "user alice", "{'k': ['apple']}"
+    )
+    assert user.read_on == [threading.current_thread().name]
+
+
+def test_a_users_str_runs_on_the_logging_thread_at_the_call(logger: logging.Logger) -> None:
+    with FaultServer() as server:
+        handler = ExHTTPHandler(url=server.url_for("/sink/TEST/app"), wire_format="json",
+                                flush_interval=3600)  # nothing is sent before flush()
+        logger.addHandler(handler)
+        cart, user = ["apple"], Named("alice")
+        logger.info("checkout", extra={"cart": cart, "user": user})
+        cart.append("TV")
+        user.name = "bob"
+        assert handler.flush(timeout=10)
+        (record,) = server.accepted_records()
+    assert (record["cart"], record["user"]) == ("['apple']", "user alice")
+    assert user.read_on == [threading.current_thread().name]
+
+
+class Level(enum.IntEnum):
+    LOUD = 60
+
+
+class Shout(str):
+    def __str__(self) -> str:
+        return "SHOUT"
+
+
+def test_only_exact_primitives_are_kept_and_the_rest_is_text_at_the_call() -> None:
+    text, big, ratio = "kept", 10**30, 0.1
+    record = make_record(
+        "value %s %s %s", ("a", 1, None), text=text, big=big, ratio=ratio, flag=False,
+        nothing=None, raw=b"\x00\xff", pair=(1, [2]), level=Level.LOUD, shout=Shout("x"),
+    )
+    snap = snapshot(record)
+    assert snap["text"] is text and snap["big"] is big and snap["ratio"] is ratio
+    assert snap["flag"] is False and snap["nothing"] is None
+    assert snap["args"] is record.args  # immutable all through: written out on the worker
+    assert snap["raw"] == "b'\\x00\\xff'" and snap["pair"] == "(1, [2])"
+    assert snap["level"] == str(Level.LOUD) and snap["shout"] == "SHOUT"
+    kept = {type(value) for key, value in snap.items() if key != "args"}
+    assert kept <= {str, int, float, bool, type(None)}
+    # As the stdlib HTTPHandler sends them: it str()s every value.
+    assert to_fields(snap, ENRICH)["args"] == "('a', 1, None)"
+    assert record.args == ("a", 1, None) and record.raw == b"\x00\xff"  # the record untouched
+
+
+@pytest.mark.parametrize("extra", [{}, {"x_request": "id-1"}])  # with and without extras
+def test_args_holding_objects_are_text_at_the_call(extra: Dict[str, Any]) -> None:
+    items = ["apple"]
+    for args in ((items,), ({"items": items},), (Named("alice"),), (("nested", items),)):
+        record = make_record("%s", args, **extra)
+        if isinstance(args[0], dict):
+            record.args = args[0]  # logging unwraps a lone mapping: "%(items)s" style
+        snap = snapshot(record)
+        expected = str(record.args)
+        items.append("TV")
+        assert snap["args"] == expected and to_fields(snap, ENRICH)["args"] == expected
+        items.pop()
+
+
+def test_an_object_as_msg_is_text_at_the_call() -> None:
+    user = Named("alice")
+    snap = snapshot(make_record(user, None))
+    user.name = "bob"
+    assert (snap["msg"], snap["message"]) == ("user alice", "user alice")
+
+
+# -- tracebacks: captured on the caller, formatted as traceback does -----------------------------
+
+TWIN_SOURCE = (
+    "def call(depth, thrower):\n"
+    "    if depth:\n"
+    "        return call(depth - 1, thrower)\n"
+    "    return thrower()\n"
+)
+
+
+@pytest.fixture(scope="module")
+def twins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[List[ModuleType]]:
+    """Two modules in two files with the very same code (their code objects compare equal)."""
+    folder = tmp_path_factory.mktemp("twins")
+    modules = []
+    for name in ("twin_a", "twin_b"):
+        path = folder / f"{name}.py"
+        path.write_text(TWIN_SOURCE)
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        modules.append(module)
+    assert modules[0].call.__code__ == modules[1].call.__code__
+    yield modules
+
+
+def _throw(exc: BaseException) -> None:
+    raise exc
+
+
+def raised(exc: BaseException, via: Optional[ModuleType] = None, depth: int = 0) -> BaseException:
+    """``exc`` with a traceback: raised ``depth`` calls deep in module ``via`` (or here)."""
+    try:
+        if via is None:
+            _throw(exc)
+        else:
+            via.call(depth, functools.partial(_throw, exc))
+    except BaseException as caught:  # KeyboardInterrupt too: the tests raise it on purpose
+        assert caught is exc
+    return exc
+
+
+def expected_text(exc: BaseException, tb: Any) -> str:
+    """``traceback.format_exception`` of the live exception, without the 3.11+ position markers:
+    the report it makes (compact from 3.10), with the column positions cleared."""
+    compact: Dict[str, Any] = {"compact": True} if sys.version_info >= (3, 10) else {}
+    report = traceback.TracebackException(type(exc), exc, tb, **compact)
+    pending = [report]
+    while pending:
+        current = pending.pop()
+        for frame in current.stack:
+            if getattr(frame, "colno", None) is not None:
+                frame.colno = None  # type: ignore[attr-defined,unused-ignore]
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+        pending.extend(getattr(current, "exceptions", None) or ())
+    text = "".join(report.format()).rstrip("\n")
+    if sys.version_info < (3, 11):  # no markers to leave out: exactly format_exception's text
+        assert text == "".join(traceback.format_exception(type(exc), exc, tb)).rstrip("\n")
+    return text
+
+
+def text_of(exc: BaseException) -> Optional[str]:
+    return format_traceback((type(exc), exc, exc.__traceback__))
+
+
+def test_identical_code_in_two_files_keeps_each_files_name(twins: List[ModuleType]) -> None:
+    errors = [raised(ValueError("same"), twin, depth=1) for twin in twins]
+    texts = [text_of(exc) for exc in errors]
+    assert texts == [expected_text(exc, exc.__traceback__) for exc in errors]
+    for twin, text in zip(twins, texts):
+        assert text is not None and text.count(f'File "{twin.__file__}"') == 2
+
+
+def test_syntax_errors_from_different_sources_keep_their_own_text() -> None:
+    errors = []
+    for source in ("total = 1 +", "price * = 2", "total = 1 +"):
+        try:
+            compile(source, "<formula>", "exec")
+        except SyntaxError as exc:
+            errors.append(exc)
+    texts = [text_of(exc) for exc in errors]
+    assert texts == [expected_text(exc, exc.__traceback__) for exc in errors]
+    assert "total = 1 +" in str(texts[0]) and "price * = 2" in str(texts[1])
+
+
+class Custom(Exception):
+    pass
+
+
+class Outer:
+    class Inner(Exception):
+        pass
+
+
+class StrFails(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
+class Falsy(Exception):
+    """``TracebackException`` follows the links of an exception only if it is true."""
+
+    def __bool__(self) -> bool:
+        return False
+
+
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+#: The explain phase traces every line of a failing example: minutes with these tracebacks.
+PHASES_WITHOUT_EXPLAIN = [p for p in Phase if p.name != "explain"]
+EXCEPTION_TYPES = [ValueError, KeyError, Custom, Outer.Inner, StrFails, Falsy, KeyboardInterrupt]
+MESSAGES = st.sampled_from(["", "same", "other", "two\nlines", "ünïcode ✓"])
+BROKEN_SOURCES = ["total = 1 +", "price * = 2", "x = (1,\n  2", "def f(:\n  pass", "\tif x\n"]
+ODD_NOTES: List[Any] = ["a str is a sequence", b"bytes", 42, [Unprintable(), "ok"], Unprintable()]
+
+
+def group_class() -> Any:
+    """The exception group class ``traceback`` formats as a group here, if any: the builtin
+    one, or on Python < 3.11 the ``exceptiongroup`` backport's once it has patched ``traceback``."""
+    builtin = getattr(builtins, "BaseExceptionGroup", None)
+    if builtin is not None:
+        return builtin
+    if traceback.TracebackException.__init__.__module__ == "exceptiongroup._formatting":
+        return sys.modules["exceptiongroup"].BaseExceptionGroup
+    return None
+
+
+#: Below 3.11 pytest imports ``exceptiongroup``, which patches ``traceback`` (so do anyio and
+#: trio in applications): where it has, the tests run with both.
+TRACEBACK_PATCHED = traceback.TracebackException.__init__.__module__ != "traceback"
+
+
+@pytest.fixture(params=["as imported", *(["as in the stdlib"] if TRACEBACK_PATCHED else [])])
+def traceback_module(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``traceback`` as it is here, or the stdlib's own (from a fresh copy of the module)."""
+    if request.param == "as in the stdlib":
+        spec = importlib.util.spec_from_file_location("fresh_traceback", traceback.__file__)
+        assert spec is not None and spec.loader is not None
+        fresh = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(fresh)
+        for name in ("__init__", "format", "format_exception_only"):
+            monkeypatch.setattr(traceback.TracebackException, name,
+                                getattr(fresh.TracebackException, name))
+    return str(request.param)
+
+
+def draw_exception(data: st.DataObject, twins: List[ModuleType], made: List[BaseException],
+                   ) -> BaseException:
+    kinds = ["plain", "plain", "compiled", "syntax"]
+    group = group_class()
+    if group is not None and made:
+        kinds.append("group")
+    kind = data.draw(st.sampled_from(kinds))
+    exc: BaseException
+    if kind == "compiled":
+        source = data.draw(st.sampled_from(BROKEN_SOURCES))
+        try:
+            compile(source, data.draw(st.sampled_from(["<formula>", "a.py", "b.py"])), "exec")
+        except SyntaxError as error:
+            exc = error.with_traceback(None)
+    elif kind == "syntax":
+        details = [
+            data.draw(st.sampled_from([None, "<formula>", "x.py"])),
+            data.draw(st.sampled_from([None, 1, 3])),
+            data.draw(st.sampled_from([None, -1, 0, 1, 3, 5, 30])),
+            data.draw(st.sampled_from([None, "", "  abc def\n", "x = (1,\n", "\tif x"])),
+        ]
+        if sys.version_info >= (3, 10):
+            details.append(data.draw(st.sampled_from([None, 1, 3])))
+            details.append(data.draw(st.sampled_from([None, -1, 0, 2, 6])))
+        exc = SyntaxError(data.draw(MESSAGES), tuple(details))
+    elif kind == "group":
+        members = data.draw(st.lists(st.sampled_from(made), min_size=1, max_size=3))
+        exc = group(data.draw(MESSAGES), members)
+    else:
+        exc = data.draw(st.sampled_from(EXCEPTION_TYPES))(data.draw(MESSAGES))
+    notes = data.draw(st.sampled_from(["none", "added", "odd"]))
+    if notes == "added":
+        exc.__notes__ = data.draw(st.lists(MESSAGES, min_size=1, max_size=2))  # type: ignore[attr-defined]
+    elif notes == "odd":
+        exc.__notes__ = data.draw(st.sampled_from(ODD_NOTES))  # type: ignore[attr-defined]
+    where = data.draw(st.sampled_from(["nowhere", "here", "a", "b"]))
+    if where == "here":
+        raised(exc)
+    elif where != "nowhere":
+        raised(exc, twins[where == "b"], data.draw(st.integers(0, 2)))
+    return exc
+
+
+@settings(max_examples=300, deadline=None, phases=PHASES_WITHOUT_EXPLAIN,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_captured_tracebacks_are_the_text_traceback_gives(
+    twins: List[ModuleType], traceback_module: str, data: st.DataObject
+) -> None:
+    """Chains (with cycles and shared links), SyntaxErrors, notes and groups, from the same
+    code in two files; each formatted twice (the second time from the cache), and each cache
+    entry met again by the exceptions of later examples."""
+    made: List[BaseException] = []
+    for _ in range(data.draw(st.integers(1, 4))):
+        made.append(draw_exception(data, twins, made))
+    for exc in made:
+        if data.draw(st.booleans()):
+            exc.__cause__ = data.draw(st.sampled_from([None, *made]))
+        if data.draw(st.booleans()):
+            exc.__context__ = data.draw(st.sampled_from([None, *made]))
+        exc.__suppress_context__ = data.draw(st.booleans())
+    for exc in made:
+        expected = expected_text(exc, exc.__traceback__)
+        assert text_of(exc) == expected
+        assert text_of(exc) == expected
+
+
+def test_wide_and_deep_exception_groups_are_cut_as_traceback_cuts_them(
+    traceback_module: str,
+) -> None:
+    group = group_class()
+    if group is None:
+        pytest.skip("no exception groups for traceback here")
+    wide = raised(group("wide", [raised(KeyError(i)) for i in range(17)]))
+    deep: BaseException = raised(ValueError("bottom"))
+    for level in range(12):
+        deep = raised(group(f"level {level}", [deep, raised(Custom(level))]))
+    for exc in (wide, deep):
+        assert text_of(exc) == expected_text(exc, exc.__traceback__)
+    assert "and 2 more exceptions" in str(text_of(wide))
+    assert "max_group_depth is 10" in str(text_of(deep))
+
+
+def _misspelled_name() -> None:
+    spelled_right = 1
+    print(spelled_rigth)  # type: ignore[name-defined]  # noqa: F821
+    del spelled_right
+
+
+def _unbound_local() -> None:
+    gone = 1
+    del gone
+    print(gone)  # type: ignore[misc]  # noqa: F821
+
+
+class HasAttribute:
+    attribute = 1
+
+    def method(self) -> None:
+        print(attribute)  # type: ignore[name-defined]  # noqa: F821
+
+
+def test_did_you_mean_suggestions_are_kept_where_traceback_makes_them(
+    traceback_module: str,
+) -> None:
+    """Worked out on the worker from the names captured at the call where traceback picks in
+    Python (3.12, the exceptiongroup backport), on the caller where it is fast (3.13)."""
+    failing = [
+        _misspelled_name, _unbound_local, HasAttribute().method,
+        lambda: HasAttribute().atribute,  # type: ignore[attr-defined]
+        lambda: exec("print(json)", {}),  # a module's name: "forgot to import" it?
+    ]
+    errors: List[BaseException] = []
+    for fail in failing:
+        try:
+            fail()
+        except (NameError, AttributeError) as exc:
+            errors.append(exc)
+    assert len(errors) == len(failing)
+    for exc in errors:
+        assert text_of(exc) == expected_text(exc, exc.__traceback__)
+    if sys.version_info >= (3, 12):
+        assert "Did you mean: 'spelled_right'?" in str(text_of(errors[0]))
+        assert "Did you mean: 'self.attribute'?" in str(text_of(errors[2]))
+        assert "Did you mean: 'attribute'?" in str(text_of(errors[3]))
+        assert "Did you forget to import 'json'" in str(text_of(errors[4]))
+    fields = to_fields(snapshot(make_record(exc_info=(type(errors[0]), errors[0], None))),
+                       ENRICH, exception_details=True)
+    assert fields["_ex_exc_message"] == str(errors[0])  # the message itself, as it was
+
+
+def test_sys_tracebacklimit_is_honoured(monkeypatch: pytest.MonkeyPatch, twins: List[ModuleType],
+                                        ) -> None:
+    exc = raised(ValueError("deep"), twins[0], depth=5)
+    for limit in (0, 2, -1):
+        monkeypatch.setattr(sys, "tracebacklimit", limit, raising=False)
+        assert text_of(exc) == expected_text(exc, exc.__traceback__)
+
+
+def test_a_chain_too_long_to_capture_still_says_what_the_exception_was() -> None:
+    head = Custom("head")
+    node: BaseException = head
+    for i in range(2000):
+        linked = ValueError(f"link {i}")
+        node.__context__ = linked
+        node = linked
+    text = text_of(head)
+    assert text is not None and text.startswith(f"{__name__}.Custom: head")
+    assert "traceback unavailable" in text
+
+
+class Payload:
+    """A large local in the frame that raises: it must not outlive the call."""
+
+
+def _fail_holding(payload: Payload) -> None:
+    held = payload
+    raise ValueError(f"failed holding a {type(held).__name__}")
+
+
+def test_a_snapshot_keeps_no_frame_alive() -> None:
+    payload = Payload()
+    alive = weakref.ref(payload)
+    try:
+        _fail_holding(payload)
+    except ValueError:
+        record = make_record(exc_info=sys.exc_info())
+    snap = snapshot(record)
+    del record, payload
+    gc.collect()
+    assert alive() is None
+    text = to_fields(snap, ENRICH)["_ex_traceback"]
+    assert 'raise ValueError(f"failed holding a {type(held).__name__}")' in text
+    assert text.endswith("ValueError: failed holding a Payload")
+
+
+def test_a_queued_exception_record_keeps_no_frame_alive(logger: logging.Logger) -> None:
+    with FaultServer() as server:
+        handler = ExHTTPHandler(url=server.url_for("/sink/TEST/app"), wire_format="json",
+                                flush_interval=3600)  # nothing is sent before flush()
+        logger.handlers[:] = [handler]  # pytest's capturing handlers keep every record
+        payload = Payload()
+        alive = weakref.ref(payload)
+        try:
+            _fail_holding(payload)
+        except ValueError:
+            logger.exception("it failed")
+        del payload
+        gc.collect()
+        assert handler.stats.queued == 1
+        assert alive() is None
+        assert handler.flush(timeout=10)
+        (record,) = server.accepted_records()
+    assert "in _fail_holding" in record["_ex_traceback"]
+    assert record["_ex_traceback"].endswith("ValueError: failed holding a Payload")
+
+
+def test_exc_info_is_sent_as_the_stdlib_sends_it() -> None:
+    exc = raised(ValueError("as sent"))
+    exc_info = (type(exc), exc, exc.__traceback__)
+    fields = to_fields(snapshot(make_record(exc_info=exc_info)), ENRICH)
+    assert fields["exc_info"] == str(exc_info)
+    unraised = ValueError("never raised")
+    fields = to_fields(snapshot(make_record(exc_info=(ValueError, unraised, None))), ENRICH)
+    assert fields["exc_info"] == str((ValueError, unraised, None))
+    assert fields["_ex_traceback"] == "ValueError: never raised"
+
+
+def test_notes_changed_after_the_call_are_sent_as_they_were() -> None:
+    exc = raised(ValueError("noted"))
+    notes = exc.__notes__ = ["at the call"]  # type: ignore[attr-defined]
+    expected = expected_text(exc, exc.__traceback__)
+    snap = snapshot(make_record(exc_info=(type(exc), exc, exc.__traceback__)))
+    notes.append("later")
+    assert to_fields(snap, ENRICH)["_ex_traceback"] == expected

@@ -13,9 +13,10 @@ import sys
 import textwrap
 import threading
 import time
+import tracemalloc
 import weakref
 from contextlib import redirect_stderr
-from typing import Any, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
 from fakeclock import FakeClock
@@ -24,6 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ex_loghandlers import ExHTTPHandler
+from ex_loghandlers._buffer import RecordBuffer
+from ex_loghandlers._handler import estimated_size
+from ex_loghandlers._mapping import snapshot
 from ex_loghandlers._report import LossReporter
 from ex_loghandlers._stats import Counters
 
@@ -293,8 +297,9 @@ def test_eight_threads_lose_nothing_duplicate_nothing_and_keep_their_order(
     logger: logging.Logger,
 ) -> None:
     with FaultServer() as server:
+        # 80,000 records may all be queued at once: room for them (threads, not memory, here).
         handler = ExHTTPHandler(url=server.url_for("/sink/TEST/app"), wire_format="ndjson",
-                                batch_size=1000)
+                                batch_size=1000, max_queue_bytes=1 << 30)
         logger.addHandler(handler)
         start = threading.Barrier(8)
 
@@ -401,6 +406,133 @@ def test_memory_stays_bounded_while_the_server_is_down(tmp_path: Any) -> None:
     assert figures["dropped"] > 150_000  # the bound held: most records were refused, counted
     assert figures["growth_mb"] <= 8 + 10, figures
     assert "records dropped (queue full)" in result.stderr
+
+
+LARGE_RECORDS_SCRIPT = """
+import gc, json, logging, socket, sys
+import requests  # loaded before the baseline: its import is not the handler's growth
+from ex_loghandlers import ExHTTPHandler
+
+def rss_mb():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+
+def fail_holding(big):
+    local = big  # a large local in a frame of the traceback
+    raise ValueError("failed holding %d characters" % len(local))
+
+s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+log = logging.getLogger("memory"); log.setLevel(logging.INFO); log.propagate = False
+# No batch fills and the interval never ends: the worker takes nothing, so what the handler
+# keeps is what its queue holds.
+handler = ExHTTPHandler(url=f"http://127.0.0.1:{port}/sink/TEST/app",
+                        max_queue_bytes=8 * 1024 * 1024, shutdown_timeout=0.5,
+                        flush_interval=3600, batch_size=10_000)
+log.addHandler(handler)
+log.info("warm up")
+gc.collect(); before = rss_mb()
+for i in range(300):
+    big = ("%06d" % i) * 20_000  # 120 kB, a new string each time
+    log.info("request done", extra={"body": big})  # a large extra
+    log.info("%.10s", big + "x")  # a large argument
+    try:
+        fail_holding(big + "y")  # a large local in the traceback's frame
+    except ValueError:
+        log.exception("it failed")
+    del big
+gc.collect(); after = rss_mb()
+stats = handler.stats
+print(json.dumps({"growth_mb": after - before, "dropped": stats.dropped, "queued": stats.queued,
+                  "emitted": stats.emitted}))
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads RSS from /proc")
+def test_large_extras_args_and_locals_stay_within_max_queue_bytes(tmp_path: Any) -> None:
+    """What a queued record keeps alive counts, not its message alone: 300 records each with a
+    120 kB extra, argument and local (108 MB in all) grow the process by max_queue_bytes at
+    most, plus 2 MB."""
+    script = tmp_path / "large.py"
+    script.write_text(textwrap.dedent(LARGE_RECORDS_SCRIPT))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["emitted"] == 901
+    assert figures["dropped"] > 600  # most large ones did not fit, and were counted
+    assert figures["growth_mb"] <= 8 + 2, figures
+
+
+def _fail_in_depth(i: int, depth: int = 3) -> None:
+    if depth:
+        _fail_in_depth(i, depth - 1)
+    try:
+        raise KeyError(i)
+    except KeyError as exc:
+        raise ValueError(f"failed {i}") from exc
+
+
+SHAPES: Dict[str, Callable[[logging.Logger, int], None]] = {
+    "small": lambda log, i: log.info("record %06d %s", i, "x" * 180),
+    "short, 4 extras": lambda log, i: log.info("req", extra={
+        "user": "bob", "path": "/a/b", "status": 200, "ms": 1.5}),
+    "an extra list": lambda log, i: log.info("req", extra={"items": [1, 2, i]}),
+    "a 10 kB extra": lambda log, i: log.info("req", extra={"body": str(i) * 10_000}),
+    "a 10 kB argument": lambda log, i: log.info("%.10s", str(i) * 10_000),
+    "wide text": lambda log, i: log.info("\u4e2d" * 5_000 + str(i)),
+    "a chained exception": lambda log, i: _logged_exception(log, i),
+}
+
+
+def _logged_exception(log: logging.Logger, i: int) -> None:
+    try:
+        _fail_in_depth(i)
+    except ValueError:
+        log.exception("it failed")
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_the_size_estimate_covers_what_a_queued_record_keeps(shape: str) -> None:
+    """The memory queued snapshots hold (tracemalloc) is at most their estimated sizes."""
+    collected: List[logging.LogRecord] = []
+    collector = logging.Handler()
+    collector.emit = collected.append  # type: ignore[method-assign]
+    log = logging.getLogger(f"estimate.{shape}")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    log.handlers[:] = [collector]
+    count = 2000
+    tracemalloc.start()
+    try:
+        for i in range(count):
+            SHAPES[shape](log, i)
+        queue: RecordBuffer[Dict[str, Any]] = RecordBuffer(10**9, 10**12, "drop_newest")
+        estimated = 0
+        for record in collected:
+            item = snapshot(record)
+            size = estimated_size(item, snapshot_of_plain_record=True)
+            queue.put(item, size)
+            estimated += size
+        del item, record
+        collected.clear()  # the application lets go of its records: only the queue holds them
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0]
+        queue.drain()
+        gc.collect()
+        held -= tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held <= estimated <= 2 * held + 1000 * count, (shape, held / count, estimated / count)
+
+
+def test_the_size_estimate_of_a_users_mapping_counts_its_texts() -> None:
+    fields = {"message": "m" * 50_000, "raw": b"b" * 10_000, "pair": ("t" * 5_000, 1), "n": 1}
+    size = estimated_size(fields)
+    assert size >= 65_000
+    wide = estimated_size({"message": "\u4e2d" * 10_000})
+    assert wide >= 20_000  # two bytes a character
 
 
 # -- what the review of the worker found ----------------------------------------------------------

@@ -20,7 +20,6 @@ from ex_loghandlers._wire import (
     encoder_for,
     fields_of,
     form_body,
-    mapped_message,
 )
 
 RECORD: Dict[str, Any] = {
@@ -460,10 +459,3 @@ def test_anything_else_a_mapping_returns_is_refused_with_a_reason(mapped: Any, r
     assert isinstance(caught.value, TypeError)
 
 
-def test_the_message_of_a_mapping_is_found_without_raising() -> None:
-    assert mapped_message({"message": "m"}) == "m"
-    assert mapped_message([("level", "INFO"), ("message", "m")]) == "m"
-    assert mapped_message([1, 2, ("message", "m")]) == "m"
-    assert mapped_message("message") is None
-    assert mapped_message(GetRaises(message="m")) is None
-    assert mapped_message(BadMapping()) is None
