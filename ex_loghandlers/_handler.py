@@ -154,7 +154,7 @@ class ExHTTPHandler(logging.Handler):
         batch_size: int = 100,
         flush_interval: float = 1.0,
         max_queue_size: int = 100_000,
-        max_queue_bytes: int = 64 * 1024 * 1024,
+        max_queue_bytes: int = 128 * 1024 * 1024,
         overflow: str = "drop_newest",
         timeout: float = 5.0,
         max_retry_time: float = 60.0,
