@@ -287,6 +287,52 @@ def encode_form(records: Sequence[Fields]) -> List[Payload]:
 #: Infinity: a record holding one is sent as ``plain_fields``.
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
+try:  # the optional fast encoder: pip install ex_loghandlers[fast]
+    import orjson as _ORJSON
+except ImportError:  # pragma: no cover - depends on what is installed
+    _ORJSON = None  # type: ignore[assignment]
+
+#: Values orjson writes exactly as ``_JSON`` does (floats only when finite: orjson would write
+#: NaN as null where ``_JSON`` refuses it, and the record goes as plain fields).
+_SAME_EITHER_WAY = frozenset({str, int, bool, type(None)})
+
+
+def _fast_enough(fields: Fields) -> bool:
+    """True when orjson would write ``fields`` (or a document made of its values) as ``_JSON``
+    does: a plain dict, flat, and no float that is not finite. Nested values and dict subclasses
+    come only from a user's ``mapLogRecord``, and take the standard encoder."""
+    if type(fields) is not dict:
+        return False
+    for value in fields.values():
+        kind = type(value)
+        if kind in _SAME_EITHER_WAY:
+            continue
+        if kind is float and _isfinite(value):
+            continue
+        return False
+    return True
+
+
+_isfinite = math.isfinite
+
+
+def json_text(value: Any, made_from: Fields) -> str:
+    """Compact JSON of ``value`` (a record, or a document made from the record ``made_from``):
+    orjson's when it is installed and writes the same (5-10 times faster), else the standard
+    library's. Raises what the standard encoder raises, for the caller's plain-fields fallback.
+    """
+    if _ORJSON is not None and _fast_enough(made_from):
+        try:
+            text: str = _ORJSON.dumps(value).decode("utf-8")
+            return text
+        except Exception:  # lone surrogates, integers beyond 64 bits: the standard way
+            pass
+    return _JSON.encode(value)
+
+
+def record_json(fields: Fields) -> str:
+    return json_text(fields, fields)
+
 
 def utf8(text: str) -> bytes:
     """UTF-8 bytes of JSON text; lone surrogates become escaped text instead of an error."""
@@ -302,7 +348,7 @@ def encode_json(records: Sequence[Fields]) -> List[Payload]:
     One C call for a whole batch would hold the GIL for milliseconds; record by record, the
     application's threads get it back in between, and one bad record spoils nothing else.
     """
-    kept, texts, failures = _each_record(records, _JSON.encode)
+    kept, texts, failures = _each_record(records, record_json)
     if not kept:
         return failures
     body = utf8("[" + ",".join(texts) + "]")
@@ -315,7 +361,7 @@ _UNICODE_LINE_BREAKS = {ord(c): f"\\u{ord(c):04x}" for c in "\x85\u2028\u2029"}
 
 
 def encode_ndjson(records: Sequence[Fields]) -> List[Payload]:
-    kept, texts, failures = _each_record(records, _JSON.encode)
+    kept, texts, failures = _each_record(records, record_json)
     if not kept:
         return failures
     body = "\n".join(texts) + "\n"
@@ -332,7 +378,7 @@ def otlp_encoder(prefix: str) -> Encoder:
         return (
             resource_key(fields, prefix),
             scope_name(fields),
-            _JSON.encode(log_record(fields, prefix)),
+            json_text(log_record(fields, prefix), fields),
         )
 
     def encode_otlp(records: Sequence[Fields]) -> List[Payload]:
@@ -373,7 +419,7 @@ def loki_encoder(prefix: str, clock: Callable[[], float] = time.time) -> Encoder
         now_ns = int(clock() * 1e9)
 
         def one_record(fields: Fields) -> Tuple[StreamKey, int, str]:
-            line = _JSON.encode(line_object(fields, prefix))
+            line = json_text(line_object(fields, prefix), fields)
             return stream_key(fields, prefix), entry_nanos(fields, now_ns), _valid_text(line)
 
         kept, encoded, failures = _each_record(records, one_record)
@@ -424,7 +470,7 @@ def elasticsearch_encoder(prefix: str, clock: Callable[[], float] = time.time) -
     def encode_bulk(records: Sequence[Fields]) -> List[Payload]:
         now = clock()
         kept, docs, failures = _each_record(
-            records, lambda fields: _JSON.encode(document(fields, prefix, now))
+            records, lambda fields: json_text(document(fields, prefix, now), fields)
         )
         if not kept:
             return failures

@@ -11,10 +11,11 @@ from urllib.parse import parse_qs, urlencode
 
 import pytest
 from google.protobuf import json_format
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
+from ex_loghandlers import _wire
 from ex_loghandlers._wire import (
     UnusableFields,
     encoder_for,
@@ -459,3 +460,69 @@ def test_anything_else_a_mapping_returns_is_refused_with_a_reason(mapped: Any, r
     assert isinstance(caught.value, TypeError)
 
 
+
+
+# -- the optional fast encoder ----------------------------------------------------------------------
+
+needs_orjson = pytest.mark.skipif(_wire._ORJSON is None, reason="orjson not installed: .[fast]")
+
+
+def bodies_both_ways(fmt: str, batch: List[Dict[Any, Any]]) -> List[List[Any]]:
+    """The payloads' bodies (parsed) and failures, with orjson, then with the standard library."""
+    results = []
+    for fast in (True, False):
+        with pytest.MonkeyPatch.context() as patch:
+            if not fast:
+                patch.setattr(_wire, "_ORJSON", None)
+            encode = encoder_for(fmt, False, "_ex_", clock=lambda: CLOCK)
+            results.append([
+                (p.failure, parsed_body(fmt, p.body), len(p.records)) for p in encode(batch)
+            ])
+    return results
+
+
+def parsed_body(fmt: str, body: bytes) -> Any:
+    if not body:
+        return None
+    if fmt in ("ndjson", "elasticsearch"):
+        return [json.loads(line) for line in body.decode("utf-8").splitlines()]
+    return json.loads(body)
+
+
+#: Records of the kinds the fast encoder takes, at their edges: every float, big integers,
+#: any text (lone surrogates included), booleans, None.
+FLAT_RECORDS = st.dictionaries(
+    st.text(), st.one_of(st.floats(), st.integers(), st.text(), st.booleans(), st.none()),
+    max_size=6,
+).map(lambda extra: {**RECORD, **extra})
+
+
+@needs_orjson
+@settings(deadline=None, max_examples=80, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(FLAT_RECORDS | HOSTILE_RECORDS, min_size=1, max_size=3))
+@example([dict(RECORD, odd=float("nan")), dict(RECORD, big=2**64, low="\udc80")])
+def test_the_fast_encoder_sends_the_same_documents(records: List[Dict[Any, Any]]) -> None:
+    batch = [dict(built(r), marker=f"r{i}") for i, r in enumerate(records)]
+    for fmt in ("json", "ndjson", "otlp", "loki", "elasticsearch"):
+        fast, standard = bodies_both_ways(fmt, batch)
+        assert fast == standard, fmt
+
+
+@needs_orjson
+def test_the_fast_encoder_is_used_for_an_ordinary_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: List[Any] = []
+    real = _wire._ORJSON
+
+    class Spy:
+        @staticmethod
+        def dumps(value: Any) -> bytes:
+            calls.append(value)
+            return real.dumps(value)
+
+    monkeypatch.setattr(_wire, "_ORJSON", Spy)
+    encoder_for("json", False, "_ex_")([RECORD])
+    assert len(calls) == 1
+    nan = dict(RECORD, odd=float("nan"))  # orjson would write null: never given it
+    [payload] = encoder_for("json", False, "_ex_")([nan])
+    assert json.loads(payload.body)[0]["odd"] == "nan"
+    assert all(call["odd"] == "nan" for call in calls[1:])  # only its plain fields
