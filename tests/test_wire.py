@@ -462,7 +462,7 @@ def test_anything_else_a_mapping_returns_is_refused_with_a_reason(mapped: Any, r
 
 
 
-# -- the optional fast encoder ----------------------------------------------------------------------
+# -- the optional fast encoder -----------------------------------------------------------
 
 needs_orjson = pytest.mark.skipif(_wire._ORJSON is None, reason="orjson not installed: .[fast]")
 
