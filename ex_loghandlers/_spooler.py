@@ -243,9 +243,10 @@ class Spooler:
             self._ledger.counters.failed(reason, count)
 
     def _fail(self, line: str) -> None:
-        """Stop writing; records stay in memory from now on. Said once, whatever fails next."""
+        """Stop writing; records stay in memory from now on. Said once, whatever fails next;
+        not at all once close() has closed the spool (a worker given up on finds it closed)."""
         self.failed = True
-        if not self._said:
+        if not self._said and not self._stopped:
             self._said = True
             self._say(f"{line}; keeping records in memory")
 
