@@ -57,8 +57,13 @@ SINK_PATH = "/sink/BENCH/bench"
 #: Targets.
 EXCEPTION_RATIO_TARGET = 3.0
 INFO_RATIO_TARGET = 1.5  # logger.info: mean / NullHandler, ExHTTPHandler in every format
-JSON_THROUGHPUT_TARGET = 0.50
-FORM_THROUGHPUT_TARGET = 0.80
+#: json (batch 500) delivered records/s as a share of the same logger.info loop with only a
+#: NullHandler: the logging machinery's own ceiling on this interpreter.
+JSON_THROUGHPUT_TARGET = 0.40
+FORM_THROUGHPUT_TARGET = 0.80  # form records/s as a share of the trivial client's
+#: No single logger.exception() call longer than this (the handler's doing or not: the
+#: NullHandler's own longest call is shown beside it).
+LONGEST_CALL_TARGET_MS = 10.0
 FLAKY_FORM_RATE_TARGET = 0.50  # form records/s with 30 % 503s, as a share of none
 LONE_RECORD_LATENCY_TARGET_MS = 10.0  # median, log call -> counted by the sink
 SPOOL_CALLER_TARGET = 1.10  # logger.info mean with a spool / without: the disk is not the caller's
@@ -93,7 +98,7 @@ class Plan:
 
 FULL = Plan(
     quick=False, repeats=5, caller_n=20_000, warmup_n=2_000, stdlib_http_n=1_000,
-    exception_n=10_000, throughput_n=100_000, throughput_form_n=20_000, burst_n=100_000,
+    exception_n=20_000, throughput_n=100_000, throughput_form_n=20_000, burst_n=100_000,
     flaky_paced_n=10_000, flaky_rate_n=5_000, latency_n=50, memory_n=200_000, exit_n=200_000,
 )
 QUICK = Plan(
@@ -367,10 +372,13 @@ def section_caller(plan: Plan, sink: SinkProcess) -> Dict[str, Any]:
             plan.stdlib_http_n,
         ),
     ]
-    for fmt in ("form", "json", "ndjson", "otlp"):
-        variants.append(
-            Variant(f"ExHTTPHandler {fmt}", ex_handler(sink, wire_format=fmt), plan.caller_n)
-        )
+    variants += [
+        Variant("ExHTTPHandler form", ex_handler(sink, wire_format="form"), plan.caller_n),
+        Variant("ExHTTPHandler json (batch 500)",
+                ex_handler(sink, wire_format="json", batch_size=500), plan.caller_n),
+        Variant("ExHTTPHandler ndjson", ex_handler(sink, wire_format="ndjson"), plan.caller_n),
+        Variant("ExHTTPHandler otlp", ex_handler(sink, wire_format="otlp"), plan.caller_n),
+    ]
     results = run_variants(variants, plan, time_info)
     add_ratios(results, "NullHandler")
     return results
@@ -385,7 +393,8 @@ def section_exception(plan: Plan, sink: SinkProcess) -> Dict[str, Any]:
             max(100, plan.exception_n // 5),  # ~200 us a call: fewer calls suffice
         ),
         Variant("ExHTTPHandler form (default)", ex_handler(sink), plan.exception_n),
-        Variant("ExHTTPHandler json", ex_handler(sink, wire_format="json"), plan.exception_n),
+        Variant("ExHTTPHandler json (batch 500)",
+                ex_handler(sink, wire_format="json", batch_size=500), plan.exception_n),
     ]
     results = run_variants(variants, plan, time_exception)
     add_ratios(results, "NullHandler")
@@ -770,11 +779,22 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
-def caller_rows(section: str, results: Dict[str, Any], target: Optional[float]) -> List[Row]:
+#: The handlers the caller-cost targets are about (the others are shown for reference).
+TARGETED = ("ExHTTPHandler form", "ExHTTPHandler json (batch 500)")
+
+
+def caller_rows(
+    section: str, results: Dict[str, Any], target: Optional[float], longest: bool = False
+) -> List[Row]:
     rows = []
+    null_longest = results["NullHandler"]["max_ns"] / 1e6
     for label, f in results.items():
         baseline = label == "NullHandler"
-        checked = target is not None and label.startswith("ExHTTPHandler")
+        checked = target is not None and label.startswith(TARGETED)
+        longest_ms = f["max_ns"] / 1e6
+        ok = f["ratio_mean"] <= target if target else True
+        if longest:
+            ok = ok and longest_ms <= LONGEST_CALL_TARGET_MS
         rows.append(Row(
             section=section,
             figure=label + ("  [baseline]" if baseline else ""),
@@ -783,9 +803,11 @@ def caller_rows(section: str, results: Dict[str, Any], target: Optional[float]) 
                    f"  process-cpu {us(f['cpu_ns_per_call'])}"),
             vs_baseline=(f"mean x{f['ratio_mean']:.2f}  p50 x{f['ratio_p50']:.2f}"
                          f"  thread-cpu x{f['ratio_thread_cpu']:.2f}"),
-            target=f"mean <= x{target:g}" if checked and target else "",
-            result=verdict(f["ratio_mean"] <= target) if checked and target else "",
-            note=(f"n={f['n']} x{f['repeats']}; {f['slow_share']:.0%} of time in"
+            target=(f"mean <= x{target:g}" + (f", longest <= {LONGEST_CALL_TARGET_MS:g} ms"
+                                               if longest else "")) if checked and target else "",
+            result=verdict(ok) if checked and target else "",
+            note=(f"n={f['n']} x{f['repeats']}; longest call {longest_ms:.1f} ms"
+                  f" (NullHandler {null_longest:.1f}); {f['slow_share']:.0%} of time in"
                   f" {f['slow_calls']:g} calls > 1 ms; gc {us(f['gc_ns_per_call'])}/call,"
                   f" longest {f['gc_max_pause_ns'] / 1e6:.1f} ms"),
         ))
@@ -801,7 +823,6 @@ def throughput_rows(results: Dict[str, Any]) -> List[Row]:
         " of trivial json",
         note=f"{ceiling['records']:,} rec: the most any handler in this thread can reach",
     )]
-    targets = {"json": JSON_THROUGHPUT_TARGET, "form": FORM_THROUGHPUT_TARGET}
     for fmt in ("json", "ndjson", "form"):
         ours, trivial, ratio = (
             results[f"ours {fmt}"], results[f"trivial {fmt}"], results[f"ratio {fmt}"]
@@ -815,13 +836,21 @@ def throughput_rows(results: Dict[str, Any]) -> List[Row]:
                  + (f", median of {len(trivial['runs_records_per_s'])}"
                     if len(trivial["runs_records_per_s"]) > 1 else ""),
         ))
-        target = targets.get(fmt)
+        of_ceiling = ours["records_per_s"] / ceiling["records_per_s"]
+        if fmt == "json":
+            target_text = f">= {JSON_THROUGHPUT_TARGET:.0%} of ceiling, lost 0"
+            ok = of_ceiling >= JSON_THROUGHPUT_TARGET
+        elif fmt == "form":
+            target_text = f">= {FORM_THROUGHPUT_TARGET:.0%} of trivial, lost 0"
+            ok = ratio >= FORM_THROUGHPUT_TARGET
+        else:
+            target_text, ok = "lost 0", True
         rows.append(Row(
             "3 records/s", f"ExHTTPHandler {fmt} (batch {batch})",
             f"{ours['records_per_s']:,.0f} rec/s, lost {ours['lost']}",
-            f"{ratio:.0%} of trivial",
-            f">= {target:.0%}, lost 0" if target else "lost 0",
-            verdict((target is None or ratio >= target) and ours["lost"] == 0),
+            f"{of_ceiling:.0%} of ceiling, {ratio:.0%} of trivial",
+            target_text,
+            verdict(ok and ours["lost"] == 0),
             note=f"{ours['records']:,} rec, cpu {ours['cpu_us_per_record']:.1f} us/rec, "
                  f"sink busy {ours['sink_busy']:.0%}",
         ))
@@ -938,7 +967,8 @@ def build_rows(results: Dict[str, Any]) -> List[Row]:
     if "caller" in results:
         rows += caller_rows("1 info() us", results["caller"], INFO_RATIO_TARGET)
     if "exception" in results:
-        rows += caller_rows("2 exception() us", results["exception"], EXCEPTION_RATIO_TARGET)
+        rows += caller_rows("2 exception() us", results["exception"], EXCEPTION_RATIO_TARGET,
+                            longest=True)
     if "throughput" in results:
         rows += throughput_rows(results["throughput"])
     if "burst" in results:
