@@ -50,14 +50,14 @@ class Enrichment:
 def _hostname() -> str:
     try:
         return socket.gethostname()
-    except Exception:
+    except USER_ERRORS:
         return ""
 
 
 def _username() -> str:
     try:
         return getpass.getuser()
-    except Exception:
+    except USER_ERRORS:
         # No login name in the environment and no passwd entry (e.g. a container's random uid).
         return str(os.getuid()) if hasattr(os, "getuid") else ""
 
@@ -95,7 +95,7 @@ def snapshot(record: logging.LogRecord) -> Dict[str, Any]:
     fields = record.__dict__.copy()
     try:
         fields["message"] = record.getMessage()
-    except Exception:
+    except USER_ERRORS:
         fields["message"] = formatted_message(record)  # says what went wrong
     if len(fields) == SNAPSHOT_FIELDS:
         try:
@@ -134,11 +134,17 @@ def _frozen(key: str, value: Any) -> Any:
     return safe_str(value)
 
 
+#: What code of the application's (a ``__str__``, ``__repr__``, ``__notes__``) may raise that the
+#: handler catches: even ``SystemExit``, so that a log call cannot end the program where the
+#: stdlib's handlers would not have called that code at all. ``KeyboardInterrupt`` goes on.
+USER_ERRORS: Tuple[Type[BaseException], ...] = (Exception, SystemExit, GeneratorExit)
+
+
 def formatted_message(record: logging.LogRecord) -> str:
     """``record.getMessage()``, or a message that still shows ``msg`` and ``args`` if that fails."""
     try:
         return record.getMessage()
-    except Exception as exc:
+    except USER_ERRORS as exc:
         return (
             f"{safe_repr(record.msg)} % {safe_repr(record.args)}"
             f" [message formatting failed: {type(exc).__name__}: {safe_str(exc)}]"
@@ -151,7 +157,7 @@ def safe_str(value: object) -> str:
         return value
     try:
         return str(value)
-    except Exception:
+    except USER_ERRORS:
         return safe_repr(value)
 
 
@@ -159,7 +165,7 @@ def safe_repr(value: object) -> str:
     """``repr(value)`` that never raises."""
     try:
         return repr(value)
-    except Exception:
+    except USER_ERRORS:
         return f"<unprintable {type(value).__name__} object>"
 
 
@@ -285,7 +291,7 @@ def capture_exception(exc_info: Tuple[Any, BaseException, Any]) -> ExceptionCapt
         if exc_repr is None:
             try:
                 exc_repr = repr(exc)
-            except Exception:
+            except USER_ERRORS:
                 exc_repr = safe_repr(exc)
         exc_info_text = (exc_type, exc_repr, None if tb is None else id(tb))
     else:
@@ -313,7 +319,7 @@ def capture_exception(exc_info: Tuple[Any, BaseException, Any]) -> ExceptionCapt
             message = safe_str(exc)  # without the suggestion traceback adds
         module, qualname = root[_MODULE], root[_QUALNAME]
         type_name = qualname if module in _UNQUALIFIED else f"{module}.{qualname}"
-    except Exception as error:
+    except USER_ERRORS as error:
         message = safe_str(exc)
         type_name = qualified_name(type(exc))
         tree = (
@@ -359,7 +365,7 @@ def _node(e: BaseException, tb: Any, limit: Optional[int], style: _Style) -> Lis
     text: Optional[str]
     try:
         text = str(e)
-    except Exception:
+    except USER_ERRORS:
         text = None  # traceback writes its own placeholder for it
     suggest = None
     if text is not None and style.suggesting and isinstance(e, style.suggesting):
@@ -402,7 +408,7 @@ def _with_suggestion(e: BaseException, tb: Any, text: str) -> str:
     """The message with the "Did you mean" ``traceback`` adds (it needs the live objects)."""
     try:
         return str(_TracebackException(type(e), e, tb, limit=0, lookup_lines=False, compact=True))
-    except Exception:
+    except USER_ERRORS:
         return text
 
 
@@ -419,7 +425,7 @@ def _suggestion_inputs(e: BaseException, tb: Any) -> Optional[Tuple[Any, ...]]:
     if isinstance(e, AttributeError):
         try:
             return ("attribute", name, tuple(dir(e.obj)))
-        except Exception:
+        except USER_ERRORS:
             return None
     if tb is None:
         return None
@@ -442,7 +448,7 @@ def _captured_notes(e: BaseException, errors_ignored: bool) -> Optional[Tuple[st
     """
     try:
         notes = getattr(e, "__notes__", None)
-    except Exception as error:
+    except USER_ERRORS as error:
         if not errors_ignored:
             raise
         text = _text_or_none(repr, error)
@@ -459,7 +465,7 @@ def _captured_notes(e: BaseException, errors_ignored: bool) -> Optional[Tuple[st
 def _text_or_none(func: Any, value: object) -> Optional[str]:
     try:
         text = func(value)
-    except Exception:
+    except USER_ERRORS:
         return None
     return text if isinstance(text, str) else None
 
@@ -585,7 +591,7 @@ def traceback_text(capture: ExceptionCapture) -> str:
     if text is None:
         try:
             text = _formatted(tree)
-        except Exception as error:  # say what it was all the same
+        except USER_ERRORS as error:  # say what it was all the same
             return (
                 f"{capture.type_name}: {capture.message} <traceback unavailable:"
                 f" {type(error).__name__}: {safe_str(error)}>"
@@ -711,7 +717,7 @@ def _with_suggestion_from(inputs: Tuple[Any, ...], text: str) -> str:
     error.captured_text = text  # type: ignore[attr-defined]
     try:
         report = _TracebackException(type(error), error, tb, limit=0, lookup_lines=False)
-    except Exception:
+    except USER_ERRORS:
         return text
     return str(report)
 

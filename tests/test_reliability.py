@@ -929,3 +929,33 @@ def test_every_stats_snapshot_adds_up_while_drop_oldest_evicts(logger: logging.L
         assert off == []
         assert handler.stats.dropped_by_reason.get("queue full", 0) > 0
 
+
+
+def test_code_of_the_application_raising_systemexit_never_ends_the_program(
+    logger: logging.Logger,
+) -> None:
+    """The handler turns extras and exceptions into text at the call, which the stdlib's own
+    handlers would not have done: whatever that text's code raises stays in the handler."""
+
+    class ExitsWhenPrinted:
+        def __str__(self) -> str:
+            raise SystemExit(1)
+
+    class ExitsWhenPrintedError(Exception):
+        def __str__(self) -> str:
+            raise SystemExit(2)
+
+    with FaultServer() as server:
+        handler = ExHTTPHandler(url=server.url_for("/x"), wire_format="json")
+        logger.addHandler(handler)
+        logger.info("an extra", extra={"odd": ExitsWhenPrinted()})
+        try:
+            raise ExitsWhenPrintedError()
+        except ExitsWhenPrintedError:
+            logger.exception("an exception")
+        assert handler.flush(timeout=10)
+        records = server.accepted_records()
+        assert [r["message"] for r in records] == ["an extra", "an exception"]
+        assert "ExitsWhenPrinted object at" in records[0]["odd"]
+        assert "ExitsWhenPrintedError: <exception str() failed>" in records[1]["_ex_traceback"]
+        assert handler.stats.sent == 2
