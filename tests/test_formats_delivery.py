@@ -123,7 +123,7 @@ def test_bulk_counts_each_record_as_the_answer_says_and_retries_only_those_refus
     server, es = bulk
     handler = ExHTTPHandler(url=server.url_for("/logs-shop-default/_bulk"),
                             wire_format="elasticsearch", app_name="shop", batch_size=50,
-                            flush_interval=3600, compress=compress)
+                            compress=compress)
     logger.addHandler(handler)
     logger.info("first", extra={"user_id": 7})  # maps python.extra.user_id as a long
     logger.info("busy one")

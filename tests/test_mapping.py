@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
-from faultserver import FaultServer
+from faultserver import Action, FaultServer, sequence
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -233,16 +233,19 @@ def test_values_are_taken_as_they_were_at_the_call() -> None:
 
 
 def test_a_users_str_runs_on_the_logging_thread_at_the_call(logger: logging.Logger) -> None:
-    with FaultServer() as server:
-        handler = ExHTTPHandler(url=server.url_for("/sink/TEST/app"), wire_format="json",
-                                flush_interval=3600)  # nothing is sent before flush()
+    release = threading.Event()
+    with FaultServer(sequence([Action.hang(release)])) as server:
+        handler = ExHTTPHandler(url=server.url_for("/sink/TEST/app"), wire_format="json")
         logger.addHandler(handler)
+        logger.info("in flight")
+        assert server.wait_for_requests(1, timeout=10)  # the next record waits behind it
         cart, user = ["apple"], Named("alice")
         logger.info("checkout", extra={"cart": cart, "user": user})
         cart.append("TV")
         user.name = "bob"
+        release.set()
         assert handler.flush(timeout=10)
-        (record,) = server.accepted_records()
+        (record,) = [r for r in server.accepted_records() if r["message"] == "checkout"]
     assert (record["cart"], record["user"]) == ("['apple']", "user alice")
     assert user.read_on == [threading.current_thread().name]
 
@@ -626,10 +629,12 @@ def test_a_snapshot_keeps_no_frame_alive() -> None:
 
 
 def test_a_queued_exception_record_keeps_no_frame_alive(logger: logging.Logger) -> None:
-    with FaultServer() as server:
-        handler = ExHTTPHandler(url=server.url_for("/sink/TEST/app"), wire_format="json",
-                                flush_interval=3600)  # nothing is sent before flush()
+    release = threading.Event()
+    with FaultServer(sequence([Action.hang(release)])) as server:
+        handler = ExHTTPHandler(url=server.url_for("/sink/TEST/app"), wire_format="json")
         logger.handlers[:] = [handler]  # pytest's capturing handlers keep every record
+        logger.info("in flight")
+        assert server.wait_for_requests(1, timeout=10)  # the next record waits behind it
         payload = Payload()
         alive = weakref.ref(payload)
         try:
@@ -638,10 +643,11 @@ def test_a_queued_exception_record_keeps_no_frame_alive(logger: logging.Logger) 
             logger.exception("it failed")
         del payload
         gc.collect()
-        assert handler.stats.queued == 1
+        assert handler.stats.queued == 2
         assert alive() is None
+        release.set()
         assert handler.flush(timeout=10)
-        (record,) = server.accepted_records()
+        (record,) = [r for r in server.accepted_records() if r["message"] == "it failed"]
     assert "in _fail_holding" in record["_ex_traceback"]
     assert record["_ex_traceback"].endswith("ValueError: failed holding a Payload")
 

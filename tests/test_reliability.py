@@ -425,11 +425,10 @@ def fail_holding(big):
 
 s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
 log = logging.getLogger("memory"); log.setLevel(logging.INFO); log.propagate = False
-# No batch fills and the interval never ends: the worker takes nothing, so what the handler
-# keeps is what its queue holds.
+# The server is down: the worker holds the first record, retrying it, and the rest wait in
+# the queue, so what the handler keeps is what its queue holds.
 handler = ExHTTPHandler(url=f"http://127.0.0.1:{port}/sink/TEST/app",
-                        max_queue_bytes=8 * 1024 * 1024, shutdown_timeout=0.5,
-                        flush_interval=3600, batch_size=10_000)
+                        max_queue_bytes=8 * 1024 * 1024, shutdown_timeout=0.5)
 log.addHandler(handler)
 log.info("warm up")
 gc.collect(); before = rss_mb()
