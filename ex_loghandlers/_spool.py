@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ._buffer import Taken
-from ._wire import FieldPairs, plain_fields
+from ._wire import FieldPairs, fast_json, parsed_json, plain_fields
 
 try:
     import fcntl
@@ -437,6 +437,9 @@ def _json(fields: Dict[str, Any]) -> str:
 
     What JSON cannot carry as it is goes as the wire encoders send it: as text.
     """
+    fast = fast_json(fields)
+    if fast is not None:
+        return fast.decode("utf-8")
     for attempt in (fields, plain_fields(fields)):
         try:
             if isinstance(attempt, FieldPairs):
@@ -448,7 +451,7 @@ def _json(fields: Dict[str, Any]) -> str:
 
 
 def _fields(body: str) -> Dict[str, Any]:
-    value = json.loads(body)
+    value = parsed_json(body)
     if isinstance(value, dict) and list(value) == [_PAIRS]:
         return FieldPairs(tuple(pair) for pair in value[_PAIRS])
     return value if isinstance(value, dict) else {"message": str(value)}

@@ -334,6 +334,28 @@ def record_json(fields: Fields) -> str:
     return json_text(fields, fields)
 
 
+def fast_json(fields: Fields) -> Optional[bytes]:
+    """orjson's UTF-8 JSON of a record, when it is installed and writes what ``_JSON`` does;
+    else None (for the spool, which stores records as JSON)."""
+    if _ORJSON is None or not _fast_enough(fields):
+        return None
+    try:
+        encoded: bytes = _ORJSON.dumps(fields)
+        return encoded
+    except Exception:
+        return None
+
+
+def parsed_json(text: str) -> Any:
+    """``json.loads``, through orjson when it is installed and can (it refuses NaN)."""
+    if _ORJSON is not None:
+        try:
+            return _ORJSON.loads(text)
+        except Exception:
+            pass
+    return json.loads(text)
+
+
 def utf8(text: str) -> bytes:
     """UTF-8 bytes of JSON text; lone surrogates become escaped text instead of an error."""
     try:
