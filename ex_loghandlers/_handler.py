@@ -192,7 +192,13 @@ class ExHTTPHandler(logging.Handler):
         self._clock = _clock
         self._first_backoff = _first_backoff
         self._closed = False
-        self._close_lock = threading.Lock()
+        self._close_lock = threading.RLock()
+        #: True while close() or _reopen() runs: a re-entry on the same thread (a signal
+        #: handler, a record logged inside close()) returns, where another thread waits.
+        self._close_busy = False
+        #: A reopened handler that logging's lock kept out of logging's list of handlers:
+        #: the next record tries again (see _known_to_logging_again).
+        self._unlisted = False
         #: Which threads are inside emit() now, and what a re-entered emit() set aside.
         self._reentry = threading.local()
         self._aside: Deque[Tuple[Dict[str, Any], int]] = deque()
@@ -289,6 +295,8 @@ class ExHTTPHandler(logging.Handler):
         try:
             if self._closed:
                 self._reopen()
+            elif self._unlisted:
+                self._unlisted = not _known_to_logging_again(self)
             prepared = self._prepared(record)
             if prepared is not None:
                 self._enqueue(*prepared)
@@ -310,15 +318,19 @@ class ExHTTPHandler(logging.Handler):
         if sys.is_finalizing() or not self._close_lock.acquire(blocking=False):
             return  # a close() under way: this record races with it, and is refused
         try:
-            if not self._closed:
-                return
-            carried = self._delivery.snapshot()
-            self._closed = False
-            self._last_exit_flush = None
-            self._new_delivery(carried)
-            _known_to_logging_again(self)
-            if self._config.spool_path is not None:
-                self._delivery.ensure_started()
+            if self._close_busy or not self._closed:
+                return  # logged inside close() on this thread: refused as well
+            self._close_busy = True
+            try:
+                carried = self._delivery.snapshot()
+                self._closed = False
+                self._last_exit_flush = None
+                self._new_delivery(carried)
+                self._unlisted = not _known_to_logging_again(self)
+                if self._config.spool_path is not None:
+                    self._delivery.ensure_started()
+            finally:
+                self._close_busy = False
         finally:
             self._close_lock.release()
 
@@ -341,7 +353,11 @@ class ExHTTPHandler(logging.Handler):
             return None
 
     def _set_aside(self, record: logging.LogRecord) -> None:
-        prepared = self._prepared(record)
+        try:
+            prepared = self._prepared(record)
+        except Exception:  # a RecursionError, which _prepared lets through: never out of emit()
+            self.handleError(record)
+            return
         if prepared is not None:
             self._aside.append(prepared)  # a deque: thread-safe without a lock
 
@@ -410,29 +426,38 @@ class ExHTTPHandler(logging.Handler):
 
         A ``flush()`` without a timeout just before (as ``logging.shutdown()`` does) shares the
         same ``shutdown_timeout``, so the two together never take longer. A ``close()`` while
-        another is under way returns at once; records that race with it are refused and counted
+        another thread closes or reopens the handler waits for it (within ``shutdown_timeout``),
+        so that it never returns with a live worker behind it; one re-entered on the same thread
+        (a signal handler) returns at once. Records that race with it are refused and counted
         (``handler closed``); records after it open the handler again (see ``_reopen``).
         """
-        if not self._close_lock.acquire(blocking=False):
-            return  # closing now, on another thread (or in a signal handler on this one)
+        if not self._close_lock.acquire(timeout=self._config.shutdown_timeout):
+            return  # another thread's close() holds on past the deadline: it counts the records
         try:
-            if self._closed:
+            if self._close_busy or self._closed:
                 return
-            self._closed = True
-            self._move_aside_on()
-            now = self._clock.monotonic()
-            budget = self._config.shutdown_timeout
-            deadline = now + budget
-            if self._last_exit_flush is not None:
-                started, ended = self._last_exit_flush
-                if now - ended <= budget:  # close() follows flush() closely, as at exit
-                    deadline = started + budget
+            self._close_busy = True
             try:
-                self._delivery.close(deadline)
+                self._close_within_budget()
             finally:
-                super().close()
+                self._close_busy = False
         finally:
             self._close_lock.release()
+
+    def _close_within_budget(self) -> None:
+        self._closed = True
+        self._move_aside_on()
+        now = self._clock.monotonic()
+        budget = self._config.shutdown_timeout
+        deadline = now + budget
+        if self._last_exit_flush is not None:
+            started, ended = self._last_exit_flush
+            if now - ended <= budget:  # close() follows flush() closely, as at exit
+                deadline = started + budget
+        try:
+            self._delivery.close(deadline)
+        finally:
+            super().close()
 
     def __repr__(self) -> str:
         level = logging.getLevelName(self.level)
@@ -528,32 +553,42 @@ class ExHTTPHandler(logging.Handler):
         """The child starts empty: the parent's queued records are the parent's to send.
 
         Fresh buffer, counters, locks, worker (started on the child's first record) and HTTP
-        session; the parent's spool file stays the parent's.
+        session; the parent's spool file stays the parent's. A handler the parent had closed
+        stays closed, with counts at zero for the record that reopens it.
         """
-        self._close_lock = threading.Lock()
+        self._close_lock = threading.RLock()
+        self._close_busy = False
         self._reentry = threading.local()
         self._aside = deque()
-        if self._closed:
-            return
         self._last_exit_flush = None
         self._delivery.forget_after_fork()
         self._new_delivery()
 
 
-def _known_to_logging_again(handler: logging.Handler) -> None:
-    """Put a reopened handler back where ``logging.shutdown()`` at exit will flush it.
+def _known_to_logging_again(handler: logging.Handler) -> bool:
+    """Put a reopened handler back where ``logging.shutdown()`` at exit will flush it; False
+    when logging's lock is held on another thread, to be tried again with the next record.
 
     ``dictConfig()`` empties logging's list of handlers after closing them; the list and the
-    function that adds to it are private, hence the guard.
+    function that adds to it are private, hence the guard. It holds logging's lock for its whole
+    run, closing handlers (each up to its ``shutdown_timeout``) as it goes: ``emit()`` must not
+    wait for that.
     """
     known = getattr(logging, "_handlerList", None)
     add = getattr(logging, "_addHandlerRef", None)
-    if known is None or add is None:
-        return
-    if not any(ref() is handler for ref in list(known)):
-        add(handler)
-    if handler.name:
-        handler.name = handler.name  # back in logging's handlers by name, as before close()
+    lock = getattr(logging, "_lock", None)
+    if known is None or add is None or lock is None:
+        return True  # nothing to put it back in, on this Python
+    if not lock.acquire(blocking=False):
+        return False
+    try:
+        if not any(ref() is handler for ref in list(known)):
+            add(handler)
+        if handler.name:
+            handler.name = handler.name  # back in logging's handlers by name, as before close()
+    finally:
+        lock.release()
+    return True
 
 
 # inspect.signature() (help(), editors) reads __new__ before __init__: show __init__'s options,

@@ -366,6 +366,67 @@ def test_a_closed_handler_that_still_gets_records_works_again(logger: logging.Lo
         handler.close()
 
 
+def test_a_record_that_reopens_the_handler_never_waits_for_loggings_lock(
+    logger: logging.Logger,
+) -> None:
+    """dictConfig() holds logging's lock for its whole run, closing handlers as it goes."""
+    handler_list: List[Any] = logging._handlerList  # type: ignore[attr-defined]
+    by_name: Dict[str, logging.Handler] = logging._handlers  # type: ignore[attr-defined]
+    with FaultServer() as server:
+        handler = attach(logger, server, wire_format="json")
+        handler.name = "http"  # as dictConfig() names its handlers
+        handler.close()
+        assert "http" not in by_name
+        returned = threading.Event()
+        earlier = handler_list[:]
+        assert logger.isEnabledFor(logging.INFO)  # cached: the level check takes no lock
+        with logging._lock:  # type: ignore[attr-defined]  # as dictConfig() holds it
+            del handler_list[:]
+            caller = threading.Thread(target=lambda: (logger.info("reopens"), returned.set()))
+            caller.start()
+            returned_with_the_lock_held = returned.wait(timeout=10)
+        caller.join(10)
+        assert returned_with_the_lock_held
+        assert "http" not in by_name  # not yet: the lock was taken
+        logger.info("lists it again")  # the lock is free now
+        assert [ref() for ref in handler_list] == [handler]
+        assert by_name["http"] is handler
+        handler_list[:] = earlier + handler_list
+        assert handler.flush(timeout=10)
+        assert messages(server) == ["reopens", "lists it again"]
+        handler.close()
+
+
+def test_close_waits_for_a_reopen_under_way_on_another_thread(logger: logging.Logger) -> None:
+    """It never returns with a worker running behind it, whose records exit would lose."""
+    closers: List[threading.Thread] = []
+    waited: List[bool] = []
+
+    class Reopening(ExHTTPHandler):
+        def _new_delivery(self, carried: Any = None) -> None:
+            super()._new_delivery(carried)
+            if carried is not None:  # a reopen, on the caller's thread: close() from another
+                closer = threading.Thread(target=self.close)
+                closers.append(closer)
+                closer.start()
+                closer.join(timeout=0.5)  # long enough for a close() that returns at once
+                waited.append(closer.is_alive())
+
+    with FaultServer() as server:
+        handler = Reopening(url=server.url_for("/sink/TEST/tests"), wire_format="json")
+        logger.addHandler(handler)
+        handler.close()
+        logger.info("reopens")
+        [closer] = closers
+        assert waited == [True]  # for the reopen to finish
+        closer.join(10)
+        assert not closer.is_alive()
+        assert messages(server) == ["reopens"]  # sent by the close() that waited
+        stats = handler.stats
+        assert (stats.emitted, stats.sent, stats.queued) == (1, 1, 0)
+        assert handler._delivery.thread is None or not handler._delivery.thread.is_alive()
+
+
 def test_flush_then_close_share_one_shutdown_timeout(logger: logging.Logger) -> None:
     clock = FakeClock()
     with FaultServer() as server:

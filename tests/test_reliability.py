@@ -80,6 +80,33 @@ def test_a_forked_child_starts_empty_and_sends_only_its_own(logger: logging.Logg
         assert handler.stats.sent == 2  # the parent sent its own records, once each
 
 
+@fork_only
+@fork_warning_ok
+def test_a_child_forked_after_close_counts_from_zero(logger: logging.Logger) -> None:
+    """As when dictConfig() or a server's own configuration closed it before forking workers."""
+    with FaultServer() as server:
+        handler = ExHTTPHandler(url=server.url_for("/sink/TEST/app"), wire_format="json")
+        logger.addHandler(handler)
+        for n in range(7):
+            logger.info("parent %d", n)
+        assert handler.flush(timeout=10)
+        handler.close()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                logger.info("child")  # reopens the handler
+                ok = handler.flush(timeout=10)
+                stats = handler.stats
+                code = 0 if ok and (stats.emitted, stats.sent) == (1, 1) else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        assert len(own_records(server, logger.name)) == 8
+        assert (handler.stats.emitted, handler.stats.sent) == (7, 7)
+
+
 CHILD_SCRIPT = """
 import logging, multiprocessing, os, sys
 from ex_loghandlers import ExHTTPHandler
@@ -861,6 +888,29 @@ def test_a_finalizer_that_logs_in_the_middle_of_emit_neither_hangs_nor_is_lost(
         assert "2 log records were lost" in got[2]
         assert stats.dropped_by_reason == {"queue full": 2}  # "queued", then "evicts it"
         assert stats.emitted == 5 == stats.sent + stats.dropped + stats.failed + stats.queued
+
+
+def test_a_recursion_error_in_a_record_set_aside_stays_in_the_handler(
+    logger: logging.Logger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A record logged while emit() runs on the same thread is set aside: the error in making
+    it is reported as logging reports its handlers' errors, and never reaches the caller."""
+
+    class LogsInside(ExHTTPHandler):
+        def mapLogRecord(self, record: logging.LogRecord) -> dict:
+            if record.msg == "inner":
+                raise RecursionError("maximum recursion depth exceeded")
+            if record.msg == "outer":
+                logger.info("inner")  # re-enters emit() on this thread
+            return {"message": record.getMessage()}
+
+    with FaultServer() as server:
+        handler = LogsInside(url=server.url_for("/x"), wire_format="json")
+        logger.addHandler(handler)
+        logger.info("outer")
+        assert handler.flush(timeout=10)
+        assert [r["message"] for r in server.accepted_records()] == ["outer"]
+    assert "RecursionError: maximum recursion depth exceeded" in capsys.readouterr().err
 
 
 def test_finalizers_logging_under_load_never_hang(logger: logging.Logger) -> None:
