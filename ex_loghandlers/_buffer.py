@@ -32,6 +32,9 @@ class Taken:
     prepared: bool = False
     #: The spool's row ids (empty for records in memory).
     rowids: Tuple[int, ...] = ()
+    #: How many records each item stands for: more than 1 for a summary of repeated records
+    #: (``collapse_repeats``), whose fate is theirs.
+    weight: int = 1
 
     def __len__(self) -> int:
         return len(self.items)

@@ -78,6 +78,7 @@ class Config:
     spool_path: Optional[str] = None
     spool_max_bytes: int = 128 * 1024 * 1024
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+    collapse_repeats: Optional[float] = None
 
 
 def build_config(
@@ -134,6 +135,7 @@ def build_config(
         spool_path=_spool_path(options.get("spool_path")),
         spool_max_bytes=_count("spool_max_bytes", options.get("spool_max_bytes", 128 << 20)),
         max_batch_bytes=_max_batch_bytes(options.get("max_batch_bytes", DEFAULT_MAX_BATCH_BYTES)),
+        collapse_repeats=_optional_seconds("collapse_repeats", options.get("collapse_repeats")),
     )
     notices = _notices(
         config,
@@ -430,6 +432,16 @@ def _seconds(name: str, value: Any, positive: bool = False) -> float:
             f" {MAX_SECONDS / 86400:.1f} days), not {value!r}"
         )
     return float(value)
+
+
+def _optional_seconds(name: str, value: Any) -> Optional[float]:
+    """None (off), or seconds as ``_seconds`` takes them, more than 0."""
+    if value is None:
+        return None
+    try:
+        return _seconds(name, value, positive=True)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (or None, to turn it off)") from None
 
 
 def _headers(value: Any) -> Mapping[str, str]:

@@ -10,11 +10,15 @@ can ring it. It never takes the handler's lock, and nothing it does waits on log
 lock (see ``_quiet``). What becomes of each record is counted by the ``Ledger``.
 
 Without a spool the worker reads the memory buffer; with one, a second thread (``_spooler``)
-moves records from the buffer to disk, and the worker reads the disk.
+moves records from the buffer to disk, and the worker reads the disk. With ``collapse_repeats``,
+repeats are folded where they leave the buffer (``_collapse``), before the disk; the worker
+ends their runs when their window passes (it waits no longer than that) or a flush() asks, and
+sends each summary, from memory, as a batch of its own.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import uuid
@@ -24,6 +28,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from ._buffer import RecordBuffer, Taken
 from ._clock import Clock
+from ._collapse import Folder
 from ._ledger import Ledger, Source
 from ._quiet import quiet_http_libraries, worker_thread
 from ._report import LossReporter
@@ -60,6 +65,9 @@ class DeliveryOptions:
     thread_name: str
     spool_path: Optional[str] = None
     spool_max_bytes: int = 0
+    #: Seconds a repeated record is folded for (None: never), and the prefix of its fields.
+    collapse_repeats: Optional[float] = None
+    prefix: str = "_ex_"
 
 
 class Delivery:
@@ -86,7 +94,10 @@ class Delivery:
         self._move_aside_on = move_aside_on
         #: Idents of this delivery's own threads (the worker, the spool's writer).
         self.thread_idents: Set[int] = set()
-        self.ledger = Ledger(counters, buffer)
+        self._folder: Optional[Folder] = None
+        if options.collapse_repeats is not None:
+            self._folder = Folder(options.collapse_repeats, options.prefix, clock)
+        self.ledger = Ledger(counters, buffer, self._folder)
         self._notice = notice
         self._prepare = prepare
         self._encode = encode
@@ -162,6 +173,7 @@ class Delivery:
         ledger = self.ledger
         if ledger.holds(lambda: ledger.settled() >= target):
             return True
+        ledger.force_runs(target)  # repeats folded before the call: their summaries go now
         self.ensure_started()
         self.doorbell.set()
         self._bell.set()
@@ -196,6 +208,7 @@ class Delivery:
         with self.ledger.lock:
             self._closing = True
             self._deadline = deadline - grace
+        self.ledger.force_runs(math.inf)  # every run ends, once the buffer is folded
         self.buffer.close()  # from now on, records are refused (and counted) by put()
         spooler = self._spooler
         if spooler is not None:
@@ -275,6 +288,7 @@ class Delivery:
         while True:
             self._bell.clear()
             self._move_aside_on()  # what a finalizer logged on this thread
+            self.ledger.end_due_runs()
             source = self._source()
             try:
                 taken = self.ledger.begin(source, self._options.batch_size) if source else None
@@ -283,16 +297,30 @@ class Delivery:
                     self._spooler.cannot_read(exc)
                 continue
             if taken is not None:
-                return taken
+                if taken.items:
+                    return taken
+                continue  # every record taken was a repeat, folded into a run
             if self._closing and (
-                self._nothing_left() or self._past_deadline(self._clock.monotonic())
+                self.ledger.holds(self._nothing_left)
+                or self._past_deadline(self._clock.monotonic())
             ):
                 return None
             self._reporter.report()
-            self._clock.wait(self._bell, None)
+            self._clock.wait(self._bell, self._longest_wait())
+
+    def _longest_wait(self) -> Optional[float]:
+        """How long the worker may wait for records: until the next run of repeats ends, and
+        (closing) no later than the deadline; None: until the doorbell rings."""
+        now = self._clock.monotonic()
+        until = [when - now for when in (self.ledger.next_run_end(), self._deadline)
+                 if when is not None]
+        return max(0.0, min(until)) if until else None
 
     def _source(self) -> Optional[Source]:
-        """Oldest first: the spool, a batch the disk refused, then the memory buffer."""
+        """Oldest first: a summary of repeats (once every record older than it has gone), the
+        spool, a batch the disk refused, then the memory buffer."""
+        if self._folder is not None and self.ledger.summary_due():
+            return self._folder
         spooler = self._spooler
         if spooler is None:
             return self.buffer
@@ -306,6 +334,9 @@ class Delivery:
         return None
 
     def _nothing_left(self) -> bool:
+        """Nothing waits anywhere on the path (ledger lock held)."""
+        if self._folder is not None and self._folder.pending():
+            return False
         spooler = self._spooler
         if spooler is None:
             return self.buffer.pending() == 0
@@ -330,7 +361,7 @@ class Delivery:
         while pending:
             payload = pending.popleft()
             if not self._deliver(payload, method, pending, batch_started):
-                if self._spooler is None:
+                if self._spooler is None or not taken.rowids:  # no disk keeps them
                     self.ledger.rest_of_batch(
                         lambda n: self._counters.dropped(SHUTDOWN_DEADLINE, n)
                     )

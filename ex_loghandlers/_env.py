@@ -135,6 +135,7 @@ OPTIONS: Dict[str, Tuple[str, Converter]] = {
     "SPOOL_PATH": ("spool_path", _text),
     "SPOOL_MAX_BYTES": ("spool_max_bytes", _whole_number),
     "MAX_BATCH_BYTES": ("max_batch_bytes", _whole_number),
+    "COLLAPSE_REPEATS": ("collapse_repeats", _seconds),
 }
 #: Variables that are not one option each: ``credentials`` is made of two, and the level is the
 #: handler's, not a constructor option.

@@ -166,6 +166,7 @@ class ExHTTPHandler(logging.Handler):
         spool_path: Union[str, os.PathLike[str], None] = None,
         spool_max_bytes: int = 128 * 1024 * 1024,
         max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+        collapse_repeats: Optional[float] = None,
         _clock: Clock = SYSTEM_CLOCK,
         _first_backoff: float = RetryPolicy.first_wait,
     ) -> None:
@@ -179,7 +180,7 @@ class ExHTTPHandler(logging.Handler):
                 "shutdown_timeout": shutdown_timeout, "headers": headers,
                 "compress": compress, "verify": verify, "cert": cert,
                 "spool_path": spool_path, "spool_max_bytes": spool_max_bytes,
-                "max_batch_bytes": max_batch_bytes,
+                "max_batch_bytes": max_batch_bytes, "collapse_repeats": collapse_repeats,
             },
         )
         # Before Handler.__init__ registers the handler: a warning made an error leaves no
@@ -537,6 +538,8 @@ class ExHTTPHandler(logging.Handler):
                 thread_name=f"ex_loghandlers-worker-{id(self):x}",
                 spool_path=config.spool_path,
                 spool_max_bytes=config.spool_max_bytes,
+                collapse_repeats=config.collapse_repeats,
+                prefix=config.prefix,
             ),
             say=reporter.say,
         )

@@ -7,6 +7,10 @@ them; a record that leaves the path is counted, at that very moment and under on
 exactly one of sent, dropped (why), failed (why) or kept (on disk for the next start). So
 ``stats`` always satisfies ``emitted == sent + dropped + failed + kept + queued``, and a
 ``flush()`` waiting for record N is done as soon as no stage holds anything older than N.
+
+With ``collapse_repeats``, the *folder* is a stage too: repeats leave the batch taken from the
+buffer for it, and come back as a summary, a batch of its own whose every count weighs the
+records it stands for.
 """
 
 from __future__ import annotations
@@ -35,6 +39,22 @@ class Source(Protocol):
     def release(self, taken: Taken, settled: int) -> None: ...
 
 
+class Folding(Stage, Source, Protocol):
+    """The folder of ``collapse_repeats`` (``_collapse.Folder``), as the ledger sees it."""
+
+    def fold(self, taken: Taken) -> Taken: ...
+
+    def end_due_runs(self, unfolded: Optional[int]) -> None: ...
+
+    def next_due(self, unfolded: Optional[int]) -> Optional[float]: ...
+
+    def force(self, before_seq: float) -> None: ...
+
+    def drop_all(self) -> int: ...
+
+    def has_summary_before(self, limit: Optional[int]) -> bool: ...
+
+
 class Ledger:
     """The path's stages, the batch in flight, the counts and the waiting flushes.
 
@@ -42,11 +62,17 @@ class Ledger:
     ever sees a record in neither), and is held by every method here that counts.
     """
 
-    def __init__(self, counters: Counters, buffer: RecordBuffer[object]) -> None:
+    def __init__(
+        self, counters: Counters, buffer: RecordBuffer[object], folder: Optional[Folding] = None
+    ) -> None:
         self.lock = threading.Lock()
         self.counters = counters
         self._buffer = buffer
         self._stages: List[Stage] = [buffer]
+        #: Where repeats wait for their summary (``collapse_repeats``), if anywhere.
+        self._folder = folder
+        if folder is not None:
+            self._stages.append(folder)
         #: While it says so, nothing is settled: records found on disk at start must be
         #: delivered first, and a spool not yet opened may hold some.
         self._holding_back: Callable[[], bool] = lambda: False
@@ -54,6 +80,8 @@ class Ledger:
         self._source: Optional[Source] = None
         self._taken: Optional[Taken] = None
         self._in_flight = 0
+        #: Records each record of the batch in flight stands for (a summary: its repeats).
+        self._weight = 1
         #: Records of the request on the wire now: if close() gives up, they are in doubt.
         self._on_the_wire = 0
         self.abandoned = False
@@ -90,7 +118,10 @@ class Ledger:
 
     def on_disk_or_settled(self) -> int:
         """Every record with a smaller sequence number has left memory (lock held)."""
-        oldest = [s for s in (self._buffer.oldest_seq(), self._oldest_in_memory()) if s is not None]
+        in_memory = [self._buffer.oldest_seq(), self._oldest_in_memory()]
+        if self._folder is not None:
+            in_memory.append(self._folder.oldest_seq())
+        oldest = [s for s in in_memory if s is not None]
         return min(oldest) if oldest else self._buffer.accepted_total
 
     def queued(self) -> int:
@@ -135,20 +166,76 @@ class Ledger:
     # -- the batch in flight ---------------------------------------------------------------------
 
     def begin(self, source: Source, count: int) -> Optional[Taken]:
-        """Take a batch from ``source`` into flight, in the same breath; None if it had none."""
+        """Take a batch from ``source`` into flight, in the same breath; None if it had none.
+
+        Repeats in a batch from the buffer go to the folder: if they were all it had, the
+        batch returned is empty (and nothing is in flight); ask again.
+        """
         with self.lock:
             taken = source.take_batch(count)
             if not taken.items:
                 return None
-            self._source, self._taken, self._in_flight = source, taken, len(taken)
+            if source is self._buffer:
+                taken = self.fold(taken)
+                if not taken.items:
+                    return taken
+            self._source, self._taken = source, taken
+            self._weight = taken.weight
+            self._in_flight = len(taken) * taken.weight
             return taken
+
+    # -- collapse_repeats --------------------------------------------------------------------------
+
+    def fold(self, taken: Taken) -> Taken:
+        """``taken``, just out of the buffer, without the repeats the folder keeps (lock held)."""
+        return taken if self._folder is None else self._folder.fold(taken)
+
+    def end_due_runs(self) -> None:
+        """Runs whose window passed, and those a flush() or close() waits for, become
+        summaries to send."""
+        if self._folder is not None:
+            with self.lock:
+                self._folder.end_due_runs(self._unfolded())
+
+    def next_run_end(self) -> Optional[float]:
+        """When (on the clock) the worker must end a run next; None: no run is open."""
+        if self._folder is None:
+            return None
+        with self.lock:
+            return self._folder.next_due(self._unfolded())
+
+    def force_runs(self, before_seq: float) -> None:
+        """A flush() waits for every record older than ``before_seq`` (close(): for every
+        record): their runs end once all of those are folded."""
+        if self._folder is not None:
+            with self.lock:
+                self._folder.force(before_seq)
+
+    def _unfolded(self) -> Optional[int]:
+        """The oldest record still to go through the folder (lock held)."""
+        oldest = [s for s in (self._buffer.oldest_seq(), self._oldest_in_memory()) if s is not None]
+        return min(oldest) if oldest else None
+
+    def summary_due(self) -> bool:
+        """A summary waits, and every record older than it has left for the server."""
+        folder = self._folder
+        if folder is None:
+            return False
+        with self.lock:
+            waiting = [stage.oldest_seq() for stage in self._stages if stage is not folder]
+            older = [seq for seq in waiting if seq is not None]
+            return folder.has_summary_before(min(older) if older else None)
+
+    def _drop_folded(self, reason: str) -> None:
+        if self._folder is not None:
+            self.counters.dropped(reason, self._folder.drop_all())
 
     def on_the_wire(self, count: int) -> bool:
         """A request of ``count`` records is about to go; False if it must not (abandoned)."""
         with self.lock:
             if self.abandoned:
                 return False
-            self._on_the_wire = count
+            self._on_the_wire = count * self._weight
             return True
 
     def off_the_wire(self) -> None:
@@ -156,20 +243,22 @@ class Ledger:
             self._on_the_wire = 0
 
     def sent(self, count: int, when: float) -> None:
-        self._settle(count, lambda: self.counters.succeeded(count, when))
+        self._settle(count, lambda n: self.counters.succeeded(n, when))
 
     def failed(self, reason: str, count: int) -> None:
-        self._settle(count, lambda: self.counters.failed(reason, count))
+        self._settle(count, lambda n: self.counters.failed(reason, n))
 
-    def _settle(self, count: int, update: Callable[[], None]) -> None:
+    def _settle(self, count: int, update: Callable[[int], None]) -> None:
         """Count ``count`` records of the batch in flight, once: they leave the in-flight count
         at the same moment, so ``stats`` never shows a record both settled and queued. Nothing
-        is counted if ``close()`` gave up on the worker and counted the batch itself."""
+        is counted if ``close()`` gave up on the worker and counted the batch itself. A summary
+        of repeats counts as all the records it stands for."""
         with self.lock:
             self._on_the_wire = 0
             if not self.abandoned:
-                update()
-                self._in_flight -= count
+                weighed = count * self._weight
+                update(weighed)
+                self._in_flight -= weighed
 
     def rest_of_batch(self, count_them: Callable[[int], None]) -> None:
         """Count what of the batch in flight is not counted yet, with ``count_them(n)``."""
@@ -186,6 +275,7 @@ class Ledger:
                 self._release_settled()
             self._source = self._taken = None
             self._in_flight = 0
+            self._weight = 1
             self._on_the_wire = 0
             self.wake_flushers()
 
@@ -193,7 +283,7 @@ class Ledger:
         source, taken = self._source, self._taken
         if source is not None and taken is not None:
             try:
-                source.release(taken, len(taken) - self._in_flight)
+                source.release(taken, len(taken) - self._in_flight // self._weight)
             except Exception as exc:  # the spool's disk: the worker hears of it on its next read
                 self.release_error = exc
 
@@ -210,6 +300,7 @@ class Ledger:
         with self.lock:
             if not self.abandoned:
                 self.counters.dropped(reason, self._buffer.drain())
+                self._drop_folded(reason)
                 self.wake_flushers()
 
     def abandon(self) -> None:
@@ -226,6 +317,7 @@ class Ledger:
             self.counters.dropped(IN_FLIGHT_AT_DEADLINE, in_doubt)
             self.counters.dropped(SHUTDOWN_DEADLINE, self._in_flight - in_doubt)
             self.counters.dropped(SHUTDOWN_DEADLINE, self._buffer.drain())
+            self._drop_folded(SHUTDOWN_DEADLINE)
             self._forget_batch()
 
     def keep_on_disk(self, close_spool: Callable[[], int], drop_memory: Callable[[], int]) -> int:
@@ -239,11 +331,13 @@ class Ledger:
             self.counters.left_on_disk(kept)
             lost = in_memory + drop_memory() + self._buffer.drain()
             self.counters.dropped(SHUTDOWN_DEADLINE, lost)
+            self._drop_folded(SHUTDOWN_DEADLINE)  # repeats are folded before the disk
             self._forget_batch()
             return kept
 
     def _forget_batch(self) -> None:
         self._source = self._taken = None
         self._in_flight = 0
+        self._weight = 1
         self._on_the_wire = 0
         self.wake_flushers()

@@ -7,6 +7,11 @@ milliseconds of ``emit()``; ``flush()`` waits for the write before it waits for 
 
 If the spool cannot be opened or written (a read-only directory, a full disk), the handler
 carries on in memory and says so once; records already on disk stay there for the next start.
+
+With ``collapse_repeats``, repeats are folded here, before the disk (``_collapse``): a storm
+fills neither the disk nor the server, and makes the spool evict nothing. The first of a kind is
+written as usual; its folded repeats wait in memory for their summary, which the worker sends
+from there.
 """
 
 from __future__ import annotations
@@ -209,8 +214,13 @@ class Spooler:
         self._move_aside_on()  # what a finalizer logged on this thread
         with self._ledger.lock:
             taken = self._buffer.take_batch(self._batch_size)
+            took = bool(taken.items)
+            taken = self._ledger.fold(taken)
             self._writing = taken if taken.items else None
         if not taken.items:
+            if took:  # all of them repeats, folded: the worker times their runs
+                self._written.set()
+                return True
             if not self._stopping:
                 self._clock.wait(self.doorbell, None)
             return False

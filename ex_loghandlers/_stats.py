@@ -23,9 +23,11 @@ class Stats:
     Every record emitted ends as exactly one of ``sent``, ``dropped`` (never sent: see
     ``dropped_by_reason``), ``failed`` (the server rejected it, or retries ran out: see
     ``failed_by_reason``) or ``kept`` (left in the spool on disk at ``close()``, for the next
-    process with the same ``spool_path``); until then it is ``queued``. ``retried`` counts
-    repeated attempts. ``emitted`` counts what the handler took in: records logged, its own
-    loss notices, and records an earlier process left in the spool.
+    process with the same ``spool_path``); until then it is ``queued``. A repeat folded into a
+    summary (``collapse_repeats``) is queued until the summary's fate is decided, and then
+    counted as the summary is. ``retried`` counts repeated attempts. ``emitted`` counts what
+    the handler took in: records logged, its own loss notices, and records an earlier process
+    left in the spool.
     """
 
     emitted: int = 0

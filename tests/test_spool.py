@@ -255,6 +255,28 @@ def test_a_spool_that_cannot_be_written_falls_back_to_memory_and_says_so_once(
         assert line.endswith("; keeping records in memory")
 
 
+def test_records_in_memory_cut_short_by_the_deadline_are_counted_dropped(
+    tmp_path: Path, logger: logging.Logger
+) -> None:
+    """No disk holds them (the spool could not be opened): when close() runs out of time while
+    the server keeps answering 503, they are dropped, and counted so (a 0.3 s deadline)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with FaultServer(sequence([], then=Action.status(503, retry_after="30"))) as server:
+        with redirect_stderr(io.StringIO()):
+            handler = spooled(server, blocker / "logs", shutdown_timeout=0.3)
+            logger.addHandler(handler)
+            for i in range(10):
+                logger.info("record %d", i)
+            assert not handler.flush(timeout=0)
+            assert server.wait_for_requests(1, timeout=WAIT)  # now told to wait 30 s
+            logger.removeHandler(handler)
+            handler.close()
+        stats = handler.stats
+        assert stats.dropped_by_reason == {"shutdown deadline": 10}
+        assert (stats.emitted, stats.sent, stats.queued, stats.kept) == (10, 0, 0, 0)
+
+
 # -- processes that die --------------------------------------------------------------------------
 
 KILLED_APP = """
