@@ -142,11 +142,13 @@ class Delivery:
     def ensure_started(self) -> None:
         """Start the worker (on the first record; with a spool, when the handler is made)."""
         if self.thread is None and not self._closing:
-            self._start()
+            self._start(closing=False)
 
-    def _start(self) -> None:
+    def _start(self, closing: bool) -> None:
+        """Start the worker once; ``close()`` starts one for what is left, nothing else may
+        after it began, or a worker would outlive the ``close()`` that never saw it."""
         with self._start_lock:
-            if self.thread is not None:
+            if self.thread is not None or self._closing != closing:
                 return
             quiet_http_libraries()
             thread = threading.Thread(target=self._run, name=self._options.thread_name, daemon=True)
@@ -205,7 +207,7 @@ class Delivery:
         ``deadline``, so joining it fits in the time too.
         """
         grace = min(JOIN_GRACE, 0.2 * max(0.0, deadline - self._clock.monotonic()))
-        with self.ledger.lock:
+        with self._start_lock, self.ledger.lock:
             self._closing = True
             self._deadline = deadline - grace
         self.ledger.force_runs(math.inf)  # every run ends, once the buffer is folded
@@ -216,7 +218,7 @@ class Delivery:
         self.doorbell.set()
         self._bell.set()
         if self.thread is None and (self.buffer.pending() or spooler is not None):
-            self._start()
+            self._start(closing=True)
         for thread in (self.thread, spooler.thread if spooler is not None else None):
             if thread is not None and thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - self._clock.monotonic()))
