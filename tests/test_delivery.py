@@ -421,8 +421,8 @@ def test_close_waits_for_a_reopen_under_way_on_another_thread(logger: logging.Lo
         assert waited == [True]  # for the reopen to finish
         closer.join(10)
         assert not closer.is_alive()
-        assert handler._closed  # noqa: SLF001
-        worker = handler._delivery.thread  # noqa: SLF001
+        assert handler._closed
+        worker = handler._delivery.thread
         assert worker is None or not worker.is_alive()
         # The record raced with that close(): sent by it, or refused as the handler closed.
         stats = handler.stats
