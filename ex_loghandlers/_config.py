@@ -62,6 +62,8 @@ class Config:
     app_name: str
     wire_format: str
     batch_size: int
+    #: Checked and kept for compatibility with 0.1; nothing waits for it: the worker sends as
+    #: soon as it is free, so no record is held back for a batch to fill.
     flush_interval: float
     max_queue_size: int
     max_queue_bytes: int

@@ -324,7 +324,7 @@ def test_eight_threads_lose_nothing_duplicate_nothing_and_keep_their_order(
     logger: logging.Logger,
 ) -> None:
     with FaultServer() as server:
-        # 80,000 records may all be queued at once: room for them (threads, not memory, here).
+        # 32,000 records may all be queued at once: room for them (threads, not memory, here).
         handler = ExHTTPHandler(url=server.url_for("/sink/TEST/app"), wire_format="ndjson",
                                 batch_size=1000, max_queue_bytes=1 << 30)
         logger.addHandler(handler)
@@ -332,7 +332,7 @@ def test_eight_threads_lose_nothing_duplicate_nothing_and_keep_their_order(
 
         def work(t: int) -> None:
             start.wait()
-            for i in range(10_000):
+            for i in range(4_000):
                 logger.info("t%d %d", t, i)
 
         threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
@@ -342,13 +342,14 @@ def test_eight_threads_lose_nothing_duplicate_nothing_and_keep_their_order(
             thread.join(60)
         assert handler.flush(timeout=60)
         received = [r["message"] for r in server.accepted_records()]
-    assert len(received) == 80_000 == len(set(received))
+    assert len(received) == 32_000 == len(set(received))
     per_thread: dict = {}
     for message in received:
         t, i = message.split()
         per_thread.setdefault(t, []).append(int(i))
-    assert all(seq == list(range(10_000)) for seq in per_thread.values())
-    assert handler.stats.sent == 80_000
+    assert len(per_thread) == 8
+    assert all(seq == list(range(4_000)) for seq in per_thread.values())
+    assert handler.stats.sent == 32_000
 
 
 def test_close_racing_with_emit_never_raises_nor_deadlocks(logger: logging.Logger) -> None:
@@ -977,6 +978,7 @@ def test_every_stats_snapshot_adds_up_while_drop_oldest_evicts(logger: logging.L
                 thread.join(10)
         assert off == []
         assert handler.stats.dropped_by_reason.get("queue full", 0) > 0
+        assert handler.flush(timeout=10)  # what is left goes while the server is there
 
 
 
