@@ -214,7 +214,10 @@ class Spooler:
             try:
                 self._open()
                 while not self.failed and not self._stopped:
-                    if not self._write_some() and self._stopping:
+                    # The buffer is closed before stop(): once stopping, nothing more comes in,
+                    # and a write that finds nothing after that is the last one.
+                    stopping = self._stopping
+                    if not self._write_some() and stopping:
                         break
             finally:
                 self._written.set()
