@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Deque, Generic, List, Optional, Tuple, TypeVar
+from typing import Any, Deque, Generic, List, Optional, Sequence, Tuple, TypeVar
 
 T = TypeVar("T")
 
@@ -156,7 +156,7 @@ class RecordBuffer(Generic[T]):
         first_seq, items = self.take(max_count)
         return Taken(items, list(range(first_seq, first_seq + len(items))))
 
-    def release(self, taken: Taken, settled: int) -> None:
+    def release(self, taken: Taken, settled: Sequence[int]) -> None:
         """Nothing to do: ``take_batch()`` already removed them."""
 
     def pending(self) -> int:

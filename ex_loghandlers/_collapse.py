@@ -27,7 +27,7 @@ Pure: no I/O. Every method but ``kind_of`` is called with the ledger's lock held
 
 from __future__ import annotations
 
-from typing import Any, Dict, Hashable, List, Optional, Tuple
+from typing import Any, Dict, Hashable, List, Optional, Sequence, Tuple
 
 from ._buffer import Taken
 from ._clock import Clock
@@ -245,5 +245,5 @@ class Folder:
             summary[self._first_key] = run.first_created
         return Taken([summary], [run.oldest], weight=run.count)
 
-    def release(self, taken: Taken, settled: int) -> None:
+    def release(self, taken: Taken, settled: Sequence[int]) -> None:
         """Nothing to do: a summary in flight is counted by the ledger until it is settled."""

@@ -24,16 +24,17 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
 from ._buffer import RecordBuffer, Taken
 from ._clock import Clock
 from ._collapse import Folder
 from ._ledger import Ledger, Source
+from ._placement import placed
 from ._quiet import quiet_http_libraries, worker_thread
 from ._report import LossReporter
 from ._retry import FAIL, ITEMS, RETRY, SENT, SPLIT, Items, RetryPolicy, ServerHealth
-from ._spool import SpoolError
+from ._spool import Spool, SpoolError
 from ._spooler import Prepare, Spooler, prepare_each
 from ._stats import SHUTDOWN_DEADLINE, Counters, Stats
 from ._transport import HTTPTransport
@@ -47,6 +48,9 @@ NO_WORKER = "no worker thread (the interpreter is shutting down)"
 
 #: How long the worker pauses after an error of its own, so that a persistent one cannot spin.
 INTERNAL_ERROR_PAUSE = 1.0
+
+#: A payload, and the positions of its records in the batch it comes from.
+Placed = Tuple[Payload, List[Optional[int]]]
 
 
 def idempotency_key(payload: Payload) -> Optional[Dict[str, str]]:
@@ -223,7 +227,8 @@ class Delivery:
             if thread is not None and thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - self._clock.monotonic()))
         if spooler is not None:
-            kept = self.ledger.keep_on_disk(spooler.close_spool, spooler.drop_memory)
+            kept = self.ledger.keep_on_disk(spooler.keep_on_disk, spooler.drop_memory)
+            spooler.close_spool(deadline - self._clock.monotonic())
             if kept:
                 self._reporter.kept(kept, spooler.path)
         elif self.thread is not None and self.thread.is_alive():
@@ -266,6 +271,7 @@ class Delivery:
         ``__str__`` raising even ``SystemExit``), the batch is counted and the worker goes on:
         a worker that died would leave flush() nothing to wait for.
         """
+        taken: Optional[Taken] = None
         try:
             taken = self._next_batch()
             if taken is None:
@@ -277,10 +283,8 @@ class Delivery:
             if not self._closing:
                 self._clock.wait(self._bell, INTERNAL_ERROR_PAUSE)
         self.ledger.end_batch()
-        error = self.ledger.release_error
-        if error is not None and self._spooler is not None:
-            self._spooler.cannot_write(error)
-            self.ledger.release_error = None
+        if self._spooler is not None and taken is not None and taken.rowids:
+            self._spooler.tidy()  # the disk, after the ledger's lock: stats never wait for it
         if not self._closing:  # close() reports once, at the end
             self._reporter.report()
         return True
@@ -293,6 +297,8 @@ class Delivery:
             self.ledger.end_due_runs()
             source = self._source()
             try:
+                if isinstance(source, Spool):  # the disk, before the ledger's lock
+                    source.read_batch(self._options.batch_size)
                 taken = self.ledger.begin(source, self._options.batch_size) if source else None
             except SpoolError as exc:
                 if self._spooler is not None:
@@ -326,8 +332,8 @@ class Delivery:
         spooler = self._spooler
         if spooler is None:
             return self.buffer
-        spool = spooler.spool
-        if spool is not None and not spool.closed and not spooler.unreadable and spool.pending():
+        spool = spooler.spool_in_use()
+        if spool is not None and not spooler.unreadable and spool.pending():
             return spool
         if spooler.unwritten is not None:
             return spooler
@@ -354,25 +360,36 @@ class Delivery:
             for reason, count in unmappable.items():
                 self.ledger.failed(reason, count)
         try:
-            pending: Deque[Payload] = deque(self._encode(records))
+            pending: Deque[Placed] = deque(self._encoded(records, range(len(records))))
         except Exception as exc:
-            self.ledger.failed(f"records could not be encoded: {type(exc).__name__}", len(records))
+            reason = f"records could not be encoded: {type(exc).__name__}"
+            self.ledger.failed(reason, len(records), range(len(records)))
             return
         method = self._method()
         batch_started = self._clock.monotonic()  # max_retry_time is per batch
         while pending:
-            payload = pending.popleft()
-            if not self._deliver(payload, method, pending, batch_started):
+            payload, at = pending.popleft()
+            if not self._deliver(payload, at, method, pending, batch_started):
                 if self._spooler is None or not taken.rowids:  # no disk keeps them
                     self.ledger.rest_of_batch(
                         lambda n: self._counters.dropped(SHUTDOWN_DEADLINE, n)
                     )
                 return
 
+    def _encoded(
+        self, records: Sequence[Fields], at: Sequence[Optional[int]]
+    ) -> List[Placed]:
+        """``records`` (at positions ``at`` of the batch: for a batch from the spool, its
+        records are the batch) encoded, each payload with the positions of its records."""
+        payloads = self._encode(records)
+        return list(zip(payloads, placed(records, at, payloads)))
+
     def _deliver(
-        self, payload: Payload, method: str, pending: Deque[Payload], batch_started: float
+        self, payload: Payload, at: List[Optional[int]], method: str, pending: Deque[Placed],
+        batch_started: float,
     ) -> bool:
-        """Send one payload until it is sent, failed or split; False if the deadline passed.
+        """Send one payload (its records at positions ``at`` of the batch) until it is sent,
+        failed or split; False if the deadline passed.
 
         Every attempt, the first included, waits until the server's health allows it: after
         consecutive failures (whichever payloads they were) the next request waits its turn.
@@ -381,7 +398,7 @@ class Delivery:
         """
         count = len(payload.records)
         if payload.failure is not None:  # records that could not be encoded: nothing to send
-            self.ledger.failed(payload.failure, count)
+            self.ledger.failed(payload.failure, count, at)
             self._reporter.report()
             return True
         schedule = self._policy.schedule(self._health, batch_started)
@@ -397,25 +414,28 @@ class Delivery:
                 outcome, self._clock.monotonic(), count, payload.read_answer
             )
             if decision.action == SENT:
-                self.ledger.sent(count, time.time())
+                self.ledger.sent(count, time.time(), at)
                 self._delivered()
                 return True
             if decision.action == FAIL:
-                self.ledger.failed(decision.reason, count)
+                self.ledger.failed(decision.reason, count, at)
                 self._reporter.report()
                 return True
             self.ledger.off_the_wire()
             if decision.action == SPLIT:
                 half = count // 2
-                halves = self._encode(payload.records[:half]) + self._encode(payload.records[half:])
+                records = payload.records
+                halves = (self._encoded(records[:half], at[:half])
+                          + self._encoded(records[half:], at[half:]))
                 pending.extendleft(reversed(halves))
                 return True
             if decision.action == ITEMS:
                 assert decision.items is not None
-                again = self._settle_items(payload, decision.items, pending)
+                again = self._settle_items(payload, at, decision.items, pending)
                 if again is None:
                     return True
-                payload, count = again, len(again.records)
+                payload, at = again
+                count = len(payload.records)
                 key = idempotency_key(payload)
             else:
                 assert decision.action == RETRY
@@ -432,14 +452,14 @@ class Delivery:
             self._tell_of_losses()
 
     def _settle_items(
-        self, payload: Payload, items: Items, pending: Deque[Payload]
-    ) -> Optional[Payload]:
+        self, payload: Payload, at: List[Optional[int]], items: Items, pending: Deque[Placed]
+    ) -> Optional[Placed]:
         """Count each record of ``payload`` as the answer says; return the payload of those to
         send again (None if there are none, or if they went to ``pending``)."""
         if items.sent:
-            self.ledger.sent(len(items.sent), time.time())
+            self.ledger.sent(len(items.sent), time.time(), [at[i] for i in items.sent])
         for reason, positions in items.failed.items():
-            self.ledger.failed(reason, len(positions))
+            self.ledger.failed(reason, len(positions), [at[i] for i in positions])
         self._reporter.report()
         if not items.retry:
             if items.sent:
@@ -447,8 +467,9 @@ class Delivery:
             return None
         # Encoded once already (as plain fields where they had to be): the same again, one
         # payload; anything else is counted or queued like any other payload.
-        again = self._encode([payload.records[i] for i in items.retry])
-        if len(again) == 1 and again[0].failure is None:
+        again = self._encoded([payload.records[i] for i in items.retry],
+                              [at[i] for i in items.retry])
+        if len(again) == 1 and again[0][0].failure is None:
             return again[0]
         pending.extendleft(reversed(again))
         return None

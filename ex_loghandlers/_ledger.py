@@ -16,7 +16,7 @@ records it stands for.
 from __future__ import annotations
 
 import threading
-from typing import Callable, List, Optional, Protocol, Tuple
+from typing import Callable, List, Optional, Protocol, Sequence, Tuple
 
 from ._buffer import RecordBuffer, Taken
 from ._stats import IN_FLIGHT_AT_DEADLINE, SHUTDOWN_DEADLINE, Counters, Stats
@@ -36,7 +36,9 @@ class Source(Protocol):
 
     def take_batch(self, max_count: int) -> Taken: ...
 
-    def release(self, taken: Taken, settled: int) -> None: ...
+    def release(self, taken: Taken, settled: Sequence[int]) -> None:
+        """Forget the records at positions ``settled`` of ``taken``; the rest wait again.
+        Called with the ledger's lock held: no I/O."""
 
 
 class Folding(Stage, Source, Protocol):
@@ -80,13 +82,15 @@ class Ledger:
         self._source: Optional[Source] = None
         self._taken: Optional[Taken] = None
         self._in_flight = 0
+        #: Where in the batch in flight the records settled so far are: the server may settle
+        #: them in any order (Elasticsearch stores some and asks for others again), and a batch
+        #: cut short lets go of exactly those.
+        self._settled_at: List[int] = []
         #: Records each record of the batch in flight stands for (a summary: its repeats).
         self._weight = 1
         #: Records of the request on the wire now: if close() gives up, they are in doubt.
         self._on_the_wire = 0
         self.abandoned = False
-        #: Why the last release failed (a spool that cannot be written any more), if it did.
-        self.release_error: Optional[Exception] = None
         #: Each waiting flush(): what it waits for, and the event that wakes it.
         self._waiters: List[Tuple[Callable[[], bool], threading.Event]] = []
         #: The oldest record a stage holds in memory only (the spool's writer's batch).
@@ -172,6 +176,8 @@ class Ledger:
         batch returned is empty (and nothing is in flight); ask again.
         """
         with self.lock:
+            if self.abandoned:
+                return None
             taken = source.take_batch(count)
             if not taken.items:
                 return None
@@ -180,6 +186,7 @@ class Ledger:
                 if not taken.items:
                     return taken
             self._source, self._taken = source, taken
+            self._settled_at = []
             self._weight = taken.weight
             self._in_flight = len(taken) * taken.weight
             return taken
@@ -242,23 +249,27 @@ class Ledger:
         with self.lock:
             self._on_the_wire = 0
 
-    def sent(self, count: int, when: float) -> None:
-        self._settle(count, lambda n: self.counters.succeeded(n, when))
+    def sent(self, count: int, when: float, at: Sequence[Optional[int]] = ()) -> None:
+        self._settle(count, lambda n: self.counters.succeeded(n, when), at)
 
-    def failed(self, reason: str, count: int) -> None:
-        self._settle(count, lambda n: self.counters.failed(reason, n))
+    def failed(self, reason: str, count: int, at: Sequence[Optional[int]] = ()) -> None:
+        self._settle(count, lambda n: self.counters.failed(reason, n), at)
 
-    def _settle(self, count: int, update: Callable[[int], None]) -> None:
-        """Count ``count`` records of the batch in flight, once: they leave the in-flight count
-        at the same moment, so ``stats`` never shows a record both settled and queued. Nothing
-        is counted if ``close()`` gave up on the worker and counted the batch itself. A summary
-        of repeats counts as all the records it stands for."""
+    def _settle(
+        self, count: int, update: Callable[[int], None], at: Sequence[Optional[int]]
+    ) -> None:
+        """Count ``count`` records of the batch in flight (at positions ``at`` of it), once:
+        they leave the in-flight count at the same moment, so ``stats`` never shows a record
+        both settled and queued. Nothing is counted if ``close()`` gave up on the worker and
+        counted the batch itself. A summary of repeats counts as all the records it stands
+        for."""
         with self.lock:
             self._on_the_wire = 0
             if not self.abandoned:
                 weighed = count * self._weight
                 update(weighed)
                 self._in_flight -= weighed
+                self._settled_at.extend(place for place in at if place is not None)
 
     def rest_of_batch(self, count_them: Callable[[int], None]) -> None:
         """Count what of the batch in flight is not counted yet, with ``count_them(n)``."""
@@ -275,6 +286,7 @@ class Ledger:
                 self._release_settled()
             self._source = self._taken = None
             self._in_flight = 0
+            self._settled_at = []
             self._weight = 1
             self._on_the_wire = 0
             self.wake_flushers()
@@ -282,10 +294,8 @@ class Ledger:
     def _release_settled(self) -> None:
         source, taken = self._source, self._taken
         if source is not None and taken is not None:
-            try:
-                source.release(taken, len(taken) - self._in_flight // self._weight)
-            except Exception as exc:  # the spool's disk: the worker hears of it on its next read
-                self.release_error = exc
+            settled = self._settled_at if self._in_flight else range(len(taken))
+            source.release(taken, settled)
 
     @property
     def in_flight_on_disk(self) -> int:
@@ -320,14 +330,15 @@ class Ledger:
             self._drop_folded(SHUTDOWN_DEADLINE)
             self._forget_batch()
 
-    def keep_on_disk(self, close_spool: Callable[[], int], drop_memory: Callable[[], int]) -> int:
-        """``close()`` with a spool: what is on disk is kept for the next start, what is still
-        only in memory is dropped. The worker counts nothing from now on. Returns the kept."""
+    def keep_on_disk(self, on_disk: Callable[[], int], drop_memory: Callable[[], int]) -> int:
+        """``close()`` with a spool: what is on disk (``on_disk()``) is kept for the next
+        start, what is still only in memory is dropped. The worker counts nothing from now on.
+        Returns the kept."""
         with self.lock:
             self.abandoned = True
             self._release_settled()  # sent ones of a batch cut short are not kept as well
             in_memory = self._in_flight - self.in_flight_on_disk
-            kept = close_spool()
+            kept = on_disk()
             self.counters.left_on_disk(kept)
             lost = in_memory + drop_memory() + self._buffer.drain()
             self.counters.dropped(SHUTDOWN_DEADLINE, lost)
@@ -338,6 +349,7 @@ class Ledger:
     def _forget_batch(self) -> None:
         self._source = self._taken = None
         self._in_flight = 0
+        self._settled_at = []
         self._weight = 1
         self._on_the_wire = 0
         self.wake_flushers()

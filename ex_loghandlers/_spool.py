@@ -11,9 +11,9 @@ the same file, sending a record twice, or stranding one.
 A commit survives the process being killed (the data is in the operating system's hands); it
 may not survive a power cut (``synchronous=NORMAL``: the price of not syncing every write).
 
-Nothing here runs on the application's thread: the delivery worker writes and reads. A file that
-cannot be read as a spool (truncated, foreign, another schema, no permission) is moved aside with
-one line saying so, and is never deleted.
+Nothing here runs on the application's thread: the spool's writer writes, the delivery worker
+reads and deletes. A file that cannot be read as a spool (truncated, foreign, another schema, no
+permission) is moved aside with one line saying so, and is never deleted.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ._buffer import Taken
 from ._wire import FieldPairs, fast_json, parsed_json, plain_fields
@@ -71,8 +71,25 @@ def own_files(base: str) -> List[str]:
     return sorted(glob.glob(glob.escape(base) + ".*.db"))
 
 
+#: What ``append()`` hands its caller: counts the records written in, returns those evicted.
+Commit = Callable[[], Evicted]
+
+
+def _at_once(commit: Commit) -> None:
+    commit()
+
+
 class Spool:
-    """This process's spool file, oldest record first. Thread-safe; blocking (disk I/O)."""
+    """This process's spool file, oldest record first. Two sides, so that whoever reads the
+    counts never waits on the disk:
+
+    - the counts (``count``, ``pending()``, ``oldest_seq()``, ``adopted_left``) change only in
+      ``take_batch()``, ``release()`` and the commit ``append()`` hands its caller: memory only,
+      each called under the caller's lock (the ledger's), at the moment records move between
+      the caller's stages;
+    - the disk is used under the spool's own guard, never with the caller's lock held:
+      ``append()``, ``read_batch()``, ``delete_settled()``, ``close()``.
+    """
 
     def __init__(self, path: str, connection: sqlite3.Connection, lock: IO[bytes],
                  max_bytes: int) -> None:
@@ -80,19 +97,31 @@ class Spool:
         self._db = connection
         self._lock_file = lock
         self._max_bytes = max_bytes
-        self._guard = threading.Lock()
-        self._bytes = 0
+        # -- the counts ---------------------------------------------------------------------------
         self._count = 0
         self._adopted_left = 0
-        #: Rows up to this id are being delivered (taken): never evicted, never taken again.
-        self._protected_through = 0
-        #: Rows up to this id are settled but could not be deleted (a full disk): they are
-        #: gone but for the file; deleting them is tried again at each release and at close.
-        self._settled_through = 0
         self._taken = 0
         self._taken_own = 0
         #: Sequence numbers of this process's records on disk, ascending (taken ones first).
         self._own_seqs: List[int] = []
+        #: The batch ``read_batch()`` read, for ``take_batch()`` (the delivery worker's only).
+        self._read: Optional[Taken] = None
+        #: Rows ``release()`` let go of, for the disk's side to delete.
+        self._released: List[int] = []
+        self._unprotect = False
+        self._handover = threading.Lock()
+        # -- the disk's side, under the guard -----------------------------------------------------
+        self._guard = threading.Lock()
+        self._bytes = 0
+        #: Rows up to this id are being delivered (read or taken): never evicted, never read again.
+        self._protected_through = 0
+        #: The body length of each row read, for the bytes it frees once deleted.
+        self._sizes: Dict[int, int] = {}
+        #: Rows settled but not deleted yet (a full disk may refuse), with their body length:
+        #: gone but for the file; never read or evicted; deleting them is tried again later.
+        self._settled: Dict[int, int] = {}
+        #: close() was called: whoever holds the disk closes the spool when done with it.
+        self._close_wanted = False
         self._closed = False
 
     # -- opening -------------------------------------------------------------------------------
@@ -172,102 +201,174 @@ class Spool:
         with contextlib.suppress(FileNotFoundError):
             os.remove(path[: -len(".db")] + ".lock")
 
-    # -- the worker's side ---------------------------------------------------------------------
+    # -- the disk (the spool's guard; never with the caller's lock held) ------------------------
 
-    def append(self, rows: Sequence[Tuple[Optional[int], Dict[str, Any]]]) -> Evicted:
-        """Write records (sequence number, fields) in one transaction; evict the oldest that
-        are not being delivered while the spool is over ``max_bytes``."""
+    def append(
+        self, rows: Sequence[Tuple[Optional[int], Dict[str, Any]]],
+        count_in: Callable[[Commit], None] = _at_once,
+    ) -> Evicted:
+        """Write records (sequence number, fields) in one transaction, with the eviction of the
+        oldest not being delivered while the spool is over ``max_bytes``; returns the evicted.
+
+        Nothing is counted until ``count_in(commit)``, called once the write is on disk and
+        before anyone else may use the disk: the caller calls ``commit()`` under its lock, at
+        the moment the records leave its memory (or not at all, if it counted them otherwise),
+        so that a reader sees each record in one place, never two or none, and no batch is
+        read from disk that is not counted in.
+        """
         encoded = [(seq, _created_of(fields), _json(fields)) for seq, fields in rows]
-        with self._guard, _disk_errors():
-            with self._db:
+        size = sum(len(body) + ROW_OVERHEAD for _, _, body in encoded)
+        own = [seq for seq, _, _ in encoded if seq is not None]
+        with self._disk() as usable:
+            if not usable:
+                raise SpoolError("the spool is closed")
+            with _disk_errors(), self._db:
                 self._db.executemany(
                     "INSERT INTO records (seq, created, body) VALUES (?, ?, ?)", encoded
                 )
-            self._bytes += sum(len(body) + ROW_OVERHEAD for _, _, body in encoded)
-            self._count += len(encoded)
-            self._own_seqs.extend(seq for seq, _, _ in encoded if seq is not None)
-            return self._evict()
+                evicted, freed = self._evict(self._bytes + size)
+            self._bytes += size - freed
+            count_in(lambda: self._count_in(len(encoded), own, evicted))
+        return evicted
 
-    def _evict(self) -> Evicted:
-        """While over ``max_bytes``: delete the oldest records not taken for delivery."""
+    def _evict(self, size: int) -> Tuple[Evicted, int]:
+        """While ``size`` is over ``max_bytes``: delete the oldest records not taken for
+        delivery nor settled, in the caller's transaction. Returns them and the bytes freed."""
         own: List[int] = []
         adopted = 0
-        if self._bytes <= self._max_bytes:
-            return Evicted(own, adopted)
-        doomed: List[int] = []
         freed = 0
+        if size <= self._max_bytes:
+            return Evicted(own, adopted), freed
+        doomed: List[int] = []
         cursor = self._db.execute(
             "SELECT id, seq, LENGTH(body) FROM records WHERE id > ? ORDER BY id",
-            (max(self._protected_through, self._settled_through),),
+            (self._protected_through,),
         )
         for rowid, seq, length in cursor:
-            if self._bytes - freed <= self._max_bytes:
+            if size - freed <= self._max_bytes:
                 break
+            if rowid in self._settled:
+                continue
             doomed.append(rowid)
             freed += length + ROW_OVERHEAD
             if seq is None:
                 adopted += 1
             else:
                 own.append(seq)
-        with self._db:
-            self._db.executemany("DELETE FROM records WHERE id = ?", [(r,) for r in doomed])
-        self._bytes -= freed
-        self._count -= len(doomed)
-        self._adopted_left -= adopted
-        if own:
-            gone = set(own)
-            self._own_seqs = [seq for seq in self._own_seqs if seq not in gone]
-        return Evicted(own, adopted)
+        self._db.executemany("DELETE FROM records WHERE id = ?", [(r,) for r in doomed])
+        return Evicted(own, adopted), freed
 
-    def take_batch(self, max_count: int) -> Taken:
-        """Up to ``max_count`` records, oldest first. They stay on disk, safe from eviction,
-        until ``release()``: a crash before then sends them again at the next start."""
-        with self._guard, _disk_errors():
-            rows = self._db.execute(
-                "SELECT id, seq, body FROM records WHERE id > ? ORDER BY id LIMIT ?",
-                (max(self._protected_through, self._settled_through), max_count),
-            ).fetchall()
-            if rows:
-                self._protected_through = rows[-1][0]
-                self._taken += len(rows)
-                self._taken_own += sum(1 for _, seq, _ in rows if seq is not None)
-        return Taken(
+    def read_batch(self, max_count: int) -> None:
+        """Read up to ``max_count`` records, oldest first, for the next ``take_batch()``. They
+        stay on disk, safe from eviction, until ``release()``: a crash before then sends them
+        again at the next start. Nothing new is read while a batch read is not taken yet."""
+        with self._disk() as usable:
+            if not usable or self._read is not None:
+                return
+            skip = self._settled
+            with _disk_errors():
+                rows = self._db.execute(
+                    "SELECT id, seq, body FROM records WHERE id > ? ORDER BY id LIMIT ?",
+                    (self._protected_through, max_count + len(skip)),
+                ).fetchall()
+            rows = [row for row in rows if row[0] not in skip][:max_count]
+            if not rows:
+                return
+            self._protected_through = rows[-1][0]
+            self._sizes = {rowid: len(body) for rowid, _, body in rows}
+        self._read = Taken(
             items=[_fields(body) for _, _, body in rows],
             seqs=[seq for _, seq, _ in rows],
             prepared=True,
             rowids=tuple(rowid for rowid, _, _ in rows),
         )
 
-    def release(self, taken: Taken, settled: int) -> None:
-        """Forget the first ``settled`` records of a batch from ``take_batch()`` (their fate is
-        decided); the rest are waiting again, as before they were taken.
-
-        They are forgotten even when the disk refuses to delete them (``SpoolError`` then):
-        counted out of the spool, never taken again, deleted later if the disk allows.
-        """
-        with self._guard:
-            if settled:
-                last = taken.rowids[settled - 1]
-                with _disk_errors():
-                    freed = self._db.execute(
-                        "SELECT COALESCE(SUM(LENGTH(body)), 0) FROM records"
-                        " WHERE id > ? AND id <= ?", (self._settled_through, last),
-                    ).fetchone()[0]
-                self._bytes -= freed + settled * ROW_OVERHEAD
-                self._count -= settled
-                self._settled_through = last
-            own_settled = sum(1 for seq in taken.seqs[:settled] if seq is not None)
-            self._adopted_left -= settled - own_settled
-            del self._own_seqs[:own_settled]
-            self._taken = self._taken_own = 0
-            self._protected_through = 0
-            self._delete_settled()
+    def delete_settled(self) -> None:
+        """Delete what ``release()`` let go of. A ``SpoolError`` if the disk refuses: the rows
+        are forgotten all the same, and deleting them is tried again at the next chance."""
+        with self._disk() as usable:
+            if usable:
+                self._delete_settled()
 
     def _delete_settled(self) -> None:
-        if self._settled_through:
+        if self._settled:
+            runs = _runs(sorted(self._settled))
             with _disk_errors(), self._db:
-                self._db.execute("DELETE FROM records WHERE id <= ?", (self._settled_through,))
-            self._settled_through = 0
+                self._db.executemany("DELETE FROM records WHERE id BETWEEN ? AND ?", runs)
+            self._bytes -= sum(length + ROW_OVERHEAD for length in self._settled.values())
+            self._settled = {}
+
+    @contextlib.contextmanager
+    def _disk(self, timeout: Optional[float] = None) -> Iterator[bool]:
+        """Hold the guard (no longer than ``timeout`` seconds, if given) and yield whether the
+        spool can be used: False if it is closed or the guard was not had in time. Whoever
+        lets go of the guard after close() was called closes the spool (close() may not have
+        waited for it)."""
+        if not self._guard.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            yield False
+            return
+        try:
+            self._take_released()
+            yield not self._closed
+        finally:
+            self._let_go()
+
+    def _let_go(self) -> None:
+        while True:
+            if self._close_wanted and not self._closed:
+                self._close_now()
+            self._guard.release()
+            # close() may have been called, and found the guard held, just now.
+            if self._closed or not self._close_wanted or not self._guard.acquire(blocking=False):
+                return
+
+    def _take_released(self) -> None:
+        """What ``release()`` let go of becomes the disk's to delete (guard held)."""
+        with self._handover:
+            released, self._released = self._released, []
+            unprotect, self._unprotect = self._unprotect, False
+        for rowid in released:
+            self._settled[rowid] = self._sizes.get(rowid, 0)
+        if unprotect:
+            self._protected_through = 0
+            self._sizes = {}
+
+    # -- the counts (the caller's lock held; no I/O) --------------------------------------------
+
+    def _count_in(self, count: int, own: List[int], evicted: Evicted) -> Evicted:
+        self._count += count - len(evicted.own) - evicted.adopted
+        self._adopted_left -= evicted.adopted
+        self._own_seqs.extend(own)
+        if evicted.own:
+            gone = set(evicted.own)
+            self._own_seqs = [seq for seq in self._own_seqs if seq not in gone]
+        return evicted
+
+    def take_batch(self, max_count: int) -> Taken:
+        """The batch ``read_batch()`` read (at most ``max_count`` records), now in flight."""
+        taken = self._read
+        if taken is None or self._closed:
+            return Taken([], [])
+        self._read = None
+        self._taken = len(taken)
+        self._taken_own = sum(1 for seq in taken.seqs if seq is not None)
+        return taken
+
+    def release(self, taken: Taken, settled: Sequence[int]) -> None:
+        """Forget the records at positions ``settled`` of a batch from ``take_batch()`` (their
+        fate is decided, in whatever order the server decided it); the rest are waiting again,
+        as before they were taken. The disk forgets them at ``delete_settled()``."""
+        rows = [taken.rowids[i] for i in settled]
+        own = {seq for seq in (taken.seqs[i] for i in settled) if seq is not None}
+        self._count -= len(rows)
+        self._adopted_left -= len(rows) - len(own)
+        if own:  # the taken ones are the first of them
+            head = self._own_seqs[: self._taken_own]
+            self._own_seqs[: self._taken_own] = [seq for seq in head if seq not in own]
+        self._taken = self._taken_own = 0
+        with self._handover:
+            self._released.extend(rows)
+            self._unprotect = True
 
     def pending(self) -> int:
         """Records on disk not taken for delivery."""
@@ -297,25 +398,32 @@ class Spool:
 
     # -- the end ---------------------------------------------------------------------------------
 
-    def close(self) -> int:
-        """Close; delete the file if it is empty. Returns the records kept for the next start."""
-        with self._guard:
-            if self._closed:
-                return self._count
-            self._closed = True
-            kept = self._count
-            with contextlib.suppress(SpoolError):
-                self._delete_settled()  # what a full disk refused before: its last chance
-            with contextlib.suppress(sqlite3.Error):
-                self._db.close()
-            if kept == 0:
-                for suffix in ("", "-wal", "-shm"):
-                    with contextlib.suppress(OSError):
-                        os.remove(self.path + suffix)
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Close; delete the file if no record is left in it. Waits for the disk no longer than
+        ``timeout`` seconds (None: as long as it takes): if a write or read holds it longer,
+        the spool is closed as soon as that is done, by the thread that did it."""
+        self._close_wanted = True
+        with self._disk(timeout):
+            pass
+
+    def _close_now(self) -> None:
+        """Close (guard held)."""
+        self._closed = True
+        self._take_released()
+        with contextlib.suppress(SpoolError):
+            self._delete_settled()  # what a full disk refused before: its last chance
+        empty = False
+        with contextlib.suppress(sqlite3.Error):
+            empty = not self._db.execute("SELECT 1 FROM records LIMIT 1").fetchall()
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+        if empty:
+            for suffix in ("", "-wal", "-shm"):
                 with contextlib.suppress(OSError):
-                    os.remove(self.path[: -len(".db")] + ".lock")
-            self._lock_file.close()  # the lock goes with it: the next start adopts the file
-            return kept
+                    os.remove(self.path + suffix)
+            with contextlib.suppress(OSError):
+                os.remove(self.path[: -len(".db")] + ".lock")
+        self._lock_file.close()  # the lock goes with it: the next start adopts the file
 
     def forget_after_fork(self) -> None:
         """In a forked child: let go of the parent's file without touching it.
@@ -328,6 +436,17 @@ class Spool:
         with contextlib.suppress(OSError):
             self._lock_file.close()
         self._closed = True
+
+
+def _runs(rowids: List[int]) -> List[Tuple[int, int]]:
+    """Ascending row ids as (first, last) runs of consecutive ids."""
+    runs: List[Tuple[int, int]] = []
+    for rowid in rowids:
+        if runs and runs[-1][1] == rowid - 1:
+            runs[-1] = (runs[-1][0], rowid)
+        else:
+            runs.append((rowid, rowid))
+    return runs
 
 
 _INHERITED: List[sqlite3.Connection] = []

@@ -5,6 +5,10 @@ seconds, and a record must not wait that long to be safe from a crash. It writes
 records are queued (batches form while a write is under way), so a record is on disk within
 milliseconds of ``emit()``; ``flush()`` waits for the write before it waits for delivery.
 
+Nobody waits on the disk under the ledger's lock (``stats`` takes it): a write is counted in,
+under that lock, once it is on disk, and ``close()`` waits for a slow write no longer than its
+deadline (the write's records, not on disk when it returns, are counted dropped).
+
 If the spool cannot be opened or written (a read-only directory, a full disk), the handler
 carries on in memory and says so once; records already on disk stay there for the next start.
 
@@ -17,13 +21,13 @@ from there.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from ._buffer import RecordBuffer, Taken
 from ._clock import Clock
 from ._ledger import Ledger
 from ._quiet import worker_thread
-from ._spool import Spool, SpoolError
+from ._spool import Commit, Spool, SpoolError
 from ._stats import SPOOL_FULL
 from ._wire import UnusableFields
 
@@ -94,6 +98,8 @@ class Spooler:
         self._unwritten_taken = False
         self._writing: Optional[Taken] = None
         self._stopping = False
+        #: close() has counted what the spool holds (kept) and what this holds (dropped):
+        #: nothing here is counted from now on.
         self._stopped = False
         self._said = False
         ledger.add_stage(self, self.holding_back, self.oldest_in_memory)
@@ -101,14 +107,14 @@ class Spooler:
     # -- the ledger's view: everything between the buffer and the batch in flight --------------
 
     def pending(self) -> int:
-        spool = self.spool
-        on_disk = spool.pending() if spool is not None and not spool.closed else 0
+        spool = self.spool_in_use()
+        on_disk = spool.pending() if spool is not None else 0
         return on_disk + sum(len(t) for t in self._in_memory())
 
     def oldest_seq(self) -> Optional[int]:
-        spool = self.spool
+        spool = self.spool_in_use()
         oldest = [self.oldest_in_memory()]
-        if spool is not None and not spool.closed:
+        if spool is not None:
             oldest.append(spool.oldest_seq())
         found = [seq for seq in oldest if seq is not None]
         return min(found) if found else None
@@ -123,16 +129,20 @@ class Spooler:
             batches.append(self.unwritten)
         return [t for t in batches if t is not None]
 
+    def spool_in_use(self) -> Optional[Spool]:
+        """The spool, unless there is none, or close() has counted what it holds."""
+        spool = self.spool
+        return None if spool is None or spool.closed or self._stopped else spool
+
     def holding_back(self) -> bool:
         """Until the spool is open, and while records an earlier process left are not settled,
         nothing is: they go first, and flush() waits for them."""
+        if self._stopped:
+            return False
         if not self.ready:
             return True
-        spool = self.spool
-        return (
-            spool is not None and not spool.closed and not self.unreadable
-            and spool.adopted_left > 0
-        )
+        spool = self.spool_in_use()
+        return spool is not None and not self.unreadable and spool.adopted_left > 0
 
     # -- the worker's view of a batch the disk refused ------------------------------------------
 
@@ -143,7 +153,7 @@ class Spooler:
         self._unwritten_taken = True
         return taken
 
-    def release(self, taken: Taken, settled: int) -> None:
+    def release(self, taken: Taken, settled: Sequence[int]) -> None:
         """The worker has settled the refused batch (or given up on it at close)."""
         self.unwritten = None
         self._unwritten_taken = False
@@ -167,16 +177,31 @@ class Spooler:
         self._writing = self.unwritten = None
         return count
 
-    def close_spool(self) -> int:
-        """Close the spool (ledger lock held); return the records kept on disk for later."""
+    def keep_on_disk(self) -> int:
+        """At close (ledger lock held): how many records the spool keeps for the next start.
+        Nothing here is counted from now on: a write still under way is not waited for, and
+        its records, not on disk yet, are counted dropped with the rest of memory."""
+        spool = self.spool_in_use()
         self._stopped = True
+        return 0 if spool is None else spool.count
+
+    def close_spool(self, timeout: float) -> None:
+        """After ``keep_on_disk()``, without the ledger lock: close the spool, waiting for the
+        disk ``timeout`` seconds at most (a write or read that holds it longer closes it when
+        done)."""
         spool = self.spool
-        if spool is None or spool.closed:
-            return 0
+        if spool is not None and not spool.closed:
+            spool.close(timeout)
+
+    def tidy(self) -> None:
+        """After a batch (without the ledger lock): delete from disk what it settled."""
+        spool = self.spool
+        if spool is None:
+            return
         try:
-            return spool.close()
-        except SpoolError:
-            return spool.count
+            spool.delete_settled()
+        except SpoolError as exc:
+            self.cannot_write(exc)
 
     def forget_after_fork(self) -> None:
         if self.spool is not None:
@@ -189,7 +214,10 @@ class Spooler:
             try:
                 self._open()
                 while not self.failed and not self._stopped:
-                    if not self._write_some() and self._stopping:
+                    # The buffer is closed before stop(): once stopping, nothing more comes in,
+                    # and a write that finds nothing after that is the last one.
+                    stopping = self._stopping
+                    if not self._write_some() and stopping:
                         break
             finally:
                 self._written.set()
@@ -201,11 +229,14 @@ class Spooler:
         except SpoolError as exc:
             self._fail(f"cannot open the spool at {self.path}: {exc}")
         with self._ledger.lock:
-            if spool is not None:
+            too_late = self._stopped  # close() did not wait: what was found stays for later
+            if spool is not None and not too_late:
                 self._ledger.counters.took_in(spool.count)
-            self.spool = spool
+                self.spool = spool
             self.ready = True
             self._ledger.wake_flushers()
+        if too_late and spool is not None:
+            spool.close()
         self._written.set()  # records found on disk: the worker can start on them
 
     def _write_some(self) -> bool:
@@ -227,19 +258,28 @@ class Spooler:
         prepared, unmappable = self._prepared(taken)
         spool = self.spool
         assert spool is not None
+
+        def count_in(commit: Commit) -> None:
+            """The records leave memory for the disk, counted there at the same moment."""
+            with self._ledger.lock:
+                if self._stopped:  # close() counted them dropped
+                    return
+                evicted = commit()
+                self._count_unmappable(unmappable)
+                self._writing = None
+                self._ledger.counters.dropped(SPOOL_FULL, len(evicted.own) + evicted.adopted)
+                self._ledger.wake_flushers()
+
         try:
-            evicted = spool.append(list(zip(prepared.seqs, prepared.items)))
+            spool.append(list(zip(prepared.seqs, prepared.items)), count_in)
         except Exception as exc:  # the disk, or anything else: the records stay in memory
             with self._ledger.lock:
+                if self._stopped:  # close() counted them dropped
+                    return False
                 self._count_unmappable(unmappable)
                 self.unwritten, self._writing = prepared, None
             self._fail(f"cannot write the spool at {self.path}: {exc}")
             return False
-        with self._ledger.lock:
-            self._count_unmappable(unmappable)
-            self._writing = None
-            self._ledger.counters.dropped(SPOOL_FULL, len(evicted.own) + evicted.adopted)
-            self._ledger.wake_flushers()
         self._written.set()
         return True
 

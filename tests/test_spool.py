@@ -25,7 +25,8 @@ import pytest
 from faultserver import Action, FaultServer, sequence
 
 from ex_loghandlers import ExHTTPHandler
-from ex_loghandlers._spool import Spool, SpoolError, own_files
+from ex_loghandlers._buffer import Taken
+from ex_loghandlers._spool import Spool, SpoolError, inspect, own_files
 
 REPO = Path(__file__).resolve().parent.parent
 WAIT = 20.0  # a failure bound
@@ -48,21 +49,30 @@ def spool_files(base: Path) -> List[str]:
 # -- the spool, by direct calls ---------------------------------------------------------------
 
 
+def take(spool: Spool, max_count: int) -> Taken:
+    """A batch read from disk and taken into flight, as the delivery worker does."""
+    spool.read_batch(max_count)
+    return spool.take_batch(max_count)
+
+
 def test_records_wait_on_disk_in_order_until_released(tmp_path: Path) -> None:
     lines: List[str] = []
     spool = Spool.open(str(tmp_path / "logs"), max_bytes=1 << 20, say=lines.append)
     spool.append([(i, fields(i)) for i in range(5)])
     assert (spool.count, spool.pending(), spool.oldest_seq()) == (5, 5, 0)
+    spool.read_batch(3)
+    assert (spool.pending(), spool.oldest_seq()) == (5, 0)  # read, not taken yet
     taken = spool.take_batch(3)
     assert [f["message"] for f in taken.items] == ["record 0", "record 1", "record 2"]
     assert taken.seqs == [0, 1, 2] and taken.prepared
     assert (spool.pending(), spool.oldest_seq()) == (2, 3)  # taken ones are in flight
-    assert spool.take_batch(10).seqs == [3, 4]  # never taken twice
-    spool.release(taken, 3)  # (the second batch is released without settling: see below)
+    assert take(spool, 10).seqs == [3, 4]  # never taken twice
+    spool.release(taken, range(3))  # (the second batch is released without settling: see below)
     assert spool.count == 2
-    spool.release(spool.take_batch(0), 0)
-    assert spool.close() == 2  # kept for the next start
+    spool.release(take(spool, 0), [])
+    spool.close()
     assert lines == []
+    assert [f.records for f in inspect(str(tmp_path / "logs"))] == [2]  # kept for the next start
 
 
 def test_a_batch_cut_short_releases_its_settled_part_and_the_rest_waits_again(
@@ -70,23 +80,41 @@ def test_a_batch_cut_short_releases_its_settled_part_and_the_rest_waits_again(
 ) -> None:
     spool = Spool.open(str(tmp_path / "logs"), max_bytes=1 << 20, say=print)
     spool.append([(i, fields(i)) for i in range(4)])
-    taken = spool.take_batch(4)
-    spool.release(taken, 1)  # record 0 sent, then the deadline
+    taken = take(spool, 4)
+    spool.release(taken, [0])  # record 0 sent, then the deadline
     assert (spool.count, spool.pending(), spool.oldest_seq()) == (3, 3, 1)
-    assert spool.take_batch(10).seqs == [1, 2, 3]
+    assert take(spool, 10).seqs == [1, 2, 3]
     spool.close()
+
+
+def test_the_spool_lets_go_of_exactly_the_records_settled(tmp_path: Path) -> None:
+    """The server settles a batch out of order (Elasticsearch stores 1 and 3, asks for 0 and 2
+    again): 1 and 3 leave the disk, 0 and 2 wait again, in order."""
+    spool = Spool.open(str(tmp_path / "logs"), max_bytes=1 << 20, say=print)
+    spool.append([(i, fields(i)) for i in range(4)])
+    spool.release(take(spool, 4), [1, 3])
+    assert (spool.count, spool.pending(), spool.oldest_seq()) == (2, 2, 0)
+    spool.delete_settled()
+    again = take(spool, 10)
+    assert again.seqs == [0, 2]
+    assert [f["message"] for f in again.items] == ["record 0", "record 2"]
+    spool.release(again, [])  # the deadline: both wait again
+    spool.close()
+    later = Spool.open(str(tmp_path / "logs"), max_bytes=1 << 20, say=print)
+    assert [f["message"] for f in take(later, 10).items] == ["record 0", "record 2"]
+    later.close()
 
 
 def test_over_max_bytes_the_oldest_records_not_in_flight_are_evicted(tmp_path: Path) -> None:
     spool = Spool.open(str(tmp_path / "logs"), max_bytes=1000, say=print)
     spool.append([(0, fields(0)), (1, fields(1))])
-    in_flight = spool.take_batch(1)  # record 0 is being delivered: it must stay
+    in_flight = take(spool, 1)  # record 0 is being delivered: it must stay
     evicted = spool.append([(i, fields(i)) for i in range(2, 20)])
     assert evicted.own and 0 not in evicted.own and evicted.own[0] == 1
     assert evicted.own == sorted(evicted.own)  # the oldest go first
     assert spool.size <= 1000
     assert spool.count == 20 - len(evicted.own)
-    spool.release(in_flight, 1)
+    spool.release(in_flight, [0])
     assert spool.oldest_seq() == max(evicted.own) + 1
     spool.close()
 
@@ -95,18 +123,18 @@ def test_a_dead_process_file_is_adopted_first_in_order_and_deleted(tmp_path: Pat
     base = str(tmp_path / "logs")
     earlier = Spool.open(base, max_bytes=1 << 20, say=print)
     earlier.append([(i, fields(i)) for i in range(3)])
-    assert earlier.close() == 3  # its lock is gone with it: as if its process died
+    earlier.close()  # its lock is gone with it: as if its process died
     later = Spool.open(base, max_bytes=1 << 20, say=print)
     assert (later.count, later.adopted_left) == (3, 3)
     assert own_files(base) == [later.path]
     later.append([(0, fields(100))])
-    taken = later.take_batch(10)
+    taken = take(later, 10)
     assert [f["message"] for f in taken.items] == ["record 0", "record 1", "record 2",
                                                    "record 100"]
     assert taken.seqs == [None, None, None, 0]  # adopted ones are not this process's
-    later.release(taken, 4)
+    later.release(taken, range(4))
     assert later.adopted_left == 0
-    assert later.close() == 0
+    later.close()
     assert os.listdir(tmp_path) == []  # an empty spool leaves nothing behind
 
 

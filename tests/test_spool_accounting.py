@@ -1,0 +1,348 @@
+"""Durable delivery keeps its books: each record is exactly one of sent, dropped, failed, kept or
+queued at every moment, whatever order the server settles a batch in and however slow the disk.
+
+The disk is made slow or faulty at the spool's connection to its file (a statement held on an
+event, a statement refused once); the servers are real, on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import pytest
+from faultserver import Action, FaultServer, sequence
+
+from ex_loghandlers import ExHTTPHandler, Stats, _spool
+from ex_loghandlers._spool import Spool, inspect
+
+WAIT = 20.0  # a failure bound
+#: How long reading ``stats`` may take while the disk is held: it reads memory only.
+STATS_BOUND = 5.0
+
+INSERT = "INSERT INTO records"
+EVICTION_QUERY = "SELECT id, seq, LENGTH(body)"
+BATCH_QUERY = "SELECT id, seq, body"
+DELETE = "DELETE FROM records"
+
+
+def spooled(server: FaultServer, spool: Path, **options: Any) -> ExHTTPHandler:
+    return ExHTTPHandler(url=server.url_for("/sink/TEST/app"), spool_path=str(spool),
+                         wire_format=options.pop("wire_format", "json"), **options)
+
+
+def balanced(stats: Stats) -> bool:
+    return stats.emitted == (
+        stats.sent + stats.dropped + stats.failed + stats.kept + stats.queued
+    )
+
+
+def messages(server: FaultServer) -> List[str]:
+    return [str(r["message"]) for r in server.accepted_records()
+            if r.get("name") != "ex_loghandlers"]
+
+
+def messages_on_disk(base: Path) -> List[str]:
+    found = []
+    for path in _spool.own_files(str(base)):
+        db = sqlite3.connect(path)
+        try:
+            found += [json.loads(body)["message"]
+                      for (body,) in db.execute("SELECT body FROM records ORDER BY id")]
+        finally:
+            db.close()
+    return found
+
+
+def stats_within(handler: ExHTTPHandler, bound: float) -> Optional[Stats]:
+    """``handler.stats``, read on another thread; None if it took longer than ``bound``."""
+    got: List[Stats] = []
+    reader = threading.Thread(target=lambda: got.append(handler.stats), daemon=True)
+    reader.start()
+    reader.join(bound)
+    return got[0] if got else None
+
+
+class Disk:
+    """The spool's connection to its file, with faults on demand: ``hold(prefix)`` makes the next
+    statement that starts with ``prefix`` wait (``reached`` is set) until ``let_go()``;
+    ``refuse_next()`` makes the next statement fail once, as a failing disk would."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.reached = threading.Event()
+        self._go = threading.Event()
+        self._held: Optional[str] = None
+        self._refuse = False
+        self._seen: Dict[str, int] = {}
+        self._changed = threading.Condition()
+        connect = _spool._connect
+        monkeypatch.setattr(_spool, "_connect", lambda path: _Connection(connect(path), self))
+
+    def hold(self, prefix: str) -> None:
+        self.reached.clear()
+        self._go.clear()
+        self._held = prefix
+
+    def let_go(self) -> None:
+        self._held = None
+        self._go.set()
+
+    def refuse_next(self) -> None:
+        self._refuse = True
+
+    def wait_for(self, prefix: str, count: int) -> bool:
+        """Until ``count`` statements starting with ``prefix`` have been run."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._seen.get(prefix, 0) >= count, WAIT)
+
+    def before(self, sql: str) -> None:
+        held = self._held
+        if held is not None and sql.startswith(held):
+            self._held = None
+            self.reached.set()
+            self._go.wait(WAIT)
+        if self._refuse:
+            self._refuse = False
+            raise sqlite3.OperationalError("disk I/O error")
+
+    def after(self, sql: str) -> None:
+        with self._changed:
+            for prefix in (INSERT, EVICTION_QUERY, BATCH_QUERY, DELETE):
+                if sql.startswith(prefix):
+                    self._seen[prefix] = self._seen.get(prefix, 0) + 1
+            self._changed.notify_all()
+
+
+class _Connection:
+    def __init__(self, real: sqlite3.Connection, disk: Disk) -> None:
+        self._real = real
+        self._disk = disk
+
+    def _run(self, sql: str, run: Callable[[], sqlite3.Cursor]) -> sqlite3.Cursor:
+        self._disk.before(sql)
+        cursor = run()
+        self._disk.after(sql)
+        return cursor
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        return self._run(sql, lambda: self._real.execute(sql, *args))
+
+    def executemany(self, sql: str, rows: Any) -> sqlite3.Cursor:
+        return self._run(sql, lambda: self._real.executemany(sql, rows))
+
+    def executescript(self, script: str) -> sqlite3.Cursor:
+        return self._real.executescript(script)
+
+    def __enter__(self) -> sqlite3.Connection:
+        return self._real.__enter__()
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        return self._real.__exit__(*exc_info)
+
+    def close(self) -> None:
+        self._real.close()
+
+
+def spool_writer() -> threading.Thread:
+    [writer] = [t for t in threading.enumerate()
+                if t.name.startswith("ex_loghandlers-worker") and t.name.endswith("-spool")]
+    return writer
+
+
+# -- a batch the server settles out of order ---------------------------------------------------
+
+
+ES_ANSWER = json.dumps({"errors": True, "items": [
+    {"create": {"status": 429, "error": {"type": "es_rejected_execution_exception"}}},
+    {"create": {"status": 201}},
+]}).encode()
+
+
+def test_elasticsearch_a_batch_cut_short_keeps_the_record_asked_for_again(
+    tmp_path: Path,
+) -> None:
+    """A is asked for again and on the wire when close() comes, B is stored: A stays on disk,
+    B does not, and the next start sends A alone."""
+    base = tmp_path / "logs"
+    earlier = Spool.open(str(base), max_bytes=1 << 20, say=print)
+    earlier.append([(None, {"message": "A", "created": 1700000000.0}),
+                    (None, {"message": "B", "created": 1700000001.0})])
+    earlier.close()  # as if its process had died: the handler adopts A and B, one batch
+
+    release = threading.Event()
+    script = sequence([Action.ok(200, body=ES_ANSWER), Action.hang(release)],
+                      then=Action.ok(200, body=b'{"errors": false}'))
+    with FaultServer(script) as server:
+        handler = spooled(server, base, wire_format="elasticsearch", shutdown_timeout=0.3)
+        try:
+            assert server.wait_for_requests(2, WAIT)  # A again, on the wire
+        finally:
+            handler.close()
+            release.set()
+        stats = handler.stats
+        assert (stats.emitted, stats.sent, stats.kept, stats.dropped, stats.failed,
+                stats.queued) == (2, 1, 1, 0, 0, 0), stats
+        assert messages_on_disk(base) == ["A"]
+
+        later = spooled(server, base, wire_format="elasticsearch")
+        assert later.flush(WAIT)
+        later.close()
+        sent = [[r["message"] for r in request.records() if "message" in r]
+                for request in server.requests()]
+        assert sent == [["A", "B"], ["A"], ["A"]]
+        assert later.stats.sent == 1
+
+
+# -- the books while records are being written ------------------------------------------------
+
+
+def test_stats_balance_while_a_write_evicts(
+    tmp_path: Path, logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Held inside a write that evicts old records to make room: the records being written are
+    queued once, and those about to be evicted are queued still, not yet dropped."""
+    disk = Disk(monkeypatch)
+    release = threading.Event()
+    with FaultServer(sequence([Action.hang(release)])) as server:
+        handler = spooled(server, tmp_path / "logs", spool_max_bytes=4000, batch_size=1)
+        logger.addHandler(handler)
+        try:
+            logger.info("in flight")
+            assert server.wait_for_requests(1, WAIT)  # the worker waits on the server
+            logger.info("old 0")
+            logger.info("old 1")
+            assert disk.wait_for(INSERT, 3)
+            disk.hold(EVICTION_QUERY)
+            logger.info("new %s", "x" * 1200)  # room is made for it
+            assert disk.reached.wait(WAIT)
+            stats = stats_within(handler, STATS_BOUND)
+            assert stats is not None, "stats waited for the disk"
+            assert (stats.emitted, stats.queued, stats.dropped) == (4, 4, 0), stats
+            assert balanced(stats), stats
+        finally:
+            disk.let_go()
+            release.set()
+        assert handler.flush(WAIT)
+        logger.removeHandler(handler)
+        handler.close()
+        stats = handler.stats
+        evicted = stats.dropped_by_reason.get("spool full", 0)
+        assert evicted and balanced(stats), stats  # (and the handler's notice of the loss)
+        got = messages(server)
+        assert got[0] == "in flight" and got[-1].startswith("new ")
+        assert len(got) == 4 - evicted
+
+
+@pytest.mark.parametrize("statement", [BATCH_QUERY, DELETE], ids=["reading", "deleting"])
+def test_stats_never_wait_for_the_disk(
+    tmp_path: Path, logger: logging.Logger, monkeypatch: pytest.MonkeyPatch, statement: str
+) -> None:
+    """The worker reading a batch from the disk, or deleting what was sent, on a disk that
+    takes its time: ``stats`` answers at once, each record counted once."""
+    disk = Disk(monkeypatch)
+    with FaultServer() as server:
+        handler = spooled(server, tmp_path / "logs")
+        logger.addHandler(handler)
+        disk.hold(statement)
+        try:
+            logger.info("one")
+            assert disk.reached.wait(WAIT)
+            stats = stats_within(handler, STATS_BOUND)
+            assert stats is not None, "stats waited for the disk"
+            assert stats.emitted == 1 and balanced(stats), stats
+        finally:
+            disk.let_go()
+        assert handler.flush(WAIT)
+        logger.removeHandler(handler)
+        handler.close()
+        assert messages(server) == ["one"]
+
+
+# -- close() on a slow disk ---------------------------------------------------------------------
+
+
+def test_close_does_not_wait_on_a_slow_write_and_counts_its_records_once(
+    tmp_path: Path, logger: logging.Logger, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The writer is inside a write the disk holds when close() comes: close() returns about
+    at ``shutdown_timeout``; the record on disk is kept, the one being written is dropped
+    (``shutdown deadline``: it is not on disk when close() returns), each counted once."""
+    disk = Disk(monkeypatch)
+    base = tmp_path / "logs"
+    release = threading.Event()
+    shutdown_timeout = 0.3
+    with FaultServer(sequence([Action.hang(release)])) as server:
+        handler = spooled(server, base, shutdown_timeout=shutdown_timeout)
+        logger.addHandler(handler)
+        logger.info("in flight")
+        assert server.wait_for_requests(1, WAIT)
+        disk.hold(INSERT)
+        logger.info("being written")
+        assert disk.reached.wait(WAIT)
+        logger.removeHandler(handler)
+        closing = threading.Thread(target=handler.close)
+        started = time.monotonic()
+        closing.start()
+        # A bound well above shutdown_timeout (a loaded machine), well below the held write.
+        closing.join(shutdown_timeout + 2.0)
+        finished = not closing.is_alive()
+        took = time.monotonic() - started
+        stats_at_close = handler.stats
+        disk.let_go()
+        release.set()
+        closing.join(WAIT)
+        assert finished, "close() waited for the disk beyond its deadline"
+        assert took < shutdown_timeout + 2.0
+        expected = (2, 0, 1, {"shutdown deadline": 1}, 0)
+        assert (stats_at_close.emitted, stats_at_close.sent, stats_at_close.kept,
+                stats_at_close.dropped_by_reason, stats_at_close.queued) == expected, stats_at_close
+
+        spool_writer().join(WAIT)  # the write ends, and the writer closes the spool
+        stats = handler.stats
+        assert (stats.emitted, stats.sent, stats.kept, stats.dropped_by_reason,
+                stats.queued) == expected, stats  # nothing counted late
+        [found] = inspect(str(base))
+        assert (found.records, found.owner_alive) == (2, False)  # for the next start
+        [kept] = [line for line in capsys.readouterr().err.splitlines() if "kept" in line]
+        assert kept.endswith(" 1 record kept in " + str(base) + " for the next start")
+
+
+# -- a disk that refuses to delete what was sent ---------------------------------------------------
+
+
+def test_a_sent_record_the_disk_refuses_to_delete_is_neither_kept_nor_sent_again(
+    tmp_path: Path, logger: logging.Logger, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    disk = Disk(monkeypatch)
+    base = tmp_path / "logs"
+    release = threading.Event()
+    with FaultServer(sequence([Action.hang(release)])) as server:
+        handler = spooled(server, base)
+        logger.addHandler(handler)
+        logger.info("one")
+        assert server.wait_for_requests(1, WAIT)
+        disk.refuse_next()  # the worker's next statement: letting go of "one", once sent
+        release.set()
+        assert handler.flush(WAIT)
+        stats = handler.stats
+        assert (stats.emitted, stats.sent, stats.queued) == (1, 1, 0), stats
+        logger.info("two")
+        assert handler.flush(WAIT)
+        logger.removeHandler(handler)
+        handler.close()
+        stats = handler.stats
+        assert (stats.emitted, stats.sent, stats.kept, stats.queued) == (2, 2, 0, 0), stats
+        [line] = capsys.readouterr().err.splitlines()
+        assert "cannot write the spool" in line
+
+        later = spooled(server, base)
+        assert later.flush(WAIT)
+        later.close()
+        assert messages(server) == ["one", "two"]
