@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple
 
 from ._buffer import Taken
 from ._wire import FieldPairs, fast_json, parsed_json, plain_fields
@@ -75,8 +75,36 @@ def own_files(base: str) -> List[str]:
 Commit = Callable[[], Evicted]
 
 
-def _at_once(commit: Commit) -> None:
-    commit()
+class Counting(Protocol):
+    """How the caller of ``append()`` counts a write in, under its own lock (no I/O)."""
+
+    def may_commit(self, commit: Commit) -> bool:
+        """Inside the write's transaction, before COMMIT: False if the records were counted
+        otherwise (close() counted them dropped): the write is rolled back. True: ``commit``
+        is for the caller to call once, after the COMMIT (``committed()``) or, if it cannot
+        wait for it, before."""
+
+    def committed(self) -> None:
+        """The COMMIT is done (the disk still held: nobody has read the rows yet)."""
+
+
+class _AtOnce:
+    """Counted in as soon as committed: a caller that nothing else counts for."""
+
+    def __init__(self) -> None:
+        self._commit: Optional[Commit] = None
+
+    def may_commit(self, commit: Commit) -> bool:
+        self._commit = commit
+        return True
+
+    def committed(self) -> None:
+        if self._commit is not None:
+            self._commit()
+
+
+class _CountedOtherwise(Exception):
+    """Rolls back a write whose records the caller has counted otherwise."""
 
 
 class Spool:
@@ -205,30 +233,40 @@ class Spool:
 
     def append(
         self, rows: Sequence[Tuple[Optional[int], Dict[str, Any]]],
-        count_in: Callable[[Commit], None] = _at_once,
+        counting: Optional[Counting] = None,
     ) -> Evicted:
         """Write records (sequence number, fields) in one transaction, with the eviction of the
-        oldest not being delivered while the spool is over ``max_bytes``; returns the evicted.
+        oldest not being delivered while the spool is over ``max_bytes``; returns the evicted
+        (none if the write was rolled back).
 
-        Nothing is counted until ``count_in(commit)``, called once the write is on disk and
-        before anyone else may use the disk: the caller calls ``commit()`` under its lock, at
-        the moment the records leave its memory (or not at all, if it counted them otherwise),
-        so that a reader sees each record in one place, never two or none, and no batch is
-        read from disk that is not counted in.
+        Nothing is counted but by ``counting`` (by default: as soon as committed). Whether the
+        write is kept is decided before COMMIT (``may_commit``), so that a caller that counted
+        the records otherwise (close()) never finds the disk changed behind its back: the
+        insert and its evictions are rolled back. The caller calls ``commit()`` under its lock,
+        at the moment the records leave its memory, so that a reader sees each record in one
+        place, never two or none, and no batch is read from disk that is not counted in.
         """
+        counting = _AtOnce() if counting is None else counting
         encoded = [(seq, _created_of(fields), _json(fields)) for seq, fields in rows]
         size = sum(len(body) + ROW_OVERHEAD for _, _, body in encoded)
         own = [seq for seq, _, _ in encoded if seq is not None]
         with self._disk() as usable:
             if not usable:
                 raise SpoolError("the spool is closed")
-            with _disk_errors(), self._db:
-                self._db.executemany(
-                    "INSERT INTO records (seq, created, body) VALUES (?, ?, ?)", encoded
-                )
-                evicted, freed = self._evict(self._bytes + size)
+            try:
+                with _disk_errors(), self._db:
+                    self._db.executemany(
+                        "INSERT INTO records (seq, created, body) VALUES (?, ?, ?)", encoded
+                    )
+                    evicted, freed = self._evict(self._bytes + size)
+                    if not counting.may_commit(
+                        lambda: self._count_in(len(encoded), own, evicted)
+                    ):
+                        raise _CountedOtherwise
+            except _CountedOtherwise:
+                return Evicted([], 0)
             self._bytes += size - freed
-            count_in(lambda: self._count_in(len(encoded), own, evicted))
+            counting.committed()
         return evicted
 
     def _evict(self, size: int) -> Tuple[Evicted, int]:

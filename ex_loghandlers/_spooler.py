@@ -101,6 +101,8 @@ class Spooler:
         #: close() has counted what the spool holds (kept) and what this holds (dropped):
         #: nothing here is counted from now on.
         self._stopped = False
+        #: A write past the point of no return (its COMMIT under way): counts it in.
+        self._committing: Optional[Callable[[], None]] = None
         self._said = False
         ledger.add_stage(self, self.holding_back, self.oldest_in_memory)
 
@@ -179,8 +181,14 @@ class Spooler:
 
     def keep_on_disk(self) -> int:
         """At close (ledger lock held): how many records the spool keeps for the next start.
-        Nothing here is counted from now on: a write still under way is not waited for, and
-        its records, not on disk yet, are counted dropped with the rest of memory."""
+        Nothing here is counted from now on: a write still under way is not waited for. If it
+        has not reached its COMMIT, it is rolled back when it does, and its records are counted
+        dropped with the rest of memory; if its COMMIT is under way, it is counted in now, as
+        done (its likely outcome): its records are kept, the room made for them is dropped
+        (``spool full``)."""
+        finish, self._committing = self._committing, None
+        if finish is not None and self.spool_in_use() is not None:
+            finish()
         spool = self.spool_in_use()
         self._stopped = True
         return 0 if spool is None else spool.count
@@ -260,21 +268,20 @@ class Spooler:
         assert spool is not None
 
         def count_in(commit: Commit) -> None:
-            """The records leave memory for the disk, counted there at the same moment."""
-            with self._ledger.lock:
-                if self._stopped:  # close() counted them dropped
-                    return
-                evicted = commit()
-                self._count_unmappable(unmappable)
-                self._writing = None
-                self._ledger.counters.dropped(SPOOL_FULL, len(evicted.own) + evicted.adopted)
-                self._ledger.wake_flushers()
+            """The records leave memory for the disk, counted there at the same moment (ledger
+            lock held)."""
+            evicted = commit()
+            self._count_unmappable(unmappable)
+            self._writing = None
+            self._ledger.counters.dropped(SPOOL_FULL, len(evicted.own) + evicted.adopted)
+            self._ledger.wake_flushers()
 
         try:
-            spool.append(list(zip(prepared.seqs, prepared.items)), count_in)
+            spool.append(list(zip(prepared.seqs, prepared.items)), _CountingIn(self, count_in))
         except Exception as exc:  # the disk, or anything else: the records stay in memory
             with self._ledger.lock:
-                if self._stopped:  # close() counted them dropped
+                self._committing = None
+                if self._stopped:  # close() counted them (dropped, or in as committed)
                     return False
                 self._count_unmappable(unmappable)
                 self.unwritten, self._writing = prepared, None
@@ -308,3 +315,28 @@ class Spooler:
         """The disk refused the worker's read: what is on it stays there for the next start."""
         self.unreadable = True
         self._fail(f"cannot read the spool at {self.path}: {exc}")
+
+
+class _CountingIn:
+    """One write's way into the counts (``Counting``): kept or not is decided under the ledger
+    lock before its COMMIT; counted in under it after the COMMIT, or by close() if it cannot
+    wait for that. Whoever comes first counts, once."""
+
+    def __init__(self, spooler: Spooler, count_in: Callable[[Commit], None]) -> None:
+        self._spooler = spooler
+        self._count_in = count_in
+
+    def may_commit(self, commit: Commit) -> bool:
+        spooler = self._spooler
+        with spooler._ledger.lock:
+            if spooler._stopped:  # close() counted them dropped: the write is rolled back
+                return False
+            spooler._committing = lambda: self._count_in(commit)
+            return True
+
+    def committed(self) -> None:
+        spooler = self._spooler
+        with spooler._ledger.lock:
+            finish, spooler._committing = spooler._committing, None
+            if finish is not None:  # else close() counted it in already
+                finish()

@@ -29,6 +29,8 @@ INSERT = "INSERT INTO records"
 EVICTION_QUERY = "SELECT id, seq, LENGTH(body)"
 BATCH_QUERY = "SELECT id, seq, body"
 DELETE = "DELETE FROM records"
+#: The end of a transaction that changed the file (the connection's ``with`` block).
+COMMIT = "COMMIT"
 
 
 def spooled(server: FaultServer, spool: Path, **options: Any) -> ExHTTPHandler:
@@ -70,8 +72,9 @@ def stats_within(handler: ExHTTPHandler, bound: float) -> Optional[Stats]:
 
 class Disk:
     """The spool's connection to its file, with faults on demand: ``hold(prefix)`` makes the next
-    statement that starts with ``prefix`` wait (``reached`` is set) until ``let_go()``;
-    ``refuse_next()`` makes the next statement fail once, as a failing disk would."""
+    statement that starts with ``prefix`` (``COMMIT``: the end of a transaction) wait
+    (``reached`` is set) until ``let_go()``; ``refuse_next()`` makes the next statement fail
+    once, as a failing disk would."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.reached = threading.Event()
@@ -85,12 +88,18 @@ class Disk:
 
     def hold(self, prefix: str) -> None:
         self.reached.clear()
-        self._go.clear()
+        self._go = threading.Event()
         self._held = prefix
 
     def let_go(self) -> None:
         self._held = None
         self._go.set()
+
+    def let_go_and_hold(self, prefix: str) -> None:
+        """Let the statement held go on, and hold the next that starts with ``prefix``."""
+        held = self._go
+        self.hold(prefix)
+        held.set()
 
     def refuse_next(self) -> None:
         self._refuse = True
@@ -104,8 +113,9 @@ class Disk:
         held = self._held
         if held is not None and sql.startswith(held):
             self._held = None
+            go = self._go
             self.reached.set()
-            self._go.wait(WAIT)
+            go.wait(WAIT)
         if self._refuse:
             self._refuse = False
             raise sqlite3.OperationalError("disk I/O error")
@@ -142,6 +152,8 @@ class _Connection:
         return self._real.__enter__()
 
     def __exit__(self, *exc_info: Any) -> Any:
+        if exc_info[0] is None:
+            self._disk.before(COMMIT)
         return self._real.__exit__(*exc_info)
 
     def close(self) -> None:
@@ -308,9 +320,62 @@ def test_close_does_not_wait_on_a_slow_write_and_counts_its_records_once(
         assert (stats.emitted, stats.sent, stats.kept, stats.dropped_by_reason,
                 stats.queued) == expected, stats  # nothing counted late
         [found] = inspect(str(base))
-        assert (found.records, found.owner_alive) == (2, False)  # for the next start
+        # What was counted kept, for the next start: the write close() did not wait for was
+        # rolled back, its record counted dropped.
+        assert (found.records, found.owner_alive) == (1, False)
         [kept] = [line for line in capsys.readouterr().err.splitlines() if "kept" in line]
         assert kept.endswith(" 1 record kept in " + str(base) + " for the next start")
+
+
+@pytest.mark.parametrize(
+    ("statement", "kept"),
+    [(EVICTION_QUERY, ["in flight", "old 0", "old 1"]), (COMMIT, ["in flight", "new"])],
+    ids=["before-its-commit", "during-its-commit"],
+)
+def test_close_during_a_write_that_evicts_keeps_what_it_counts_kept(
+    tmp_path: Path, logger: logging.Logger, monkeypatch: pytest.MonkeyPatch, statement: str,
+    kept: List[str],
+) -> None:
+    """close() comes while the writer is inside a write that makes room by evicting old
+    records. Before its COMMIT, the write is rolled back: the old records stay, counted kept,
+    and the new one is counted dropped. During its COMMIT, the write counts as done: the new
+    one is kept, the old ones are dropped (``spool full``). Either way the file holds exactly
+    what was counted kept, and nothing is counted once close() has returned."""
+    disk = Disk(monkeypatch)
+    base = tmp_path / "logs"
+    release = threading.Event()
+    with FaultServer(sequence([Action.hang(release)])) as server:
+        handler = spooled(server, base, spool_max_bytes=3000, batch_size=1, shutdown_timeout=0.3)
+        logger.addHandler(handler)
+        try:
+            logger.info("in flight")
+            assert server.wait_for_requests(1, WAIT)  # the worker waits on the server
+            logger.info("old 0")
+            logger.info("old 1")
+            assert disk.wait_for(INSERT, 3)
+            disk.hold(EVICTION_QUERY)
+            logger.info("new %s", "x" * 600)  # room is made for it: old 0 and old 1 go
+            assert disk.reached.wait(WAIT)
+            if statement == COMMIT:
+                disk.let_go_and_hold(COMMIT)
+                assert disk.reached.wait(WAIT)
+            logger.removeHandler(handler)
+            handler.close()
+            at_close = handler.stats
+        finally:
+            disk.let_go()
+            release.set()
+        spool_writer().join(WAIT)  # the write ends, and the writer closes the spool
+        stats = handler.stats
+        on_disk = [message.split(" x")[0] for message in messages_on_disk(base)]
+        assert on_disk == kept
+        assert stats == at_close, "counted after close() returned"
+        assert balanced(stats), stats
+        assert stats.kept == len(kept), stats
+        evicted = 4 - 1 - len(kept)
+        assert stats.dropped_by_reason == (
+            {"spool full": 2} if evicted else {"shutdown deadline": 1}
+        ), stats
 
 
 # -- a disk that refuses to delete what was sent ---------------------------------------------------
