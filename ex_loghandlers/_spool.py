@@ -156,26 +156,39 @@ class Spool:
 
     @classmethod
     def open(cls, base: str, max_bytes: int, say: Say) -> Spool:
-        """Make this process's file beside ``base`` and adopt the files of dead processes."""
+        """Make this process's file beside ``base`` and adopt the files of dead processes.
+
+        A ``SpoolError`` if the disk refuses anything on the way: what was opened is closed,
+        and the file (which may hold adopted records already) is left for the next start.
+        """
+        lock: Optional[IO[bytes]] = None
+        connection: Optional[sqlite3.Connection] = None
         try:
-            directory = os.path.dirname(os.path.abspath(base))
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-            stem = f"{base}.{os.getpid()}-{secrets.token_hex(4)}"
-            lock = _hold_lock(stem + ".lock")
-            path = stem + ".db"
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-            connection = _connect(path)
-            with connection:
-                connection.executescript(_SCHEMA)
-                connection.execute(f"PRAGMA user_version = {SCHEMA_MAGIC}")
-                connection.execute(
-                    "INSERT INTO meta VALUES ('created', ?)", (repr(time.time()),)
-                )
-        except (OSError, sqlite3.Error) as exc:
-            raise SpoolError(_describe(exc)) from exc
-        spool = cls(path, connection, lock, max_bytes)
-        spool._adopt_orphans(base, say)
-        return spool
+            with _disk_errors():
+                directory = os.path.dirname(os.path.abspath(base))
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+                stem = f"{base}.{os.getpid()}-{secrets.token_hex(4)}"
+                lock = _hold_lock(stem + ".lock")
+                path = stem + ".db"
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+                connection = _connect(path)
+                with connection:
+                    connection.executescript(_SCHEMA)
+                    connection.execute(f"PRAGMA user_version = {SCHEMA_MAGIC}")
+                    connection.execute(
+                        "INSERT INTO meta VALUES ('created', ?)", (repr(time.time()),)
+                    )
+                spool = cls(path, connection, lock, max_bytes)
+                spool._adopt_orphans(base, say)
+                return spool
+        except BaseException:
+            if connection is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    connection.close()
+            if lock is not None:
+                with contextlib.suppress(OSError):
+                    lock.close()
+            raise
 
     def _adopt_orphans(self, base: str, say: Say) -> None:
         orphans = []

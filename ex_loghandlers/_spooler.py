@@ -227,14 +227,26 @@ class Spooler:
                     stopping = self._stopping
                     if not self._write_some() and stopping:
                         break
+            except Exception as exc:  # whatever it is, the worker delivers from memory
+                self._give_up(exc)
             finally:
                 self._written.set()
+
+    def _give_up(self, exc: Exception) -> None:
+        """Something the writer did not expect: what it holds goes to the worker, and flush()
+        no longer waits for the spool to open."""
+        with self._ledger.lock:
+            if not self._stopped and self._writing is not None and self.unwritten is None:
+                self.unwritten, self._writing = self._writing, None
+            self.ready = True
+            self._ledger.wake_flushers()
+        self._fail(f"cannot write the spool at {self.path}: {type(exc).__name__}: {exc}")
 
     def _open(self) -> None:
         spool: Optional[Spool] = None
         try:
             spool = Spool.open(self.path, self._max_bytes, self._say)
-        except SpoolError as exc:
+        except Exception as exc:
             self._fail(f"cannot open the spool at {self.path}: {exc}")
         with self._ledger.lock:
             too_late = self._stopped  # close() did not wait: what was found stays for later

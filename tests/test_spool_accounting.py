@@ -73,14 +73,14 @@ def stats_within(handler: ExHTTPHandler, bound: float) -> Optional[Stats]:
 class Disk:
     """The spool's connection to its file, with faults on demand: ``hold(prefix)`` makes the next
     statement that starts with ``prefix`` (``COMMIT``: the end of a transaction) wait
-    (``reached`` is set) until ``let_go()``; ``refuse_next()`` makes the next statement fail
-    once, as a failing disk would."""
+    (``reached`` is set) until ``let_go()``; ``refuse_next()`` makes the next statement (that
+    starts with a prefix, if given) fail once, as a failing disk would."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.reached = threading.Event()
         self._go = threading.Event()
         self._held: Optional[str] = None
-        self._refuse = False
+        self._refuse: Optional[str] = None
         self._seen: Dict[str, int] = {}
         self._changed = threading.Condition()
         connect = _spool._connect
@@ -101,8 +101,8 @@ class Disk:
         self.hold(prefix)
         held.set()
 
-    def refuse_next(self) -> None:
-        self._refuse = True
+    def refuse_next(self, prefix: str = "") -> None:
+        self._refuse = prefix
 
     def wait_for(self, prefix: str, count: int) -> bool:
         """Until ``count`` statements starting with ``prefix`` have been run."""
@@ -116,8 +116,9 @@ class Disk:
             go = self._go
             self.reached.set()
             go.wait(WAIT)
-        if self._refuse:
-            self._refuse = False
+        refuse = self._refuse
+        if refuse is not None and sql.startswith(refuse):
+            self._refuse = None
             raise sqlite3.OperationalError("disk I/O error")
 
     def after(self, sql: str) -> None:
@@ -378,7 +379,33 @@ def test_close_during_a_write_that_evicts_keeps_what_it_counts_kept(
         ), stats
 
 
-# -- a disk that refuses to delete what was sent ---------------------------------------------------
+# -- a disk that fails ----------------------------------------------------------------------------
+
+
+def test_a_disk_error_while_opening_the_spool_leaves_delivery_to_memory(
+    tmp_path: Path, logger: logging.Logger, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The disk fails on the last statement of opening the spool (reading what it holds):
+    the handler says so once and delivers from memory; the file is let go of, for the next
+    start to adopt."""
+    disk = Disk(monkeypatch)
+    disk.refuse_next("SELECT COALESCE")
+    base = tmp_path / "logs"
+    with FaultServer() as server:
+        handler = spooled(server, base, shutdown_timeout=1.0)
+        logger.addHandler(handler)
+        logger.info("one")
+        assert handler.flush(WAIT)
+        assert messages(server) == ["one"]
+        logger.removeHandler(handler)
+        handler.close()
+    stats = handler.stats
+    assert (stats.emitted, stats.sent, stats.dropped, stats.kept) == (1, 1, 0, 0), stats
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("ex_loghandlers: cannot open the spool at "), line
+    assert line.endswith("disk I/O error; keeping records in memory"), line
+    assert [(f.records, f.owner_alive) for f in inspect(str(base))] == [(0, False)]
 
 
 def test_a_sent_record_the_disk_refuses_to_delete_is_neither_kept_nor_sent_again(
