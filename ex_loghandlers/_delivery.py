@@ -138,8 +138,15 @@ class Delivery:
                 thread_name=options.thread_name + "-spool",
                 thread_idents=self.thread_idents,
                 move_aside_on=move_aside_on,
+                failed_over=self._deliver_from_memory,
             )
             self._spooler.doorbell = self.doorbell
+
+    def _deliver_from_memory(self) -> None:
+        """The spool's writer stopped (the disk failed): emit() rings the worker from now on,
+        as without a spool; a ring that went to the writer just before is passed on here."""
+        self.doorbell = self._bell
+        self._bell.set()
 
     # -- called from the application's threads -------------------------------------------------
 
@@ -337,7 +344,7 @@ class Delivery:
             return spool
         if spooler.unwritten is not None:
             return spooler
-        if spooler.failed:
+        if spooler.memory_is_next():
             return self.buffer  # the disk failed: deliver from memory
         return None
 

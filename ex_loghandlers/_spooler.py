@@ -70,8 +70,11 @@ class Spooler:
         thread_name: str,
         thread_idents: Set[int],
         move_aside_on: Callable[[], None],
+        failed_over: Callable[[], None],
     ) -> None:
         self._thread_idents = thread_idents
+        #: Called once writing stops: from then on emit() must ring the worker itself.
+        self._failed_over = failed_over
         self._move_aside_on = move_aside_on
         self.path = path
         self._max_bytes = max_bytes
@@ -130,6 +133,11 @@ class Spooler:
         if not self._unwritten_taken:
             batches.append(self.unwritten)
         return [t for t in batches if t is not None]
+
+    def memory_is_next(self) -> bool:
+        """Writing failed, and no batch of the writer's is on its way to disk: the worker takes
+        records from the memory buffer now (before, it would overtake that batch)."""
+        return self.failed and self._writing is None
 
     def spool_in_use(self) -> Optional[Spool]:
         """The spool, unless there is none, or close() has counted what it holds."""
@@ -264,6 +272,8 @@ class Spooler:
         self.doorbell.clear()
         self._move_aside_on()  # what a finalizer logged on this thread
         with self._ledger.lock:
+            if self.failed:  # the worker takes from the buffer now
+                return False
             taken = self._buffer.take_batch(self._batch_size)
             took = bool(taken.items)
             taken = self._ledger.fold(taken)
@@ -312,9 +322,15 @@ class Spooler:
             self._ledger.counters.failed(reason, count)
 
     def _fail(self, line: str) -> None:
-        """Stop writing; records stay in memory from now on. Said once, whatever fails next;
-        not at all once close() has closed the spool (a worker given up on finds it closed)."""
-        self.failed = True
+        """Stop writing; records stay in memory from now on, for the worker to take from the
+        buffer once the writer holds none (this thread's or the worker's: the disk may fail
+        for either). Said once, whatever fails next; not at all once close() has closed the
+        spool (a worker given up on finds it closed)."""
+        with self._ledger.lock:
+            first, self.failed = not self.failed, True
+        if first:
+            self.doorbell.set()  # an idle writer ends
+            self._failed_over()
         if not self._said and not self._stopped:
             self._said = True
             self._say(f"{line}; keeping records in memory")

@@ -13,12 +13,14 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, ItemsView, Iterator, List, Optional
+from typing import Mapping as MappingBase
 
 import pytest
 from faultserver import Action, FaultServer, sequence
 
 from ex_loghandlers import ExHTTPHandler, Stats, _spool
+from ex_loghandlers._clock import SYSTEM_CLOCK
 from ex_loghandlers._spool import Spool, inspect
 
 WAIT = 20.0  # a failure bound
@@ -398,10 +400,12 @@ def test_a_disk_error_while_opening_the_spool_leaves_delivery_to_memory(
         logger.info("one")
         assert handler.flush(WAIT)
         assert messages(server) == ["one"]
+        logger.info("two")  # sent as it comes, as without a spool
+        assert server.wait_for_accepted_records(2, WAIT), "not sent without a flush()"
         logger.removeHandler(handler)
         handler.close()
     stats = handler.stats
-    assert (stats.emitted, stats.sent, stats.dropped, stats.kept) == (1, 1, 0, 0), stats
+    assert (stats.emitted, stats.sent, stats.dropped, stats.kept) == (2, 2, 0, 0), stats
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith("ex_loghandlers: cannot open the spool at "), line
     assert line.endswith("disk I/O error; keeping records in memory"), line
@@ -438,3 +442,111 @@ def test_a_sent_record_the_disk_refuses_to_delete_is_neither_kept_nor_sent_again
         assert later.flush(WAIT)
         later.close()
         assert messages(server) == ["one", "two"]
+
+
+def test_once_the_disk_has_failed_records_are_sent_as_they_come(
+    tmp_path: Path, logger: logging.Logger, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The disk refuses to delete a sent record: the spool's writer stops. A record logged
+    after that is sent within milliseconds, without a flush(), as without a spool."""
+    disk = Disk(monkeypatch)
+    release = threading.Event()
+    with FaultServer(sequence([Action.hang(release)])) as server:
+        handler = spooled(server, tmp_path / "logs")
+        logger.addHandler(handler)
+        logger.info("one")
+        assert server.wait_for_requests(1, WAIT)
+        disk.refuse_next(DELETE)  # letting go of "one", once sent
+        release.set()
+        assert handler.flush(WAIT)
+        logger.info("two")
+        assert server.wait_for_accepted_records(2, WAIT)
+        for thread in threading.enumerate():  # the spool's writer ends, if it has not yet
+            if thread.name.startswith("ex_loghandlers-worker") and thread.name.endswith("-spool"):
+                thread.join(WAIT)
+        logger.info("three")
+        assert server.wait_for_accepted_records(3, WAIT), "not sent without a flush()"
+        logger.removeHandler(handler)
+        handler.close()
+        assert messages(server) == ["one", "two", "three"]
+
+
+class WorkerWaits:
+    """The real clock, which tells when the delivery worker waits (it has nothing to take)."""
+
+    def __init__(self) -> None:
+        self.moved = threading.Event()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wait(self, event: threading.Event, timeout: Optional[float]) -> bool:
+        name = threading.current_thread().name
+        if name.startswith("ex_loghandlers-worker") and not name.endswith("-spool"):
+            self.moved.set()
+        return SYSTEM_CLOCK.wait(event, timeout)
+
+
+def test_when_the_disk_fails_records_written_meanwhile_go_before_newer_ones(
+    tmp_path: Path, logger: logging.Logger, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The disk fails for the worker (it refuses to delete a sent record) while the spool's
+    writer is between taking "two" from memory and writing it: "three", logged after it and
+    waiting in memory, is not sent before "two"."""
+    disk = Disk(monkeypatch)
+    clock = WorkerWaits()
+    mapping_two = threading.Event()
+    go_two = threading.Event()
+
+    class Fields(MappingBase[str, Any]):
+        """A mapping read on the application's thread at emit(), then where it is delivered
+        from: "two" is held on the spool's writer; "three" read on the worker was taken
+        from memory."""
+
+        def __init__(self, fields: Dict[str, Any]) -> None:
+            self._fields = fields
+
+        def __getitem__(self, key: str) -> Any:
+            return self._fields[key]
+
+        def __iter__(self) -> Iterator[str]:
+            return iter(self._fields)
+
+        def __len__(self) -> int:
+            return len(self._fields)
+
+        def items(self) -> ItemsView[str, Any]:
+            thread, message = threading.current_thread().name, self._fields["message"]
+            if thread.endswith("-spool") and message == "two":
+                mapping_two.set()
+                go_two.wait(WAIT)
+            elif thread.startswith("ex_loghandlers-worker") and message == "three":
+                clock.moved.set()
+            return self._fields.items()
+
+    class Mapping(ExHTTPHandler):
+        def mapLogRecord(self, record: logging.LogRecord) -> Any:
+            return Fields(super().mapLogRecord(record))
+
+    release = threading.Event()
+    with FaultServer(sequence([Action.hang(release)])) as server:
+        handler = Mapping(url=server.url_for("/sink/TEST/app"), spool_path=str(tmp_path / "logs"),
+                          wire_format="json", _clock=clock)
+        logger.addHandler(handler)
+        try:
+            logger.info("one")
+            assert server.wait_for_requests(1, WAIT)  # the worker waits on the server
+            logger.info("two")
+            assert mapping_two.wait(WAIT)
+            logger.info("three")
+            disk.refuse_next(DELETE)  # letting go of "one", once sent
+            clock.moved.clear()
+            release.set()
+            assert clock.moved.wait(WAIT)  # the worker waits, or took "three"
+        finally:
+            go_two.set()
+        assert handler.flush(WAIT)
+        logger.removeHandler(handler)
+        handler.close()
+        assert messages(server) == ["one", "two", "three"]
+        assert handler.stats.sent == 3
