@@ -328,7 +328,7 @@ class Spool:
             self._protected_through = rows[-1][0]
             self._sizes = {rowid: len(body) for rowid, _, body in rows}
         self._read = Taken(
-            items=[_fields(body) for _, _, body in rows],
+            items=[_decoded(body) for _, _, body in rows],
             seqs=[seq for _, seq, _ in rows],
             prepared=True,
             rowids=tuple(rowid for rowid, _, _ in rows),
@@ -625,6 +625,23 @@ def _fields(body: str) -> Dict[str, Any]:
     if isinstance(value, dict) and list(value) == [_PAIRS]:
         return FieldPairs(tuple(pair) for pair in value[_PAIRS])
     return value if isinstance(value, dict) else {"message": str(value)}
+
+
+#: Why a record whose row cannot be read back is counted failed.
+UNREADABLE = "unreadable record in the spool"
+
+
+class Unreadable(Dict[str, Any]):
+    """Stands in a batch for a row whose body cannot be read back (damaged inside a value, where
+    SQLite's own check does not look): the worker counts it failed, and it is deleted with the
+    batch, so it neither stops the records after it nor goes from process to process."""
+
+
+def _decoded(body: str) -> Dict[str, Any]:
+    try:
+        return _fields(body)
+    except Exception:
+        return Unreadable()
 
 
 def _created_of(fields: Dict[str, Any]) -> Optional[float]:
