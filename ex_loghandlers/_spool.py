@@ -366,9 +366,11 @@ class Spool:
 
     def _let_go(self) -> None:
         while True:
-            if self._close_wanted and not self._closed:
-                self._close_now()
-            self._guard.release()
+            try:
+                if self._close_wanted and not self._closed:
+                    self._close_now()
+            finally:
+                self._guard.release()  # whatever closing raised: never a guard held forever
             # close() may have been called, and found the guard held, just now.
             if self._closed or not self._close_wanted or not self._guard.acquire(blocking=False):
                 return
