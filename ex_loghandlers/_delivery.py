@@ -34,7 +34,9 @@ from ._placement import placed
 from ._quiet import quiet_http_libraries, worker_thread
 from ._report import LossReporter
 from ._retry import FAIL, ITEMS, RETRY, SENT, SPLIT, Items, RetryPolicy, ServerHealth
-from ._spool import UNREADABLE, Spool, SpoolError, Unreadable
+from ._spool import Spool
+from ._spool_codec import UNREADABLE, Unreadable
+from ._spool_file import SpoolError
 from ._spooler import Prepare, Spooler, prepare_each
 from ._stats import SHUTDOWN_DEADLINE, Counters, Stats
 from ._transport import HTTPTransport

@@ -27,7 +27,8 @@ from ._buffer import RecordBuffer, Taken
 from ._clock import Clock
 from ._ledger import Ledger
 from ._quiet import worker_thread
-from ._spool import Commit, Spool, SpoolError
+from ._spool import Commit, Spool
+from ._spool_file import SpoolError
 from ._stats import SPOOL_FULL
 from ._wire import UnusableFields
 

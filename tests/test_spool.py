@@ -26,7 +26,8 @@ from faultserver import Action, FaultServer, sequence
 
 from ex_loghandlers import ExHTTPHandler
 from ex_loghandlers._buffer import Taken
-from ex_loghandlers._spool import Spool, SpoolError, inspect, own_files
+from ex_loghandlers._spool import Spool
+from ex_loghandlers._spool_file import SpoolError, inspect, own_files
 
 REPO = Path(__file__).resolve().parent.parent
 WAIT = 20.0  # a failure bound

@@ -19,9 +19,10 @@ from typing import Mapping as MappingBase
 import pytest
 from faultserver import Action, FaultServer, sequence
 
-from ex_loghandlers import ExHTTPHandler, Stats, _spool
+from ex_loghandlers import ExHTTPHandler, Stats, _spool_file
 from ex_loghandlers._clock import SYSTEM_CLOCK
-from ex_loghandlers._spool import Spool, inspect
+from ex_loghandlers._spool import Spool
+from ex_loghandlers._spool_file import inspect
 
 WAIT = 20.0  # a failure bound
 #: How long reading ``stats`` may take while the disk is held: it reads memory only.
@@ -53,7 +54,7 @@ def messages(server: FaultServer) -> List[str]:
 
 def messages_on_disk(base: Path) -> List[str]:
     found = []
-    for path in _spool.own_files(str(base)):
+    for path in _spool_file.own_files(str(base)):
         db = sqlite3.connect(path)
         try:
             found += [json.loads(body)["message"]
@@ -85,8 +86,9 @@ class Disk:
         self._refuse: Optional[str] = None
         self._seen: Dict[str, int] = {}
         self._changed = threading.Condition()
-        connect = _spool._connect
-        monkeypatch.setattr(_spool, "_connect", lambda path: _Connection(connect(path), self))
+        connect = _spool_file._connect
+        monkeypatch.setattr(_spool_file, "_connect",
+                            lambda path: _Connection(connect(path), self))
 
     def hold(self, prefix: str) -> None:
         self.reached.clear()
