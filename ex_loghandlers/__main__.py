@@ -35,7 +35,7 @@ from ._check import OK, verdict
 from ._config import MAX_SECONDS, display_url
 from ._env import DEFAULT_ENV_PREFIX, PASSWORD
 from ._handler import ExHTTPHandler
-from ._spool import inspect
+from ._spool_file import inspect
 from ._stats import SHUTDOWN_DEADLINE
 from ._wire import WIRE_FORMATS
 

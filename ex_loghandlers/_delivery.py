@@ -34,7 +34,9 @@ from ._placement import placed
 from ._quiet import quiet_http_libraries, worker_thread
 from ._report import LossReporter
 from ._retry import FAIL, ITEMS, RETRY, SENT, SPLIT, Items, RetryPolicy, ServerHealth
-from ._spool import Spool, SpoolError
+from ._spool import Spool
+from ._spool_codec import UNREADABLE, Unreadable
+from ._spool_file import SpoolError
 from ._spooler import Prepare, Spooler, prepare_each
 from ._stats import SHUTDOWN_DEADLINE, Counters, Stats
 from ._transport import HTTPTransport
@@ -138,8 +140,15 @@ class Delivery:
                 thread_name=options.thread_name + "-spool",
                 thread_idents=self.thread_idents,
                 move_aside_on=move_aside_on,
+                failed_over=self._deliver_from_memory,
             )
             self._spooler.doorbell = self.doorbell
+
+    def _deliver_from_memory(self) -> None:
+        """The spool's writer stopped (the disk failed): emit() rings the worker from now on,
+        as without a spool; a ring that went to the writer just before is passed on here."""
+        self.doorbell = self._bell
+        self._bell.set()
 
     # -- called from the application's threads -------------------------------------------------
 
@@ -337,7 +346,7 @@ class Delivery:
             return spool
         if spooler.unwritten is not None:
             return spooler
-        if spooler.failed:
+        if spooler.memory_is_next():
             return self.buffer  # the disk failed: deliver from memory
         return None
 
@@ -355,15 +364,25 @@ class Delivery:
 
     def _send_batch(self, taken: Taken) -> None:
         records: List[Fields] = list(taken.items)
+        at: Sequence[Optional[int]] = range(len(records))
         if not taken.prepared:
             records, _, unmappable = prepare_each(self._prepare, taken)
+            at = range(len(records))
             for reason, count in unmappable.items():
                 self.ledger.failed(reason, count)
+        else:
+            readable = [i for i, fields in enumerate(records) if not isinstance(fields, Unreadable)]
+            if len(readable) < len(records):  # counted failed, and let go of with the batch
+                unreadable = sorted(set(range(len(records))) - set(readable))
+                self.ledger.failed(UNREADABLE, len(unreadable), unreadable)
+                records, at = [records[i] for i in readable], readable
+                if not records:
+                    return
         try:
-            pending: Deque[Placed] = deque(self._encoded(records, range(len(records))))
+            pending: Deque[Placed] = deque(self._encoded(records, at))
         except Exception as exc:
             reason = f"records could not be encoded: {type(exc).__name__}"
-            self.ledger.failed(reason, len(records), range(len(records)))
+            self.ledger.failed(reason, len(records), at)
             return
         method = self._method()
         batch_started = self._clock.monotonic()  # max_retry_time is per batch

@@ -1,63 +1,32 @@
 """Records waiting on disk, so that a crash or an outage longer than memory loses nothing.
 
-One SQLite file (WAL mode, from the stdlib) per handler and process, beside ``spool_path``:
-``<spool_path>.<pid>-<id>.db``. A process holds an advisory lock (``<...>.lock``) on its own file
-for as long as it lives; a file whose lock can be taken belongs to a process that has died, and
-the next process to open the same ``spool_path`` adopts it: copies its records, oldest first,
-ahead of its own, then deletes it. So several processes can share one ``spool_path`` (a
-pre-fork server, a restarted worker, two scripts with one configuration) without ever writing
-the same file, sending a record twice, or stranding one.
-
-A commit survives the process being killed (the data is in the operating system's hands); it
-may not survive a power cut (``synchronous=NORMAL``: the price of not syncing every write).
+The records' flow through this process's spool file (``_spool_file`` makes, adopts and
+inspects the files; ``_spool_codec`` stores a record's fields): written in, evicted when over
+``max_bytes``, read for delivery, deleted once settled, and the counts of all that.
 
 Nothing here runs on the application's thread: the spool's writer writes, the delivery worker
-reads and deletes. A file that cannot be read as a spool (truncated, foreign, another schema, no
-permission) is moved aside with one line saying so, and is never deleted.
+reads and deletes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
-import json
-import os
-import secrets
 import sqlite3
 import threading
-import time
 from dataclasses import dataclass
-from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple
 
 from ._buffer import Taken
-from ._wire import FieldPairs, fast_json, parsed_json, plain_fields
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
-#: Identifies a spool file (``PRAGMA user_version``), and its schema's version.
-SCHEMA_MAGIC = 0x45584C31  # "EXL1"
-
-_SCHEMA = """
-CREATE TABLE records (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    seq INTEGER,             -- this process's sequence number; NULL for adopted records
-    created REAL,            -- the record's own time, for inspection
-    body TEXT NOT NULL       -- the record's fields, as JSON
-);
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-
-#: Sent records are deleted in a batch at a time; a row's bytes on disk beyond its body.
-ROW_OVERHEAD = 64
-
-Say = Callable[[str], None]
-
-
-class SpoolError(Exception):
-    """The spool cannot be used (its directory cannot be made, the disk is full, ...)."""
+from ._spool_codec import created_of, decoded, encoded
+from ._spool_file import (
+    ROW_OVERHEAD,
+    Say,
+    SpoolError,
+    disk_errors,
+    keep_inherited,
+    open_file,
+    remove_files,
+)
 
 
 @dataclass(frozen=True)
@@ -66,17 +35,40 @@ class Evicted:
     adopted: int
 
 
-def own_files(base: str) -> List[str]:
-    """Every spool file of ``base`` on disk, whoever owns it."""
-    return sorted(glob.glob(glob.escape(base) + ".*.db"))
-
-
 #: What ``append()`` hands its caller: counts the records written in, returns those evicted.
 Commit = Callable[[], Evicted]
 
 
-def _at_once(commit: Commit) -> None:
-    commit()
+class Counting(Protocol):
+    """How the caller of ``append()`` counts a write in, under its own lock (no I/O)."""
+
+    def may_commit(self, commit: Commit) -> bool:
+        """Inside the write's transaction, before COMMIT: False if the records were counted
+        otherwise (close() counted them dropped): the write is rolled back. True: ``commit``
+        is for the caller to call once, after the COMMIT (``committed()``) or, if it cannot
+        wait for it, before."""
+
+    def committed(self) -> None:
+        """The COMMIT is done (the disk still held: nobody has read the rows yet)."""
+
+
+class _AtOnce:
+    """Counted in as soon as committed: a caller that nothing else counts for."""
+
+    def __init__(self) -> None:
+        self._commit: Optional[Commit] = None
+
+    def may_commit(self, commit: Commit) -> bool:
+        self._commit = commit
+        return True
+
+    def committed(self) -> None:
+        if self._commit is not None:
+            self._commit()
+
+
+class _CountedOtherwise(Exception):
+    """Rolls back a write whose records the caller has counted otherwise."""
 
 
 class Spool:
@@ -128,107 +120,52 @@ class Spool:
 
     @classmethod
     def open(cls, base: str, max_bytes: int, say: Say) -> Spool:
-        """Make this process's file beside ``base`` and adopt the files of dead processes."""
-        try:
-            directory = os.path.dirname(os.path.abspath(base))
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-            stem = f"{base}.{os.getpid()}-{secrets.token_hex(4)}"
-            lock = _hold_lock(stem + ".lock")
-            path = stem + ".db"
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-            connection = _connect(path)
-            with connection:
-                connection.executescript(_SCHEMA)
-                connection.execute(f"PRAGMA user_version = {SCHEMA_MAGIC}")
-                connection.execute(
-                    "INSERT INTO meta VALUES ('created', ?)", (repr(time.time()),)
-                )
-        except (OSError, sqlite3.Error) as exc:
-            raise SpoolError(_describe(exc)) from exc
-        spool = cls(path, connection, lock, max_bytes)
-        spool._adopt_orphans(base, say)
+        """Make this process's file beside ``base`` and adopt the files of dead processes
+        (``_spool_file.open_file``: a ``SpoolError`` if the disk refuses)."""
+        opened = open_file(base, say)
+        spool = cls(opened.path, opened.connection, opened.lock, max_bytes)
+        spool._bytes, spool._count = opened.bytes, opened.records
+        spool._adopted_left = opened.records
         return spool
-
-    def _adopt_orphans(self, base: str, say: Say) -> None:
-        orphans = []
-        for path in own_files(base):
-            if path == self.path:
-                continue
-            lock = _try_lock(path[: -len(".db")] + ".lock")
-            if lock is None:
-                continue  # its process lives
-            orphans.append((path, lock))
-        ordered = sorted(orphans, key=lambda item: _created(item[0]))
-        for path, lock in ordered:
-            try:
-                self._copy_from(path)
-            except sqlite3.Error as exc:
-                _move_aside(path, _describe(exc), say)
-            except OSError as exc:
-                say(f"cannot adopt the spool file {path}: {_describe(exc)}; left as it is")
-            finally:
-                lock.close()
-        self._bytes, self._count = self._db.execute(
-            "SELECT COALESCE(SUM(LENGTH(body)), 0) + COUNT(*) * ?, COUNT(*) FROM records",
-            (ROW_OVERHEAD,),
-        ).fetchone()
-        self._adopted_left = self._count
-
-    def _copy_from(self, path: str) -> None:
-        """Copy a dead process's records (in order) into this file, then delete its files."""
-        if not os.access(path, os.R_OK | os.W_OK):
-            raise sqlite3.OperationalError("no permission to read and write it")
-        with self._guard:
-            db = self._db
-            db.execute("ATTACH DATABASE ? AS orphan", (f"file:{path}?mode=rw",))
-            try:
-                check = db.execute("PRAGMA orphan.quick_check").fetchone()[0]
-                version = db.execute("PRAGMA orphan.user_version").fetchone()[0]
-                if check != "ok" or version != SCHEMA_MAGIC:
-                    raise sqlite3.DatabaseError(
-                        "not a spool file" if check == "ok" else f"damaged ({check})"
-                    )
-                with db:
-                    db.execute(
-                        "INSERT INTO main.records (seq, created, body)"
-                        " SELECT NULL, created, body FROM orphan.records ORDER BY id"
-                    )
-            finally:
-                db.execute("DETACH DATABASE orphan")
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path + suffix)
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(path[: -len(".db")] + ".lock")
 
     # -- the disk (the spool's guard; never with the caller's lock held) ------------------------
 
     def append(
         self, rows: Sequence[Tuple[Optional[int], Dict[str, Any]]],
-        count_in: Callable[[Commit], None] = _at_once,
+        counting: Optional[Counting] = None,
     ) -> Evicted:
         """Write records (sequence number, fields) in one transaction, with the eviction of the
-        oldest not being delivered while the spool is over ``max_bytes``; returns the evicted.
+        oldest not being delivered while the spool is over ``max_bytes``; returns the evicted
+        (none if the write was rolled back).
 
-        Nothing is counted until ``count_in(commit)``, called once the write is on disk and
-        before anyone else may use the disk: the caller calls ``commit()`` under its lock, at
-        the moment the records leave its memory (or not at all, if it counted them otherwise),
-        so that a reader sees each record in one place, never two or none, and no batch is
-        read from disk that is not counted in.
+        Nothing is counted but by ``counting`` (by default: as soon as committed). Whether the
+        write is kept is decided before COMMIT (``may_commit``), so that a caller that counted
+        the records otherwise (close()) never finds the disk changed behind its back: the
+        insert and its evictions are rolled back. The caller calls ``commit()`` under its lock,
+        at the moment the records leave its memory, so that a reader sees each record in one
+        place, never two or none, and no batch is read from disk that is not counted in.
         """
-        encoded = [(seq, _created_of(fields), _json(fields)) for seq, fields in rows]
-        size = sum(len(body) + ROW_OVERHEAD for _, _, body in encoded)
-        own = [seq for seq, _, _ in encoded if seq is not None]
+        counting = _AtOnce() if counting is None else counting
+        rows_in = [(seq, created_of(fields), encoded(fields)) for seq, fields in rows]
+        size = sum(len(body) + ROW_OVERHEAD for _, _, body in rows_in)
+        own = [seq for seq, _, _ in rows_in if seq is not None]
         with self._disk() as usable:
             if not usable:
                 raise SpoolError("the spool is closed")
-            with _disk_errors(), self._db:
-                self._db.executemany(
-                    "INSERT INTO records (seq, created, body) VALUES (?, ?, ?)", encoded
-                )
-                evicted, freed = self._evict(self._bytes + size)
+            try:
+                with disk_errors(), self._db:
+                    self._db.executemany(
+                        "INSERT INTO records (seq, created, body) VALUES (?, ?, ?)", rows_in
+                    )
+                    evicted, freed = self._evict(self._bytes + size)
+                    if not counting.may_commit(
+                        lambda: self._count_in(len(rows_in), own, evicted)
+                    ):
+                        raise _CountedOtherwise
+            except _CountedOtherwise:
+                return Evicted([], 0)
             self._bytes += size - freed
-            count_in(lambda: self._count_in(len(encoded), own, evicted))
+            counting.committed()
         return evicted
 
     def _evict(self, size: int) -> Tuple[Evicted, int]:
@@ -266,7 +203,7 @@ class Spool:
             if not usable or self._read is not None:
                 return
             skip = self._settled
-            with _disk_errors():
+            with disk_errors():
                 rows = self._db.execute(
                     "SELECT id, seq, body FROM records WHERE id > ? ORDER BY id LIMIT ?",
                     (self._protected_through, max_count + len(skip)),
@@ -277,7 +214,7 @@ class Spool:
             self._protected_through = rows[-1][0]
             self._sizes = {rowid: len(body) for rowid, _, body in rows}
         self._read = Taken(
-            items=[_fields(body) for _, _, body in rows],
+            items=[decoded(body) for _, _, body in rows],
             seqs=[seq for _, seq, _ in rows],
             prepared=True,
             rowids=tuple(rowid for rowid, _, _ in rows),
@@ -293,7 +230,7 @@ class Spool:
     def _delete_settled(self) -> None:
         if self._settled:
             runs = _runs(sorted(self._settled))
-            with _disk_errors(), self._db:
+            with disk_errors(), self._db:
                 self._db.executemany("DELETE FROM records WHERE id BETWEEN ? AND ?", runs)
             self._bytes -= sum(length + ROW_OVERHEAD for length in self._settled.values())
             self._settled = {}
@@ -315,9 +252,11 @@ class Spool:
 
     def _let_go(self) -> None:
         while True:
-            if self._close_wanted and not self._closed:
-                self._close_now()
-            self._guard.release()
+            try:
+                if self._close_wanted and not self._closed:
+                    self._close_now()
+            finally:
+                self._guard.release()  # whatever closing raised: never a guard held forever
             # close() may have been called, and found the guard held, just now.
             if self._closed or not self._close_wanted or not self._guard.acquire(blocking=False):
                 return
@@ -418,11 +357,7 @@ class Spool:
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
         if empty:
-            for suffix in ("", "-wal", "-shm"):
-                with contextlib.suppress(OSError):
-                    os.remove(self.path + suffix)
-            with contextlib.suppress(OSError):
-                os.remove(self.path[: -len(".db")] + ".lock")
+            remove_files(self.path)
         self._lock_file.close()  # the lock goes with it: the next start adopts the file
 
     def forget_after_fork(self) -> None:
@@ -432,7 +367,7 @@ class Spool:
         unreferenced-but-alive; the child's copy of the lock is closed, so that the parent's
         file can be adopted once the parent is gone even while the child lives.
         """
-        _INHERITED.append(self._db)
+        keep_inherited(self._db)
         with contextlib.suppress(OSError):
             self._lock_file.close()
         self._closed = True
@@ -447,148 +382,3 @@ def _runs(rowids: List[int]) -> List[Tuple[int, int]]:
         else:
             runs.append((rowid, rowid))
     return runs
-
-
-_INHERITED: List[sqlite3.Connection] = []
-
-
-@dataclass(frozen=True)
-class SpoolFile:
-    """What one spool file holds, read without disturbing its owner."""
-
-    path: str
-    records: int
-    bytes: int
-    oldest: Optional[float]  # the oldest record's own time
-    owner_alive: bool
-    error: Optional[str] = None
-
-
-def inspect(base: str) -> List[SpoolFile]:
-    """Every spool file of ``base``: for ``python -m ex_loghandlers spool show``."""
-    found = []
-    for path in own_files(base):
-        lock = _try_lock(path[: -len(".db")] + ".lock")
-        alive = lock is None
-        if lock is not None:
-            lock.close()
-        try:
-            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-            try:
-                if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_MAGIC:
-                    raise sqlite3.DatabaseError("not a spool file")
-                records, size, oldest = db.execute(
-                    "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0), MIN(created) FROM records"
-                ).fetchone()
-            finally:
-                db.close()
-        except sqlite3.Error as exc:
-            found.append(SpoolFile(path, 0, 0, None, alive, _describe(exc)))
-            continue
-        found.append(SpoolFile(path, records, size, oldest, alive))
-    return found
-
-
-def _connect(path: str) -> sqlite3.Connection:
-    connection = sqlite3.connect(path, check_same_thread=False, isolation_level="DEFERRED",
-                                 uri=path.startswith("file:"))
-    connection.execute("PRAGMA journal_mode = WAL")
-    connection.execute("PRAGMA synchronous = NORMAL")
-    connection.execute("PRAGMA busy_timeout = 1000")
-    return connection
-
-
-def _hold_lock(path: str) -> IO[bytes]:
-    """Create and lock ``path`` for as long as this process lives."""
-    lock = os.fdopen(os.open(path, os.O_CREAT | os.O_RDWR, 0o600), "r+b")
-    if fcntl is not None:
-        try:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            lock.close()
-            raise
-    return lock
-
-
-def _try_lock(path: str) -> Optional[IO[bytes]]:
-    """The lock of a dead process's file, now ours; None if its process still holds it."""
-    if fcntl is None:
-        return None  # no way to tell a live owner from a dead one: adopt nothing
-    try:
-        lock = open(path, "a+b")  # noqa: SIM115 - returned to the caller
-    except OSError:
-        return None
-    try:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        lock.close()
-        return None
-    return lock
-
-
-def _created(path: str) -> float:
-    try:
-        return os.stat(path).st_mtime
-    except OSError:
-        return 0.0
-
-
-def _move_aside(path: str, reason: str, say: Say) -> None:
-    target = f"{path}.unreadable-{int(time.time())}"
-    try:
-        os.replace(path, target)
-        for suffix in ("-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                os.replace(path + suffix, target + suffix)
-    except OSError as exc:
-        say(f"cannot read the spool file {path} ({reason}) nor move it aside: {_describe(exc)}")
-        return
-    say(f"moved aside an unreadable spool file: {path} -> {target} ({reason})")
-
-
-#: How fields given as pairs (a user's mapLogRecord) are stored, so that ``form`` still sends
-#: them in order, repeats and all.
-_PAIRS = "(key, value) pairs"
-
-
-def _json(fields: Dict[str, Any]) -> str:
-    """ASCII JSON (lone surrogates survive as escapes; SQLite stores nothing it cannot encode).
-
-    What JSON cannot carry as it is goes as the wire encoders send it: as text.
-    """
-    fast = fast_json(fields)
-    if fast is not None:
-        return fast.decode("utf-8")
-    for attempt in (fields, plain_fields(fields)):
-        try:
-            if isinstance(attempt, FieldPairs):
-                return json.dumps({_PAIRS: [list(pair) for pair in attempt.pairs]})
-            return json.dumps(attempt, allow_nan=True)
-        except (TypeError, ValueError, RecursionError):
-            continue
-    return json.dumps({"message": "<a record that could not be stored>"})
-
-
-def _fields(body: str) -> Dict[str, Any]:
-    value = parsed_json(body)
-    if isinstance(value, dict) and list(value) == [_PAIRS]:
-        return FieldPairs(tuple(pair) for pair in value[_PAIRS])
-    return value if isinstance(value, dict) else {"message": str(value)}
-
-
-def _created_of(fields: Dict[str, Any]) -> Optional[float]:
-    created = fields.get("created")
-    return float(created) if isinstance(created, (int, float)) else None
-
-
-@contextlib.contextmanager
-def _disk_errors() -> Any:
-    try:
-        yield
-    except (OSError, sqlite3.Error) as exc:
-        raise SpoolError(_describe(exc)) from exc
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0][:200]

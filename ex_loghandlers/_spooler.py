@@ -27,7 +27,8 @@ from ._buffer import RecordBuffer, Taken
 from ._clock import Clock
 from ._ledger import Ledger
 from ._quiet import worker_thread
-from ._spool import Commit, Spool, SpoolError
+from ._spool import Commit, Spool
+from ._spool_file import SpoolError
 from ._stats import SPOOL_FULL
 from ._wire import UnusableFields
 
@@ -70,8 +71,11 @@ class Spooler:
         thread_name: str,
         thread_idents: Set[int],
         move_aside_on: Callable[[], None],
+        failed_over: Callable[[], None],
     ) -> None:
         self._thread_idents = thread_idents
+        #: Called once writing stops: from then on emit() must ring the worker itself.
+        self._failed_over = failed_over
         self._move_aside_on = move_aside_on
         self.path = path
         self._max_bytes = max_bytes
@@ -101,6 +105,8 @@ class Spooler:
         #: close() has counted what the spool holds (kept) and what this holds (dropped):
         #: nothing here is counted from now on.
         self._stopped = False
+        #: A write past the point of no return (its COMMIT under way): counts it in.
+        self._committing: Optional[Callable[[], None]] = None
         self._said = False
         ledger.add_stage(self, self.holding_back, self.oldest_in_memory)
 
@@ -128,6 +134,11 @@ class Spooler:
         if not self._unwritten_taken:
             batches.append(self.unwritten)
         return [t for t in batches if t is not None]
+
+    def memory_is_next(self) -> bool:
+        """Writing failed, and no batch of the writer's is on its way to disk: the worker takes
+        records from the memory buffer now (before, it would overtake that batch)."""
+        return self.failed and self._writing is None
 
     def spool_in_use(self) -> Optional[Spool]:
         """The spool, unless there is none, or close() has counted what it holds."""
@@ -179,8 +190,14 @@ class Spooler:
 
     def keep_on_disk(self) -> int:
         """At close (ledger lock held): how many records the spool keeps for the next start.
-        Nothing here is counted from now on: a write still under way is not waited for, and
-        its records, not on disk yet, are counted dropped with the rest of memory."""
+        Nothing here is counted from now on: a write still under way is not waited for. If it
+        has not reached its COMMIT, it is rolled back when it does, and its records are counted
+        dropped with the rest of memory; if its COMMIT is under way, it is counted in now, as
+        done (its likely outcome): its records are kept, the room made for them is dropped
+        (``spool full``)."""
+        finish, self._committing = self._committing, None
+        if finish is not None and self.spool_in_use() is not None:
+            finish()
         spool = self.spool_in_use()
         self._stopped = True
         return 0 if spool is None else spool.count
@@ -219,14 +236,26 @@ class Spooler:
                     stopping = self._stopping
                     if not self._write_some() and stopping:
                         break
+            except Exception as exc:  # whatever it is, the worker delivers from memory
+                self._give_up(exc)
             finally:
                 self._written.set()
+
+    def _give_up(self, exc: Exception) -> None:
+        """Something the writer did not expect: what it holds goes to the worker, and flush()
+        no longer waits for the spool to open."""
+        with self._ledger.lock:
+            if not self._stopped and self._writing is not None and self.unwritten is None:
+                self.unwritten, self._writing = self._writing, None
+            self.ready = True
+            self._ledger.wake_flushers()
+        self._fail(f"cannot write the spool at {self.path}: {type(exc).__name__}: {exc}")
 
     def _open(self) -> None:
         spool: Optional[Spool] = None
         try:
             spool = Spool.open(self.path, self._max_bytes, self._say)
-        except SpoolError as exc:
+        except Exception as exc:
             self._fail(f"cannot open the spool at {self.path}: {exc}")
         with self._ledger.lock:
             too_late = self._stopped  # close() did not wait: what was found stays for later
@@ -244,6 +273,8 @@ class Spooler:
         self.doorbell.clear()
         self._move_aside_on()  # what a finalizer logged on this thread
         with self._ledger.lock:
+            if self.failed:  # the worker takes from the buffer now
+                return False
             taken = self._buffer.take_batch(self._batch_size)
             took = bool(taken.items)
             taken = self._ledger.fold(taken)
@@ -260,21 +291,20 @@ class Spooler:
         assert spool is not None
 
         def count_in(commit: Commit) -> None:
-            """The records leave memory for the disk, counted there at the same moment."""
-            with self._ledger.lock:
-                if self._stopped:  # close() counted them dropped
-                    return
-                evicted = commit()
-                self._count_unmappable(unmappable)
-                self._writing = None
-                self._ledger.counters.dropped(SPOOL_FULL, len(evicted.own) + evicted.adopted)
-                self._ledger.wake_flushers()
+            """The records leave memory for the disk, counted there at the same moment (ledger
+            lock held)."""
+            evicted = commit()
+            self._count_unmappable(unmappable)
+            self._writing = None
+            self._ledger.counters.dropped(SPOOL_FULL, len(evicted.own) + evicted.adopted)
+            self._ledger.wake_flushers()
 
         try:
-            spool.append(list(zip(prepared.seqs, prepared.items)), count_in)
+            spool.append(list(zip(prepared.seqs, prepared.items)), _CountingIn(self, count_in))
         except Exception as exc:  # the disk, or anything else: the records stay in memory
             with self._ledger.lock:
-                if self._stopped:  # close() counted them dropped
+                self._committing = None
+                if self._stopped:  # close() counted them (dropped, or in as committed)
                     return False
                 self._count_unmappable(unmappable)
                 self.unwritten, self._writing = prepared, None
@@ -293,9 +323,15 @@ class Spooler:
             self._ledger.counters.failed(reason, count)
 
     def _fail(self, line: str) -> None:
-        """Stop writing; records stay in memory from now on. Said once, whatever fails next;
-        not at all once close() has closed the spool (a worker given up on finds it closed)."""
-        self.failed = True
+        """Stop writing; records stay in memory from now on, for the worker to take from the
+        buffer once the writer holds none (this thread's or the worker's: the disk may fail
+        for either). Said once, whatever fails next; not at all once close() has closed the
+        spool (a worker given up on finds it closed)."""
+        with self._ledger.lock:
+            first, self.failed = not self.failed, True
+        if first:
+            self.doorbell.set()  # an idle writer ends
+            self._failed_over()
         if not self._said and not self._stopped:
             self._said = True
             self._say(f"{line}; keeping records in memory")
@@ -308,3 +344,28 @@ class Spooler:
         """The disk refused the worker's read: what is on it stays there for the next start."""
         self.unreadable = True
         self._fail(f"cannot read the spool at {self.path}: {exc}")
+
+
+class _CountingIn:
+    """One write's way into the counts (``Counting``): kept or not is decided under the ledger
+    lock before its COMMIT; counted in under it after the COMMIT, or by close() if it cannot
+    wait for that. Whoever comes first counts, once."""
+
+    def __init__(self, spooler: Spooler, count_in: Callable[[Commit], None]) -> None:
+        self._spooler = spooler
+        self._count_in = count_in
+
+    def may_commit(self, commit: Commit) -> bool:
+        spooler = self._spooler
+        with spooler._ledger.lock:
+            if spooler._stopped:  # close() counted them dropped: the write is rolled back
+                return False
+            spooler._committing = lambda: self._count_in(commit)
+            return True
+
+    def committed(self) -> None:
+        spooler = self._spooler
+        with spooler._ledger.lock:
+            finish, spooler._committing = spooler._committing, None
+            if finish is not None:  # else close() counted it in already
+                finish()

@@ -21,7 +21,7 @@ from ex_loghandlers._buffer import Taken
 from ex_loghandlers._collapse import Folder, kind_of
 from ex_loghandlers._config import MAX_SECONDS
 from ex_loghandlers._mapping import snapshot
-from ex_loghandlers._spool import inspect as inspect_spool
+from ex_loghandlers._spool_file import inspect as inspect_spool
 
 WAIT = 10.0  # a failure bound: a passing flush returns in milliseconds
 REPEATS = "_ex_repeats"

@@ -26,7 +26,8 @@ from faultserver import Action, FaultServer, sequence
 
 from ex_loghandlers import ExHTTPHandler
 from ex_loghandlers._buffer import Taken
-from ex_loghandlers._spool import Spool, SpoolError, inspect, own_files
+from ex_loghandlers._spool import Spool
+from ex_loghandlers._spool_file import SpoolError, inspect, own_files
 
 REPO = Path(__file__).resolve().parent.parent
 WAIT = 20.0  # a failure bound
@@ -173,6 +174,33 @@ def test_an_unreadable_file_is_moved_aside_with_one_line(
     spool.append([(0, fields(0))])  # and the handler carries on with a fresh file
     assert spool.count == 1
     spool.close()
+
+
+def test_a_record_damaged_on_disk_is_counted_failed_and_the_others_are_sent(
+    tmp_path: Path,
+) -> None:
+    """A body that is no longer JSON (damage inside a value, which SQLite's check does not
+    see): that record is counted failed and deleted; those around it go, in order."""
+    base = tmp_path / "logs"
+    earlier = Spool.open(str(base), max_bytes=1 << 20, say=print)
+    earlier.append([(None, fields(i)) for i in range(3)])
+    earlier.close()  # as if its process had died
+    [path] = own_files(str(base))
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE records SET body = '{\"message\": \"rec' WHERE id = 2")
+    db.close()
+    with FaultServer() as server:
+        handler = ExHTTPHandler(url=server.url_for("/sink/TEST/app"), spool_path=str(base),
+                                wire_format="json")
+        assert handler.flush(WAIT)
+        handler.close()
+        assert messages(server) == ["record 0", "record 2"]
+    stats = handler.stats
+    # (the handler's own notice of the loss may be among those sent)
+    assert (stats.failed, stats.dropped, stats.kept, stats.queued) == (1, 0, 0, 0), stats
+    assert stats.sent == stats.emitted - 1, stats
+    assert stats.failed_by_reason == {"unreadable record in the spool": 1}
+    assert os.listdir(tmp_path) == []  # nothing left for the next start
 
 
 def test_a_spool_that_cannot_be_made_is_an_error_to_fall_back_on(tmp_path: Path) -> None:

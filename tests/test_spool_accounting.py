@@ -13,13 +13,16 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, ItemsView, Iterator, List, Optional
+from typing import Mapping as MappingBase
 
 import pytest
 from faultserver import Action, FaultServer, sequence
 
-from ex_loghandlers import ExHTTPHandler, Stats, _spool
-from ex_loghandlers._spool import Spool, inspect
+from ex_loghandlers import ExHTTPHandler, Stats, _spool_file
+from ex_loghandlers._clock import SYSTEM_CLOCK
+from ex_loghandlers._spool import Spool
+from ex_loghandlers._spool_file import inspect
 
 WAIT = 20.0  # a failure bound
 #: How long reading ``stats`` may take while the disk is held: it reads memory only.
@@ -29,6 +32,8 @@ INSERT = "INSERT INTO records"
 EVICTION_QUERY = "SELECT id, seq, LENGTH(body)"
 BATCH_QUERY = "SELECT id, seq, body"
 DELETE = "DELETE FROM records"
+#: The end of a transaction that changed the file (the connection's ``with`` block).
+COMMIT = "COMMIT"
 
 
 def spooled(server: FaultServer, spool: Path, **options: Any) -> ExHTTPHandler:
@@ -49,7 +54,7 @@ def messages(server: FaultServer) -> List[str]:
 
 def messages_on_disk(base: Path) -> List[str]:
     found = []
-    for path in _spool.own_files(str(base)):
+    for path in _spool_file.own_files(str(base)):
         db = sqlite3.connect(path)
         try:
             found += [json.loads(body)["message"]
@@ -70,30 +75,38 @@ def stats_within(handler: ExHTTPHandler, bound: float) -> Optional[Stats]:
 
 class Disk:
     """The spool's connection to its file, with faults on demand: ``hold(prefix)`` makes the next
-    statement that starts with ``prefix`` wait (``reached`` is set) until ``let_go()``;
-    ``refuse_next()`` makes the next statement fail once, as a failing disk would."""
+    statement that starts with ``prefix`` (``COMMIT``: the end of a transaction) wait
+    (``reached`` is set) until ``let_go()``; ``refuse_next()`` makes the next statement (that
+    starts with a prefix, if given) fail once, as a failing disk would."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.reached = threading.Event()
         self._go = threading.Event()
         self._held: Optional[str] = None
-        self._refuse = False
+        self._refuse: Optional[str] = None
         self._seen: Dict[str, int] = {}
         self._changed = threading.Condition()
-        connect = _spool._connect
-        monkeypatch.setattr(_spool, "_connect", lambda path: _Connection(connect(path), self))
+        connect = _spool_file._connect
+        monkeypatch.setattr(_spool_file, "_connect",
+                            lambda path: _Connection(connect(path), self))
 
     def hold(self, prefix: str) -> None:
         self.reached.clear()
-        self._go.clear()
+        self._go = threading.Event()
         self._held = prefix
 
     def let_go(self) -> None:
         self._held = None
         self._go.set()
 
-    def refuse_next(self) -> None:
-        self._refuse = True
+    def let_go_and_hold(self, prefix: str) -> None:
+        """Let the statement held go on, and hold the next that starts with ``prefix``."""
+        held = self._go
+        self.hold(prefix)
+        held.set()
+
+    def refuse_next(self, prefix: str = "") -> None:
+        self._refuse = prefix
 
     def wait_for(self, prefix: str, count: int) -> bool:
         """Until ``count`` statements starting with ``prefix`` have been run."""
@@ -104,10 +117,12 @@ class Disk:
         held = self._held
         if held is not None and sql.startswith(held):
             self._held = None
+            go = self._go
             self.reached.set()
-            self._go.wait(WAIT)
-        if self._refuse:
-            self._refuse = False
+            go.wait(WAIT)
+        refuse = self._refuse
+        if refuse is not None and sql.startswith(refuse):
+            self._refuse = None
             raise sqlite3.OperationalError("disk I/O error")
 
     def after(self, sql: str) -> None:
@@ -142,6 +157,8 @@ class _Connection:
         return self._real.__enter__()
 
     def __exit__(self, *exc_info: Any) -> Any:
+        if exc_info[0] is None:
+            self._disk.before(COMMIT)
         return self._real.__exit__(*exc_info)
 
     def close(self) -> None:
@@ -308,12 +325,93 @@ def test_close_does_not_wait_on_a_slow_write_and_counts_its_records_once(
         assert (stats.emitted, stats.sent, stats.kept, stats.dropped_by_reason,
                 stats.queued) == expected, stats  # nothing counted late
         [found] = inspect(str(base))
-        assert (found.records, found.owner_alive) == (2, False)  # for the next start
+        # What was counted kept, for the next start: the write close() did not wait for was
+        # rolled back, its record counted dropped.
+        assert (found.records, found.owner_alive) == (1, False)
         [kept] = [line for line in capsys.readouterr().err.splitlines() if "kept" in line]
         assert kept.endswith(" 1 record kept in " + str(base) + " for the next start")
 
 
-# -- a disk that refuses to delete what was sent ---------------------------------------------------
+@pytest.mark.parametrize(
+    ("statement", "kept"),
+    [(EVICTION_QUERY, ["in flight", "old 0", "old 1"]), (COMMIT, ["in flight", "new"])],
+    ids=["before-its-commit", "during-its-commit"],
+)
+def test_close_during_a_write_that_evicts_keeps_what_it_counts_kept(
+    tmp_path: Path, logger: logging.Logger, monkeypatch: pytest.MonkeyPatch, statement: str,
+    kept: List[str],
+) -> None:
+    """close() comes while the writer is inside a write that makes room by evicting old
+    records. Before its COMMIT, the write is rolled back: the old records stay, counted kept,
+    and the new one is counted dropped. During its COMMIT, the write counts as done: the new
+    one is kept, the old ones are dropped (``spool full``). Either way the file holds exactly
+    what was counted kept, and nothing is counted once close() has returned."""
+    disk = Disk(monkeypatch)
+    base = tmp_path / "logs"
+    release = threading.Event()
+    with FaultServer(sequence([Action.hang(release)])) as server:
+        handler = spooled(server, base, spool_max_bytes=3000, batch_size=1, shutdown_timeout=0.3)
+        logger.addHandler(handler)
+        try:
+            logger.info("in flight")
+            assert server.wait_for_requests(1, WAIT)  # the worker waits on the server
+            logger.info("old 0")
+            logger.info("old 1")
+            assert disk.wait_for(INSERT, 3)
+            disk.hold(EVICTION_QUERY)
+            logger.info("new %s", "x" * 600)  # room is made for it: old 0 and old 1 go
+            assert disk.reached.wait(WAIT)
+            if statement == COMMIT:
+                disk.let_go_and_hold(COMMIT)
+                assert disk.reached.wait(WAIT)
+            logger.removeHandler(handler)
+            handler.close()
+            at_close = handler.stats
+        finally:
+            disk.let_go()
+            release.set()
+        spool_writer().join(WAIT)  # the write ends, and the writer closes the spool
+        stats = handler.stats
+        on_disk = [message.split(" x")[0] for message in messages_on_disk(base)]
+        assert on_disk == kept
+        assert stats == at_close, "counted after close() returned"
+        assert balanced(stats), stats
+        assert stats.kept == len(kept), stats
+        evicted = 4 - 1 - len(kept)
+        assert stats.dropped_by_reason == (
+            {"spool full": 2} if evicted else {"shutdown deadline": 1}
+        ), stats
+
+
+# -- a disk that fails ----------------------------------------------------------------------------
+
+
+def test_a_disk_error_while_opening_the_spool_leaves_delivery_to_memory(
+    tmp_path: Path, logger: logging.Logger, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The disk fails on the last statement of opening the spool (reading what it holds):
+    the handler says so once and delivers from memory; the file is let go of, for the next
+    start to adopt."""
+    disk = Disk(monkeypatch)
+    disk.refuse_next("SELECT COALESCE")
+    base = tmp_path / "logs"
+    with FaultServer() as server:
+        handler = spooled(server, base, shutdown_timeout=1.0)
+        logger.addHandler(handler)
+        logger.info("one")
+        assert handler.flush(WAIT)
+        assert messages(server) == ["one"]
+        logger.info("two")  # sent as it comes, as without a spool
+        assert server.wait_for_accepted_records(2, WAIT), "not sent without a flush()"
+        logger.removeHandler(handler)
+        handler.close()
+    stats = handler.stats
+    assert (stats.emitted, stats.sent, stats.dropped, stats.kept) == (2, 2, 0, 0), stats
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("ex_loghandlers: cannot open the spool at "), line
+    assert line.endswith("disk I/O error; keeping records in memory"), line
+    assert [(f.records, f.owner_alive) for f in inspect(str(base))] == [(0, False)]
 
 
 def test_a_sent_record_the_disk_refuses_to_delete_is_neither_kept_nor_sent_again(
@@ -346,3 +444,111 @@ def test_a_sent_record_the_disk_refuses_to_delete_is_neither_kept_nor_sent_again
         assert later.flush(WAIT)
         later.close()
         assert messages(server) == ["one", "two"]
+
+
+def test_once_the_disk_has_failed_records_are_sent_as_they_come(
+    tmp_path: Path, logger: logging.Logger, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The disk refuses to delete a sent record: the spool's writer stops. A record logged
+    after that is sent within milliseconds, without a flush(), as without a spool."""
+    disk = Disk(monkeypatch)
+    release = threading.Event()
+    with FaultServer(sequence([Action.hang(release)])) as server:
+        handler = spooled(server, tmp_path / "logs")
+        logger.addHandler(handler)
+        logger.info("one")
+        assert server.wait_for_requests(1, WAIT)
+        disk.refuse_next(DELETE)  # letting go of "one", once sent
+        release.set()
+        assert handler.flush(WAIT)
+        logger.info("two")
+        assert server.wait_for_accepted_records(2, WAIT)
+        for thread in threading.enumerate():  # the spool's writer ends, if it has not yet
+            if thread.name.startswith("ex_loghandlers-worker") and thread.name.endswith("-spool"):
+                thread.join(WAIT)
+        logger.info("three")
+        assert server.wait_for_accepted_records(3, WAIT), "not sent without a flush()"
+        logger.removeHandler(handler)
+        handler.close()
+        assert messages(server) == ["one", "two", "three"]
+
+
+class WorkerWaits:
+    """The real clock, which tells when the delivery worker waits (it has nothing to take)."""
+
+    def __init__(self) -> None:
+        self.moved = threading.Event()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wait(self, event: threading.Event, timeout: Optional[float]) -> bool:
+        name = threading.current_thread().name
+        if name.startswith("ex_loghandlers-worker") and not name.endswith("-spool"):
+            self.moved.set()
+        return SYSTEM_CLOCK.wait(event, timeout)
+
+
+def test_when_the_disk_fails_records_written_meanwhile_go_before_newer_ones(
+    tmp_path: Path, logger: logging.Logger, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The disk fails for the worker (it refuses to delete a sent record) while the spool's
+    writer is between taking "two" from memory and writing it: "three", logged after it and
+    waiting in memory, is not sent before "two"."""
+    disk = Disk(monkeypatch)
+    clock = WorkerWaits()
+    mapping_two = threading.Event()
+    go_two = threading.Event()
+
+    class Fields(MappingBase[str, Any]):
+        """A mapping read on the application's thread at emit(), then where it is delivered
+        from: "two" is held on the spool's writer; "three" read on the worker was taken
+        from memory."""
+
+        def __init__(self, fields: Dict[str, Any]) -> None:
+            self._fields = fields
+
+        def __getitem__(self, key: str) -> Any:
+            return self._fields[key]
+
+        def __iter__(self) -> Iterator[str]:
+            return iter(self._fields)
+
+        def __len__(self) -> int:
+            return len(self._fields)
+
+        def items(self) -> ItemsView[str, Any]:
+            thread, message = threading.current_thread().name, self._fields["message"]
+            if thread.endswith("-spool") and message == "two":
+                mapping_two.set()
+                go_two.wait(WAIT)
+            elif thread.startswith("ex_loghandlers-worker") and message == "three":
+                clock.moved.set()
+            return self._fields.items()
+
+    class Mapping(ExHTTPHandler):
+        def mapLogRecord(self, record: logging.LogRecord) -> Any:
+            return Fields(super().mapLogRecord(record))
+
+    release = threading.Event()
+    with FaultServer(sequence([Action.hang(release)])) as server:
+        handler = Mapping(url=server.url_for("/sink/TEST/app"), spool_path=str(tmp_path / "logs"),
+                          wire_format="json", _clock=clock)
+        logger.addHandler(handler)
+        try:
+            logger.info("one")
+            assert server.wait_for_requests(1, WAIT)  # the worker waits on the server
+            logger.info("two")
+            assert mapping_two.wait(WAIT)
+            logger.info("three")
+            disk.refuse_next(DELETE)  # letting go of "one", once sent
+            clock.moved.clear()
+            release.set()
+            assert clock.moved.wait(WAIT)  # the worker waits, or took "three"
+        finally:
+            go_two.set()
+        assert handler.flush(WAIT)
+        logger.removeHandler(handler)
+        handler.close()
+        assert messages(server) == ["one", "two", "three"]
+        assert handler.stats.sent == 3

@@ -45,7 +45,7 @@ from sink import HOST, SinkProcess
 
 import ex_loghandlers
 from ex_loghandlers import ExHTTPHandler
-from ex_loghandlers._spool import inspect as inspect_spool
+from ex_loghandlers._spool_file import inspect as inspect_spool
 
 PACKAGE_DIR = Path(ex_loghandlers.__file__).resolve().parent
 SECTIONS = (
