@@ -99,22 +99,30 @@ class RecordBuffer(Generic[T]):
                 self._bytes += size
                 self.accepted_total += 1
                 return 0, len(items)
-            return self._overflow(item, size, block_timeout), len(items)
+            refused, evicted = self._overflow(item, size, block_timeout)
+            queued = len(items)
+        del evicted  # only now that the lock is free: see _overflow
+        return refused, queued
 
-    def _overflow(self, item: T, size: int, block_timeout: float) -> int:
-        """The buffer is full (lock held): apply the policy; return 1 if ``item`` is refused."""
+    def _overflow(
+        self, item: T, size: int, block_timeout: float
+    ) -> Tuple[int, List[Tuple[T, int]]]:
+        """The buffer is full (lock held): apply the policy; return (1 if ``item`` is refused,
+        the records evicted). The caller lets go of those once the lock is free: freeing one
+        may run a finalizer, which may log or read ``stats`` on this very thread.
+        """
+        evicted: List[Tuple[T, int]] = []
         if size > self.max_bytes:
-            return 1
+            return 1, evicted
         if self.overflow == "drop_oldest":
-            evicted = 0
             while self._items and not self._fits(size):
-                _, old_size = self._items.popleft()
-                self._bytes -= old_size
-                evicted += 1
-            self.removed_total += evicted
-            self.evicted_total += evicted
+                oldest = self._items.popleft()
+                self._bytes -= oldest[1]
+                evicted.append(oldest)
+            self.removed_total += len(evicted)
+            self.evicted_total += len(evicted)
             self._append(item, size)
-            return 0
+            return 0, evicted
         if (
             self.overflow == "block"
             and block_timeout > 0
@@ -122,8 +130,8 @@ class RecordBuffer(Generic[T]):
             and not self.closed
         ):
             self._append(item, size)
-            return 0
-        return 1
+            return 0, evicted
+        return 1, evicted
 
     def _fits(self, size: int) -> bool:
         return len(self._items) < self.max_items and self._bytes + size <= self.max_bytes
@@ -166,14 +174,16 @@ class RecordBuffer(Generic[T]):
         return self.removed_total if self._items else None
 
     def drain(self) -> int:
-        """Remove everything; return how many records were removed."""
+        """Remove everything; return how many records were removed. They are let go of after
+        the lock, as evicted ones are (see ``_overflow``)."""
         with self._lock:
-            count = len(self._items)
-            self._items.clear()
+            drained, self._items = self._items, deque()
             self._bytes = 0
-            self.removed_total += count
+            self.removed_total += len(drained)
             self._room.notify_all()
-            return count
+        count = len(drained)
+        del drained
+        return count
 
     def counts(self) -> Tuple[int, int, int]:
         """(accepted, queued, evicted), read at one moment."""

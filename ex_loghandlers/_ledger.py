@@ -61,13 +61,15 @@ class Ledger:
     """The path's stages, the batch in flight, the counts and the waiting flushes.
 
     ``lock`` must be held while records move from one stage to the next (so that no reader
-    ever sees a record in neither), and is held by every method here that counts.
+    ever sees a record in neither), and is held by every method here that counts. It is
+    re-entrant: the garbage collector may run a finalizer that reads ``stats`` or calls
+    ``flush()`` on a thread that holds it, and that thread must not wait on itself.
     """
 
     def __init__(
         self, counters: Counters, buffer: RecordBuffer[object], folder: Optional[Folding] = None
     ) -> None:
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.counters = counters
         self._buffer = buffer
         self._stages: List[Stage] = [buffer]

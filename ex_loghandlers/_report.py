@@ -41,7 +41,7 @@ class LossReporter:
         self._clock = clock
         self._interval = interval
         self._stream = stream
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._reported: Dict[Cause, int] = {}
         self._last_line_at: Dict[Cause, float] = {}
         self._noticed: Dict[Cause, int] = {}

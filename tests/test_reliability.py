@@ -891,6 +891,77 @@ def test_a_finalizer_that_logs_in_the_middle_of_emit_neither_hangs_nor_is_lost(
         assert stats.emitted == 5 == stats.sent + stats.dropped + stats.failed + stats.queued
 
 
+class ReadsStatsWhenFreed:
+    """Reads the handler's ``stats`` from ``__del__``, as a resource's finalizer may report."""
+
+    def __init__(self, handler: ExHTTPHandler, seen: List[int]) -> None:
+        self.handler, self.seen = handler, seen
+
+    def __del__(self) -> None:
+        self.seen.append(self.handler.stats.emitted)
+
+
+class KeepsAGuard(ExHTTPHandler):
+    """A user mapping whose dict keeps an object (kept as it is) that reads stats when freed."""
+
+    seen: List[int]
+
+    def mapLogRecord(self, record: logging.LogRecord) -> dict:
+        message = record.getMessage()
+        guard = ReadsStatsWhenFreed(self, self.seen) if message.startswith("queued") else None
+        return {"message": message, "guard": guard}
+
+
+def test_a_finalizer_that_reads_stats_while_close_drops_records_never_hangs(
+    logger: logging.Logger,
+) -> None:
+    """close() gives up on records the server never took: they are let go of on the closing
+    thread, and their finalizers run there, with no lock of the handler held."""
+    release = threading.Event()
+    with FaultServer(sequence([Action.hang(release)])) as server:
+        handler = KeepsAGuard(url=server.url_for("/x"), wire_format="json", batch_size=1,
+                              shutdown_timeout=0.5)
+        handler.seen = []
+        logger.addHandler(handler)
+        logger.info("in flight")
+        assert server.wait_for_requests(1, timeout=10)
+        for i in range(5):
+            logger.info("queued %d", i)
+        closer = threading.Thread(target=handler.close, daemon=True)
+        closer.start()
+        closer.join(10)
+        release.set()
+        assert not closer.is_alive(), "close() waited on a lock its own thread holds"
+    assert handler.seen == [6] * 5
+    stats = handler.stats
+    assert stats.dropped_by_reason.get("shutdown deadline") == 5
+
+
+def test_a_finalizer_that_reads_stats_when_drop_oldest_evicts_never_hangs(
+    logger: logging.Logger,
+) -> None:
+    release = threading.Event()
+    with FaultServer(sequence([Action.hang(release)])) as server:
+        handler = KeepsAGuard(url=server.url_for("/x"), wire_format="json", max_queue_size=1,
+                              overflow="drop_oldest", batch_size=1)
+        handler.seen = []
+        logger.addHandler(handler)
+        logger.info("in flight")
+        assert server.wait_for_requests(1, timeout=10)
+
+        def log_two() -> None:
+            logger.info("queued")
+            logger.info("evicts it")  # frees the first, whose finalizer reads stats
+
+        caller = threading.Thread(target=log_two, daemon=True)
+        caller.start()
+        caller.join(10)
+        assert not caller.is_alive(), "emit() waited on a lock its own thread holds"
+        release.set()
+        assert handler.flush(timeout=10)
+    assert handler.seen == [3]
+
+
 def test_a_recursion_error_in_a_record_set_aside_stays_in_the_handler(
     logger: logging.Logger, capsys: pytest.CaptureFixture[str]
 ) -> None:
