@@ -959,7 +959,9 @@ def test_a_finalizer_that_reads_stats_when_drop_oldest_evicts_never_hangs(
         assert not caller.is_alive(), "emit() waited on a lock its own thread holds"
         release.set()
         assert handler.flush(timeout=10)
+        assert handler.flush(timeout=10)  # and the notice of the loss, queued after
     assert handler.seen == [3]
+    assert handler.stats.dropped_by_reason == {"queue full": 1}
 
 
 def test_a_recursion_error_in_a_record_set_aside_stays_in_the_handler(
