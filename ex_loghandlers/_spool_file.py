@@ -273,5 +273,7 @@ def disk_errors() -> Any:
 
 
 def describe(exc: BaseException) -> str:
+    """The error in a line, without what a row held (sqlite3 quotes text it cannot decode):
+    a record's text is the application's, never for a line on stderr."""
     text = str(exc) or type(exc).__name__
-    return text.splitlines()[0][:200]
+    return text.splitlines()[0].split(" with text '")[0][:200]

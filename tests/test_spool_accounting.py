@@ -30,7 +30,7 @@ STATS_BOUND = 5.0
 
 INSERT = "INSERT INTO records"
 EVICTION_QUERY = "SELECT id, seq, LENGTH(body)"
-BATCH_QUERY = "SELECT id, seq, body"
+BATCH_QUERY = "SELECT id, seq, CAST(body AS BLOB)"
 DELETE = "DELETE FROM records"
 #: The end of a transaction that changed the file (the connection's ``with`` block).
 COMMIT = "COMMIT"
