@@ -19,7 +19,7 @@ from typing import Mapping as MappingBase
 import pytest
 from faultserver import Action, FaultServer, sequence
 
-from ex_loghandlers import ExHTTPHandler, Stats, _spool_file
+from ex_loghandlers import ExHTTPHandler, Stats, _spool_file, _spooler
 from ex_loghandlers._clock import SYSTEM_CLOCK
 from ex_loghandlers._spool import Spool
 from ex_loghandlers._spool_file import inspect
@@ -550,5 +550,87 @@ def test_when_the_disk_fails_records_written_meanwhile_go_before_newer_ones(
         assert handler.flush(WAIT)
         logger.removeHandler(handler)
         handler.close()
+        assert messages(server) == ["one", "two", "three"]
+        assert handler.stats.sent == 3
+
+
+def test_when_the_disk_fails_for_both_the_batch_it_refused_goes_before_newer_ones(
+    tmp_path: Path, logger: logging.Logger, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The disk fails for the worker (it refuses to delete a sent record), then for the
+    spool's writer (it refuses to write "two") just as the worker decides where to take records
+    from: "three", logged after "two" and waiting in memory, is not sent before it."""
+    disk = Disk(monkeypatch)
+    mapping_two = threading.Event()
+    go_two = threading.Event()
+    writer_failed = threading.Event()
+    fail = _spooler.Spooler._fail
+    memory_is_next = _spooler.Spooler.memory_is_next
+    widened: List[bool] = []
+
+    def failing(self: _spooler.Spooler, line: str) -> None:
+        fail(self, line)
+        if threading.current_thread().name.endswith("-spool"):
+            writer_failed.set()
+
+    def asked(self: _spooler.Spooler) -> bool:
+        """The worker asks while the writer holds "two": the writer's write fails now. Unless
+        the worker asks under the ledger's lock (the writer cannot count its failure in
+        meanwhile), it asks once the failure is counted in."""
+        if self.failed and self._writing is not None and not widened:
+            widened.append(True)
+            disk.refuse_next(INSERT)
+            go_two.set()
+            if not self._ledger.lock._is_owned():  # type: ignore[attr-defined]
+                assert writer_failed.wait(WAIT)
+        return memory_is_next(self)
+
+    monkeypatch.setattr(_spooler.Spooler, "_fail", failing)
+    monkeypatch.setattr(_spooler.Spooler, "memory_is_next", asked)
+
+    class Fields(MappingBase[str, Any]):
+        """"two" is held on the spool's writer while it maps it."""
+
+        def __init__(self, fields: Dict[str, Any]) -> None:
+            self._fields = fields
+
+        def __getitem__(self, key: str) -> Any:
+            return self._fields[key]
+
+        def __iter__(self) -> Iterator[str]:
+            return iter(self._fields)
+
+        def __len__(self) -> int:
+            return len(self._fields)
+
+        def items(self) -> ItemsView[str, Any]:
+            if threading.current_thread().name.endswith("-spool") and self["message"] == "two":
+                mapping_two.set()
+                go_two.wait(WAIT)
+            return self._fields.items()
+
+    class Mapping(ExHTTPHandler):
+        def mapLogRecord(self, record: logging.LogRecord) -> Any:
+            return Fields(super().mapLogRecord(record))
+
+    release = threading.Event()
+    with FaultServer(sequence([Action.hang(release)])) as server:
+        handler = Mapping(url=server.url_for("/sink/TEST/app"), spool_path=str(tmp_path / "logs"),
+                          wire_format="json")
+        logger.addHandler(handler)
+        try:
+            logger.info("one")
+            assert server.wait_for_requests(1, WAIT)  # the worker waits on the server
+            logger.info("two")
+            assert mapping_two.wait(WAIT)
+            logger.info("three")
+            disk.refuse_next(DELETE)  # letting go of "one", once sent
+            release.set()
+            assert handler.flush(WAIT)
+        finally:
+            go_two.set()
+        logger.removeHandler(handler)
+        handler.close()
+        assert widened
         assert messages(server) == ["one", "two", "three"]
         assert handler.stats.sent == 3
