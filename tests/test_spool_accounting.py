@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -412,6 +413,36 @@ def test_a_disk_error_while_opening_the_spool_leaves_delivery_to_memory(
     assert line.startswith("ex_loghandlers: cannot open the spool at "), line
     assert line.endswith("disk I/O error; keeping records in memory"), line
     assert [(f.records, f.owner_alive) for f in inspect(str(base))] == [(0, False)]
+
+
+def test_a_disk_error_on_our_file_while_adopting_leaves_the_dead_process_file_as_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The disk refuses to copy a dead process's records into this process's file: the fault
+    is this file's, not the other's, which is left as it is (not moved aside as unreadable)
+    for the next start to deliver; this start delivers from memory, and says so once."""
+    base = tmp_path / "logs"
+    earlier = Spool.open(str(base), max_bytes=1 << 20, say=print)
+    earlier.append([(None, {"message": "left", "created": 1.0})])
+    earlier.close()  # as if its process had died
+    [left] = _spool_file.own_files(str(base))
+    disk = Disk(monkeypatch)
+    disk.refuse_next("INSERT INTO main.records")
+    with FaultServer() as server:
+        handler = spooled(server, base)
+        assert handler.flush(WAIT)
+        handler.close()
+        [line] = capsys.readouterr().err.splitlines()
+        assert line.startswith("ex_loghandlers: cannot open the spool at "), line
+        assert line.endswith("disk I/O error; keeping records in memory"), line
+        assert left in _spool_file.own_files(str(base))
+        assert not [p for p in os.listdir(tmp_path) if ".unreadable-" in p]
+
+        later = spooled(server, base)
+        assert later.flush(WAIT)
+        later.close()
+        assert messages(server) == ["left"]
+    assert os.listdir(tmp_path) == []
 
 
 def test_a_sent_record_the_disk_refuses_to_delete_is_neither_kept_nor_sent_again(
