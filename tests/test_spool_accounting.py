@@ -504,6 +504,35 @@ def test_once_the_disk_has_failed_records_are_sent_as_they_come(
         assert messages(server) == ["one", "two", "three"]
 
 
+def test_a_record_from_memory_on_the_wire_at_close_is_counted_in_flight(
+    tmp_path: Path, logger: logging.Logger, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Once the disk has failed, a record sent from memory and not answered by the deadline
+    of close() may or may not have arrived: it is counted so, as without a spool."""
+    disk = Disk(monkeypatch)
+    first, second = threading.Event(), threading.Event()
+    with FaultServer(sequence([Action.hang(first), Action.hang(second)])) as server:
+        handler = spooled(server, tmp_path / "logs", shutdown_timeout=0.5)
+        logger.addHandler(handler)
+        try:
+            logger.info("one")
+            assert server.wait_for_requests(1, WAIT)
+            disk.refuse_next(DELETE)  # letting go of "one", once sent
+            first.set()
+            assert handler.flush(WAIT)
+            logger.info("two")  # sent from memory
+            assert server.wait_for_requests(2, WAIT)
+            logger.removeHandler(handler)
+            handler.close()
+        finally:
+            second.set()
+    stats = handler.stats
+    assert stats.dropped_by_reason == {"in flight at shutdown deadline": 1}, stats
+    assert (stats.sent, stats.kept, stats.queued) == (1, 0, 0), stats
+    assert "1 record dropped (in flight at shutdown deadline)" in capsys.readouterr().err
+
+
 class WorkerWaits:
     """The real clock, which tells when the delivery worker waits (it has nothing to take)."""
 
