@@ -304,7 +304,8 @@ class Delivery:
             self._bell.clear()
             self._move_aside_on()  # what a finalizer logged on this thread
             self.ledger.end_due_runs()
-            source = self._source()
+            with self.ledger.lock:
+                source = self._source()
             try:
                 if isinstance(source, Spool):  # the disk, before the ledger's lock
                     source.read_batch(self._options.batch_size)
@@ -335,7 +336,14 @@ class Delivery:
 
     def _source(self) -> Optional[Source]:
         """Oldest first: a summary of repeats (once every record older than it has gone), the
-        spool, a batch the disk refused, then the memory buffer."""
+        spool, a batch the disk refused, then the memory buffer.
+
+        Ledger lock held (no I/O here): the spool's writer moves a batch from memory to the
+        disk, or to ``unwritten`` when the disk refuses it, under that lock, so the places
+        looked at here are seen all before or all after such a move, never half-way (the
+        buffer chosen while a refused batch is not yet ``unwritten`` would go ahead of it).
+        Once the buffer is chosen the writer takes nothing more, so the choice holds until
+        the batch is taken."""
         if self._folder is not None and self.ledger.summary_due():
             return self._folder
         spooler = self._spooler

@@ -335,14 +335,17 @@ class Ledger:
     def keep_on_disk(self, on_disk: Callable[[], int], drop_memory: Callable[[], int]) -> int:
         """``close()`` with a spool: what is on disk (``on_disk()``) is kept for the next
         start, what is still only in memory is dropped. The worker counts nothing from now on.
-        Returns the kept."""
+        Returns the kept. Of a batch from memory, what is on the wire is counted as
+        ``abandon()`` counts it: it may or may not have arrived."""
         with self.lock:
             self.abandoned = True
             self._release_settled()  # sent ones of a batch cut short are not kept as well
             in_memory = self._in_flight - self.in_flight_on_disk
+            in_doubt = min(self._on_the_wire, in_memory)
             kept = on_disk()
             self.counters.left_on_disk(kept)
-            lost = in_memory + drop_memory() + self._buffer.drain()
+            self.counters.dropped(IN_FLIGHT_AT_DEADLINE, in_doubt)
+            lost = in_memory - in_doubt + drop_memory() + self._buffer.drain()
             self.counters.dropped(SHUTDOWN_DEADLINE, lost)
             self._drop_folded(SHUTDOWN_DEADLINE)  # repeats are folded before the disk
             self._forget_batch()

@@ -204,20 +204,24 @@ class Spool:
                 return
             skip = self._settled
             with disk_errors():
+                # Bytes, decoded by ``decoded()``: a body damaged into invalid UTF-8 is that
+                # record's failure, not an error of the whole read. Its size as the rest of
+                # the spool counts it (``LENGTH``), so that deleting it frees what it took.
                 rows = self._db.execute(
-                    "SELECT id, seq, body FROM records WHERE id > ? ORDER BY id LIMIT ?",
+                    "SELECT id, seq, CAST(body AS BLOB), LENGTH(body) FROM records"
+                    " WHERE id > ? ORDER BY id LIMIT ?",
                     (self._protected_through, max_count + len(skip)),
                 ).fetchall()
             rows = [row for row in rows if row[0] not in skip][:max_count]
             if not rows:
                 return
             self._protected_through = rows[-1][0]
-            self._sizes = {rowid: len(body) for rowid, _, body in rows}
+            self._sizes = {rowid: length for rowid, _, _, length in rows}
         self._read = Taken(
-            items=[decoded(body) for _, _, body in rows],
-            seqs=[seq for _, seq, _ in rows],
+            items=[decoded(body) for _, _, body, _ in rows],
+            seqs=[seq for _, seq, _, _ in rows],
             prepared=True,
-            rowids=tuple(rowid for rowid, _, _ in rows),
+            rowids=tuple(rowid for rowid, _, _, _ in rows),
         )
 
     def delete_settled(self) -> None:

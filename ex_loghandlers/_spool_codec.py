@@ -44,10 +44,11 @@ def encoded(fields: Dict[str, Any]) -> str:
     return json.dumps({"message": "<a record that could not be stored>"})
 
 
-def decoded(body: str) -> Dict[str, Any]:
-    """The fields ``encoded()`` stored; ``Unreadable`` if the body is not what it wrote."""
+def decoded(body: bytes) -> Dict[str, Any]:
+    """The fields ``encoded()`` stored, from the body's bytes as on disk; ``Unreadable`` if
+    the body is not what it wrote (not even text: a bit flipped on disk)."""
     try:
-        return _fields(body)
+        return _fields(body.decode("utf-8"))
     except Exception:
         return Unreadable()
 

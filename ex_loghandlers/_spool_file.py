@@ -119,29 +119,43 @@ def _adopt_orphans(db: sqlite3.Connection, own: str, base: str, say: Say) -> Non
             continue  # its process lives
         orphans.append((path, lock))
     ordered = sorted(orphans, key=lambda item: _created(item[0]))
-    for path, lock in ordered:
-        try:
-            _copy_from(db, path)
-        except sqlite3.Error as exc:
-            _move_aside(path, describe(exc), say)
-        except OSError as exc:
-            say(f"cannot adopt the spool file {path}: {describe(exc)}; left as it is")
-        finally:
+    try:
+        for path, _ in ordered:
+            try:
+                _copy_from(db, path)
+            except _NotASpool as exc:
+                _move_aside(path, str(exc), say)
+            except OSError as exc:
+                say(f"cannot adopt the spool file {path}: {describe(exc)}; left as it is")
+    finally:
+        for _, lock in ordered:
             lock.close()
 
 
+class _NotASpool(Exception):
+    """The dead process's file cannot be read as a spool: it is moved aside."""
+
+
 def _copy_from(db: sqlite3.Connection, path: str) -> None:
-    """Copy a dead process's records (in order) into ``db``, then delete its files."""
+    """Copy a dead process's records (in order) into ``db``, then delete its files.
+
+    ``_NotASpool`` if the checks of that file fail; any other ``sqlite3.Error`` is this
+    process's file refusing the copy (a full disk): it fails the opening, and the dead
+    process's file, untouched, waits for the next start."""
     if not os.access(path, os.R_OK | os.W_OK):
-        raise sqlite3.OperationalError("no permission to read and write it")
-    db.execute("ATTACH DATABASE ? AS orphan", (f"file:{path}?mode=rw",))
+        raise _NotASpool("no permission to read and write it")
     try:
-        check = db.execute("PRAGMA orphan.quick_check").fetchone()[0]
-        version = db.execute("PRAGMA orphan.user_version").fetchone()[0]
+        db.execute("ATTACH DATABASE ? AS orphan", (f"file:{path}?mode=rw",))
+    except sqlite3.Error as exc:
+        raise _NotASpool(describe(exc)) from exc
+    try:
+        try:
+            check = db.execute("PRAGMA orphan.quick_check").fetchone()[0]
+            version = db.execute("PRAGMA orphan.user_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise _NotASpool(describe(exc)) from exc
         if check != "ok" or version != SCHEMA_MAGIC:
-            raise sqlite3.DatabaseError(
-                "not a spool file" if check == "ok" else f"damaged ({check})"
-            )
+            raise _NotASpool("not a spool file" if check == "ok" else f"damaged ({check})")
         with db:
             db.execute(
                 "INSERT INTO main.records (seq, created, body)"
@@ -273,5 +287,7 @@ def disk_errors() -> Any:
 
 
 def describe(exc: BaseException) -> str:
+    """The error in a line, without what a row held (sqlite3 quotes text it cannot decode):
+    a record's text is the application's, never for a line on stderr."""
     text = str(exc) or type(exc).__name__
-    return text.splitlines()[0][:200]
+    return text.splitlines()[0].split(" with text '")[0][:200]

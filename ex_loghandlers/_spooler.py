@@ -137,7 +137,9 @@ class Spooler:
 
     def memory_is_next(self) -> bool:
         """Writing failed, and no batch of the writer's is on its way to disk: the worker takes
-        records from the memory buffer now (before, it would overtake that batch)."""
+        records from the memory buffer now (before, it would overtake that batch). Ledger
+        lock held, with ``unwritten`` read at the same moment: a write that fails moves its
+        batch from ``_writing`` to ``unwritten`` under that lock."""
         return self.failed and self._writing is None
 
     def spool_in_use(self) -> Optional[Spool]:

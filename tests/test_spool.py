@@ -27,7 +27,7 @@ from faultserver import Action, FaultServer, sequence
 from ex_loghandlers import ExHTTPHandler
 from ex_loghandlers._buffer import Taken
 from ex_loghandlers._spool import Spool
-from ex_loghandlers._spool_file import SpoolError, inspect, own_files
+from ex_loghandlers._spool_file import SpoolError, describe, inspect, own_files
 
 REPO = Path(__file__).resolve().parent.parent
 WAIT = 20.0  # a failure bound
@@ -201,6 +201,42 @@ def test_a_record_damaged_on_disk_is_counted_failed_and_the_others_are_sent(
     assert stats.sent == stats.emitted - 1, stats
     assert stats.failed_by_reason == {"unreadable record in the spool": 1}
     assert os.listdir(tmp_path) == []  # nothing left for the next start
+
+
+def test_a_bit_flipped_in_a_stored_record_fails_that_record_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One bit flipped on disk inside a body makes it no longer text (SQLite's check does not
+    see it): that record is counted failed and deleted, the others are sent in order, at this
+    start, and no line quotes what the record held."""
+    base = tmp_path / "logs"
+    earlier = Spool.open(str(base), max_bytes=1 << 20, say=print)
+    earlier.append([(None, fields(i)) for i in range(3)])
+    earlier.close()  # as if its process had died
+    [path] = own_files(str(base))
+    data = bytearray(Path(path).read_bytes())
+    at = data.find(b"record 1")
+    data[at] ^= 0x80
+    Path(path).write_bytes(bytes(data))
+    assert [f.records for f in inspect(str(base))] == [3]  # `spool show` reads it as it is
+    with FaultServer() as server:
+        handler = ExHTTPHandler(url=server.url_for("/sink/TEST/app"), spool_path=str(base),
+                                wire_format="json")
+        assert handler.flush(WAIT)
+        handler.close()
+        assert messages(server) == ["record 0", "record 2"]
+    stats = handler.stats
+    assert stats.failed_by_reason == {"unreadable record in the spool": 1}, stats
+    assert (stats.dropped, stats.kept, stats.queued) == (0, 0, 0), stats
+    assert "ecord 1" not in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []  # nothing left for the next start
+
+
+def test_a_disk_error_is_said_without_the_text_of_a_record() -> None:
+    error = sqlite3.OperationalError(
+        "Could not decode to UTF-8 column 'body' with text '{\"message\":\"a secret\"}'"
+    )
+    assert describe(error) == "Could not decode to UTF-8 column 'body'"
 
 
 def test_a_spool_that_cannot_be_made_is_an_error_to_fall_back_on(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -19,7 +20,7 @@ from typing import Mapping as MappingBase
 import pytest
 from faultserver import Action, FaultServer, sequence
 
-from ex_loghandlers import ExHTTPHandler, Stats, _spool_file
+from ex_loghandlers import ExHTTPHandler, Stats, _spool_file, _spooler
 from ex_loghandlers._clock import SYSTEM_CLOCK
 from ex_loghandlers._spool import Spool
 from ex_loghandlers._spool_file import inspect
@@ -30,7 +31,7 @@ STATS_BOUND = 5.0
 
 INSERT = "INSERT INTO records"
 EVICTION_QUERY = "SELECT id, seq, LENGTH(body)"
-BATCH_QUERY = "SELECT id, seq, body"
+BATCH_QUERY = "SELECT id, seq, CAST(body AS BLOB)"
 DELETE = "DELETE FROM records"
 #: The end of a transaction that changed the file (the connection's ``with`` block).
 COMMIT = "COMMIT"
@@ -414,6 +415,36 @@ def test_a_disk_error_while_opening_the_spool_leaves_delivery_to_memory(
     assert [(f.records, f.owner_alive) for f in inspect(str(base))] == [(0, False)]
 
 
+def test_a_disk_error_on_our_file_while_adopting_leaves_the_dead_process_file_as_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The disk refuses to copy a dead process's records into this process's file: the fault
+    is this file's, not the other's, which is left as it is (not moved aside as unreadable)
+    for the next start to deliver; this start delivers from memory, and says so once."""
+    base = tmp_path / "logs"
+    earlier = Spool.open(str(base), max_bytes=1 << 20, say=print)
+    earlier.append([(None, {"message": "left", "created": 1.0})])
+    earlier.close()  # as if its process had died
+    [left] = _spool_file.own_files(str(base))
+    disk = Disk(monkeypatch)
+    disk.refuse_next("INSERT INTO main.records")
+    with FaultServer() as server:
+        handler = spooled(server, base)
+        assert handler.flush(WAIT)
+        handler.close()
+        [line] = capsys.readouterr().err.splitlines()
+        assert line.startswith("ex_loghandlers: cannot open the spool at "), line
+        assert line.endswith("disk I/O error; keeping records in memory"), line
+        assert left in _spool_file.own_files(str(base))
+        assert not [p for p in os.listdir(tmp_path) if ".unreadable-" in p]
+
+        later = spooled(server, base)
+        assert later.flush(WAIT)
+        later.close()
+        assert messages(server) == ["left"]
+    assert os.listdir(tmp_path) == []
+
+
 def test_a_sent_record_the_disk_refuses_to_delete_is_neither_kept_nor_sent_again(
     tmp_path: Path, logger: logging.Logger, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -471,6 +502,35 @@ def test_once_the_disk_has_failed_records_are_sent_as_they_come(
         logger.removeHandler(handler)
         handler.close()
         assert messages(server) == ["one", "two", "three"]
+
+
+def test_a_record_from_memory_on_the_wire_at_close_is_counted_in_flight(
+    tmp_path: Path, logger: logging.Logger, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Once the disk has failed, a record sent from memory and not answered by the deadline
+    of close() may or may not have arrived: it is counted so, as without a spool."""
+    disk = Disk(monkeypatch)
+    first, second = threading.Event(), threading.Event()
+    with FaultServer(sequence([Action.hang(first), Action.hang(second)])) as server:
+        handler = spooled(server, tmp_path / "logs", shutdown_timeout=0.5)
+        logger.addHandler(handler)
+        try:
+            logger.info("one")
+            assert server.wait_for_requests(1, WAIT)
+            disk.refuse_next(DELETE)  # letting go of "one", once sent
+            first.set()
+            assert handler.flush(WAIT)
+            logger.info("two")  # sent from memory
+            assert server.wait_for_requests(2, WAIT)
+            logger.removeHandler(handler)
+            handler.close()
+        finally:
+            second.set()
+    stats = handler.stats
+    assert stats.dropped_by_reason == {"in flight at shutdown deadline": 1}, stats
+    assert (stats.sent, stats.kept, stats.queued) == (1, 0, 0), stats
+    assert "1 record dropped (in flight at shutdown deadline)" in capsys.readouterr().err
 
 
 class WorkerWaits:
@@ -550,5 +610,87 @@ def test_when_the_disk_fails_records_written_meanwhile_go_before_newer_ones(
         assert handler.flush(WAIT)
         logger.removeHandler(handler)
         handler.close()
+        assert messages(server) == ["one", "two", "three"]
+        assert handler.stats.sent == 3
+
+
+def test_when_the_disk_fails_for_both_the_batch_it_refused_goes_before_newer_ones(
+    tmp_path: Path, logger: logging.Logger, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The disk fails for the worker (it refuses to delete a sent record), then for the
+    spool's writer (it refuses to write "two") just as the worker decides where to take records
+    from: "three", logged after "two" and waiting in memory, is not sent before it."""
+    disk = Disk(monkeypatch)
+    mapping_two = threading.Event()
+    go_two = threading.Event()
+    writer_failed = threading.Event()
+    fail = _spooler.Spooler._fail
+    memory_is_next = _spooler.Spooler.memory_is_next
+    widened: List[bool] = []
+
+    def failing(self: _spooler.Spooler, line: str) -> None:
+        fail(self, line)
+        if threading.current_thread().name.endswith("-spool"):
+            writer_failed.set()
+
+    def asked(self: _spooler.Spooler) -> bool:
+        """The worker asks while the writer holds "two": the writer's write fails now. Unless
+        the worker asks under the ledger's lock (the writer cannot count its failure in
+        meanwhile), it asks once the failure is counted in."""
+        if self.failed and self._writing is not None and not widened:
+            widened.append(True)
+            disk.refuse_next(INSERT)
+            go_two.set()
+            if not self._ledger.lock._is_owned():  # type: ignore[attr-defined]
+                assert writer_failed.wait(WAIT)
+        return memory_is_next(self)
+
+    monkeypatch.setattr(_spooler.Spooler, "_fail", failing)
+    monkeypatch.setattr(_spooler.Spooler, "memory_is_next", asked)
+
+    class Fields(MappingBase[str, Any]):
+        """"two" is held on the spool's writer while it maps it."""
+
+        def __init__(self, fields: Dict[str, Any]) -> None:
+            self._fields = fields
+
+        def __getitem__(self, key: str) -> Any:
+            return self._fields[key]
+
+        def __iter__(self) -> Iterator[str]:
+            return iter(self._fields)
+
+        def __len__(self) -> int:
+            return len(self._fields)
+
+        def items(self) -> ItemsView[str, Any]:
+            if threading.current_thread().name.endswith("-spool") and self["message"] == "two":
+                mapping_two.set()
+                go_two.wait(WAIT)
+            return self._fields.items()
+
+    class Mapping(ExHTTPHandler):
+        def mapLogRecord(self, record: logging.LogRecord) -> Any:
+            return Fields(super().mapLogRecord(record))
+
+    release = threading.Event()
+    with FaultServer(sequence([Action.hang(release)])) as server:
+        handler = Mapping(url=server.url_for("/sink/TEST/app"), spool_path=str(tmp_path / "logs"),
+                          wire_format="json")
+        logger.addHandler(handler)
+        try:
+            logger.info("one")
+            assert server.wait_for_requests(1, WAIT)  # the worker waits on the server
+            logger.info("two")
+            assert mapping_two.wait(WAIT)
+            logger.info("three")
+            disk.refuse_next(DELETE)  # letting go of "one", once sent
+            release.set()
+            assert handler.flush(WAIT)
+        finally:
+            go_two.set()
+        logger.removeHandler(handler)
+        handler.close()
+        assert widened
         assert messages(server) == ["one", "two", "three"]
         assert handler.stats.sent == 3
