@@ -414,6 +414,7 @@ def test_uvicorn_sigterm_delivers_with_either_opt_in(flags: List[str], flush_sta
         app = start_uvicorn(server.url_for("/sink/TEST/api"), *flags)
         try:
             exercise(app)
+            assert server.wait_for_requests(1, timeout=10)
             assert len(server.requests()) == 1  # everything after the first record is queued
             app.proc.send_signal(signal.SIGTERM)
             app.wait_for(flush_starts)
@@ -442,6 +443,7 @@ def test_uvicorn_sigterm_without_either_loses_what_is_queued() -> None:
                             "--no-flush-on-sigterm", "--no-lifespan-flush")
         try:
             exercise(app)
+            assert server.wait_for_requests(1, timeout=10)  # the first record, never answered
             app.proc.send_signal(signal.SIGTERM)
             status = app.wait()  # ended before the server answered anything
             release.set()
