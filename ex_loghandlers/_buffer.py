@@ -173,17 +173,15 @@ class RecordBuffer(Generic[T]):
     def oldest_seq(self) -> Optional[int]:
         return self.removed_total if self._items else None
 
-    def drain(self) -> int:
-        """Remove everything; return how many records were removed. They are let go of after
-        the lock, as evicted ones are (see ``_overflow``)."""
+    def drain(self) -> Deque[Tuple[T, int]]:
+        """Remove everything, and return it: for the caller to count, and to let go of once
+        no lock is held, as evicted records are (see ``_overflow``)."""
         with self._lock:
             drained, self._items = self._items, deque()
             self._bytes = 0
             self.removed_total += len(drained)
             self._room.notify_all()
-        count = len(drained)
-        del drained
-        return count
+            return drained
 
     def counts(self) -> Tuple[int, int, int]:
         """(accepted, queued, evicted), read at one moment."""

@@ -212,12 +212,12 @@ class Folder:
         oldest.extend(run.oldest for run in self._ready.values())
         return min(oldest) if oldest else None
 
-    def drop_all(self) -> int:
-        """Forget everything (the handler stops); return how many records were held."""
+    def drop_all(self, let_go: List[object]) -> int:
+        """Forget everything (the handler stops); return how many records were held. What
+        held them goes to ``let_go``, for the caller to free once no lock is held."""
         held = self._held
-        self._windows.clear()
-        self._runs.clear()
-        self._ready.clear()
+        let_go.extend((self._runs, self._ready))
+        self._windows, self._runs, self._ready = {}, {}, {}
         self._held = 0
         return held
 

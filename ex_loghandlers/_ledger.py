@@ -15,8 +15,9 @@ records it stands for.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from typing import Callable, List, Optional, Protocol, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Protocol, Sequence, Tuple
 
 from ._buffer import RecordBuffer, Taken
 from ._stats import IN_FLIGHT_AT_DEADLINE, SHUTDOWN_DEADLINE, Counters, Stats
@@ -52,7 +53,7 @@ class Folding(Stage, Source, Protocol):
 
     def force(self, before_seq: float) -> None: ...
 
-    def drop_all(self) -> int: ...
+    def drop_all(self, let_go: List[object]) -> int: ...
 
     def has_summary_before(self, limit: Optional[int]) -> bool: ...
 
@@ -177,13 +178,14 @@ class Ledger:
         Repeats in a batch from the buffer go to the folder: if they were all it had, the
         batch returned is empty (and nothing is in flight); ask again.
         """
-        with self.lock:
+        with self._then_let_go() as let_go:
             if self.abandoned:
                 return None
             taken = source.take_batch(count)
             if not taken.items:
                 return None
             if source is self._buffer:
+                let_go.append(taken)  # the repeats folded away are freed after the lock
                 taken = self.fold(taken)
                 if not taken.items:
                     return taken
@@ -235,9 +237,19 @@ class Ledger:
             older = [seq for seq in waiting if seq is not None]
             return folder.has_summary_before(min(older) if older else None)
 
-    def _drop_folded(self, reason: str) -> None:
+    def _drop_folded(self, reason: str, let_go: List[object]) -> None:
         if self._folder is not None:
-            self.counters.dropped(reason, self._folder.drop_all())
+            self.counters.dropped(reason, self._folder.drop_all(let_go))
+
+    @contextlib.contextmanager
+    def _then_let_go(self) -> Iterator[List[object]]:
+        """The lock, and a list of what the block lets go of: freed only once the lock is.
+        Freeing a record may run a finalizer, which may read ``stats`` on this thread: it must
+        find every count settled, not a half-made change."""
+        let_go: List[object] = []
+        with self.lock:
+            yield let_go
+        let_go.clear()
 
     def on_the_wire(self, count: int) -> bool:
         """A request of ``count`` records is about to go; False if it must not (abandoned)."""
@@ -309,10 +321,12 @@ class Ledger:
 
     def drop_buffered(self, reason: str = SHUTDOWN_DEADLINE) -> None:
         """The worker stops: what is still in the memory buffer was not sent in time."""
-        with self.lock:
+        with self._then_let_go() as let_go:
             if not self.abandoned:
-                self.counters.dropped(reason, self._buffer.drain())
-                self._drop_folded(reason)
+                drained = self._buffer.drain()
+                let_go.append(drained)
+                self.counters.dropped(reason, len(drained))
+                self._drop_folded(reason, let_go)
                 self.wake_flushers()
 
     def abandon(self) -> None:
@@ -321,33 +335,38 @@ class Ledger:
         The request on the wire may or may not have reached the server: its records are
         counted under a reason of their own. From now on the worker counts and sends nothing.
         """
-        with self.lock:
+        with self._then_let_go() as let_go:
             if self.abandoned:
                 return
             self.abandoned = True
             in_doubt = self._on_the_wire
+            drained = self._buffer.drain()
+            let_go.extend((drained, self._taken))
             self.counters.dropped(IN_FLIGHT_AT_DEADLINE, in_doubt)
-            self.counters.dropped(SHUTDOWN_DEADLINE, self._in_flight - in_doubt)
-            self.counters.dropped(SHUTDOWN_DEADLINE, self._buffer.drain())
-            self._drop_folded(SHUTDOWN_DEADLINE)
+            self.counters.dropped(SHUTDOWN_DEADLINE, self._in_flight - in_doubt + len(drained))
+            self._drop_folded(SHUTDOWN_DEADLINE, let_go)
             self._forget_batch()
 
-    def keep_on_disk(self, on_disk: Callable[[], int], drop_memory: Callable[[], int]) -> int:
+    def keep_on_disk(
+        self, on_disk: Callable[[], int], drop_memory: Callable[[List[object]], int]
+    ) -> int:
         """``close()`` with a spool: what is on disk (``on_disk()``) is kept for the next
         start, what is still only in memory is dropped. The worker counts nothing from now on.
         Returns the kept. Of a batch from memory, what is on the wire is counted as
         ``abandon()`` counts it: it may or may not have arrived."""
-        with self.lock:
+        with self._then_let_go() as let_go:
             self.abandoned = True
             self._release_settled()  # sent ones of a batch cut short are not kept as well
             in_memory = self._in_flight - self.in_flight_on_disk
             in_doubt = min(self._on_the_wire, in_memory)
             kept = on_disk()
+            drained = self._buffer.drain()
+            let_go.extend((drained, self._taken))
             self.counters.left_on_disk(kept)
             self.counters.dropped(IN_FLIGHT_AT_DEADLINE, in_doubt)
-            lost = in_memory - in_doubt + drop_memory() + self._buffer.drain()
+            lost = in_memory - in_doubt + drop_memory(let_go) + len(drained)
             self.counters.dropped(SHUTDOWN_DEADLINE, lost)
-            self._drop_folded(SHUTDOWN_DEADLINE)  # repeats are folded before the disk
+            self._drop_folded(SHUTDOWN_DEADLINE, let_go)  # repeats are folded before the disk
             self._forget_batch()
             return kept
 

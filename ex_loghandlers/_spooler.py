@@ -183,10 +183,12 @@ class Spooler:
         self._stopping = True
         self.doorbell.set()
 
-    def drop_memory(self) -> int:
+    def drop_memory(self, let_go: List[object]) -> int:
         """At close, after the spool: how many records were only in memory here (ledger lock
-        held); they are forgotten, for the caller to count."""
+        held); they are forgotten, for the caller to count, and go to ``let_go``, for it to
+        free once no lock is held."""
         count = sum(len(t) for t in self._in_memory())
+        let_go.extend((self._writing, self.unwritten))
         self._writing = self.unwritten = None
         return count
 

@@ -16,7 +16,7 @@ import time
 import tracemalloc
 import weakref
 from contextlib import redirect_stderr
-from typing import Any, Callable, Dict, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import pytest
 from fakeclock import FakeClock
@@ -892,19 +892,21 @@ def test_a_finalizer_that_logs_in_the_middle_of_emit_neither_hangs_nor_is_lost(
 
 
 class ReadsStatsWhenFreed:
-    """Reads the handler's ``stats`` from ``__del__``, as a resource's finalizer may report."""
+    """Reads the handler's ``stats`` from ``__del__``, as a resource's finalizer may report:
+    records emitted, and records accounted for, which must be the same at every moment."""
 
-    def __init__(self, handler: ExHTTPHandler, seen: List[int]) -> None:
+    def __init__(self, handler: ExHTTPHandler, seen: List[Tuple[int, int]]) -> None:
         self.handler, self.seen = handler, seen
 
     def __del__(self) -> None:
-        self.seen.append(self.handler.stats.emitted)
+        st = self.handler.stats
+        self.seen.append((st.emitted, st.sent + st.dropped + st.failed + st.kept + st.queued))
 
 
 class KeepsAGuard(ExHTTPHandler):
     """A user mapping whose dict keeps an object (kept as it is) that reads stats when freed."""
 
-    seen: List[int]
+    seen: List[Tuple[int, int]]
 
     def mapLogRecord(self, record: logging.LogRecord) -> dict:
         message = record.getMessage()
@@ -916,7 +918,8 @@ def test_a_finalizer_that_reads_stats_while_close_drops_records_never_hangs(
     logger: logging.Logger,
 ) -> None:
     """close() gives up on records the server never took: they are let go of on the closing
-    thread, and their finalizers run there, with no lock of the handler held."""
+    thread, and their finalizers run there, with no lock of the handler held and every record
+    counted."""
     release = threading.Event()
     with FaultServer(sequence([Action.hang(release)])) as server:
         handler = KeepsAGuard(url=server.url_for("/x"), wire_format="json", batch_size=1,
@@ -932,7 +935,7 @@ def test_a_finalizer_that_reads_stats_while_close_drops_records_never_hangs(
         closer.join(10)
         release.set()
         assert not closer.is_alive(), "close() waited on a lock its own thread holds"
-    assert handler.seen == [6] * 5
+    assert handler.seen == [(6, 6)] * 5
     stats = handler.stats
     assert stats.dropped_by_reason.get("shutdown deadline") == 5
 
@@ -960,7 +963,7 @@ def test_a_finalizer_that_reads_stats_when_drop_oldest_evicts_never_hangs(
         release.set()
         assert handler.flush(timeout=10)
         assert handler.flush(timeout=10)  # and the notice of the loss, queued after
-    assert handler.seen == [3]
+    assert handler.seen == [(3, 3)]
     assert handler.stats.dropped_by_reason == {"queue full": 1}
 
 
