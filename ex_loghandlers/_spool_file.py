@@ -152,6 +152,8 @@ def _copy_from(db: sqlite3.Connection, path: str) -> None:
         try:
             check = db.execute("PRAGMA orphan.quick_check").fetchone()[0]
             version = db.execute("PRAGMA orphan.user_version").fetchone()[0]
+            if check == "ok" and version == SCHEMA_MAGIC:  # and what the copy reads is there
+                db.execute("SELECT created, body FROM orphan.records LIMIT 0").fetchall()
         except sqlite3.Error as exc:
             raise _NotASpool(describe(exc)) from exc
         if check != "ok" or version != SCHEMA_MAGIC:

@@ -27,7 +27,7 @@ from faultserver import Action, FaultServer, sequence
 from ex_loghandlers import ExHTTPHandler
 from ex_loghandlers._buffer import Taken
 from ex_loghandlers._spool import Spool
-from ex_loghandlers._spool_file import SpoolError, describe, inspect, own_files
+from ex_loghandlers._spool_file import SCHEMA_MAGIC, SpoolError, describe, inspect, own_files
 
 REPO = Path(__file__).resolve().parent.parent
 WAIT = 20.0  # a failure bound
@@ -151,17 +151,19 @@ def test_a_live_process_file_is_never_adopted(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "content", [b"", b"not a database at all" * 100, "another schema"],
-    ids=["truncated", "foreign", "another schema"],
+    "content", [b"", b"not a database at all" * 100, "another schema", "our number, no records"],
+    ids=["truncated", "foreign", "another schema", "our number, no records"],
 )
 def test_an_unreadable_file_is_moved_aside_with_one_line(
     tmp_path: Path, content: Any
 ) -> None:
     base = str(tmp_path / "logs")
     bad = tmp_path / "logs.4242-deadbeef.db"
-    if content == "another schema":
+    if isinstance(content, str):
         with sqlite3.connect(bad) as other:
             other.execute("CREATE TABLE users (name TEXT)")
+            if content == "our number, no records":  # passes the checks of the header
+                other.execute(f"PRAGMA user_version = {SCHEMA_MAGIC}")
         other.close()
     else:
         bad.write_bytes(content if content else b"SQLite format 3\x00" + b"\x00" * 50)
