@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import io
+import itertools
 import json
 import logging
 import os
@@ -992,6 +993,8 @@ def test_a_recursion_error_in_a_record_set_aside_stays_in_the_handler(
 
 def test_finalizers_logging_under_load_never_hang(logger: logging.Logger) -> None:
     """Cyclic garbage whose finalizers log, collected at random points of emit()."""
+    finalized = itertools.count(1)
+    all_finalized = threading.Event()
     with FaultServer() as server:
         handler = ExHTTPHandler(url=server.url_for("/x"), wire_format="json")
         logger.addHandler(handler)
@@ -1000,6 +1003,11 @@ def test_finalizers_logging_under_load_never_hang(logger: logging.Logger) -> Non
             def __init__(self) -> None:
                 super().__init__(logger, "a cycle was collected")
                 self.me = self
+
+            def __del__(self) -> None:
+                super().__del__()
+                if next(finalized) == 5000:
+                    all_finalized.set()
 
         def work() -> None:
             for i in range(5000):
@@ -1016,6 +1024,14 @@ def test_finalizers_logging_under_load_never_hang(logger: logging.Logger) -> Non
         finally:
             gc.set_threshold(*old)
             gc.collect()
+        # A collection under way on another thread (the worker's, the server's) makes this
+        # thread's gc.collect() return at once, its finalizers maybe still logging, and what
+        # it left may wait for the next collection: collect until every one has run.
+        for _ in range(600):
+            if all_finalized.wait(0.05):
+                break
+            gc.collect()
+        assert all_finalized.is_set()
         assert handler.flush(timeout=30)
         stats = handler.stats
         assert stats.sent == stats.emitted and stats.dropped == 0
