@@ -304,11 +304,14 @@ class Delivery:
             self._bell.clear()
             self._move_aside_on()  # what a finalizer logged on this thread
             self.ledger.end_due_runs()
+            now = self._clock.monotonic()
             with self.ledger.lock:
-                source = self._source()
+                source = self._source(now)
             try:
                 if isinstance(source, Spool):  # the disk, before the ledger's lock
                     source.read_batch(self._options.batch_size)
+                    if self._spooler is not None:
+                        self._spooler.read()
                 taken = self.ledger.begin(source, self._options.batch_size) if source else None
             except SpoolError as exc:
                 if self._spooler is not None:
@@ -327,16 +330,21 @@ class Delivery:
             self._clock.wait(self._bell, self._longest_wait())
 
     def _longest_wait(self) -> Optional[float]:
-        """How long the worker may wait for records: until the next run of repeats ends, and
-        (closing) no later than the deadline; None: until the doorbell rings."""
+        """How long the worker may wait for records: until the next run of repeats ends, or
+        it may read the spool again after the disk refused a read, and (closing) no later than
+        the deadline; None: until the doorbell rings."""
         now = self._clock.monotonic()
-        until = [when - now for when in (self.ledger.next_run_end(), self._deadline)
+        read_again = self._spooler.read_again_at if self._spooler is not None else None
+        if read_again is not None and read_again <= now:
+            read_again = None  # the spool is read, or chosen, without waiting for it
+        until = [when - now for when in (self.ledger.next_run_end(), read_again, self._deadline)
                  if when is not None]
         return max(0.0, min(until)) if until else None
 
-    def _source(self) -> Optional[Source]:
+    def _source(self, now: float) -> Optional[Source]:
         """Oldest first: a summary of repeats (once every record older than it has gone), the
-        spool, a batch the disk refused, then the memory buffer.
+        spool (unless the worker pauses after a read the disk refused: then nothing, as what
+        is on disk goes first), a batch the disk refused, then the memory buffer.
 
         Ledger lock held (no I/O here): the spool's writer moves a batch from memory to the
         disk, or to ``unwritten`` when the disk refuses it, under that lock, so the places
@@ -351,7 +359,7 @@ class Delivery:
             return self.buffer
         spool = spooler.spool_in_use()
         if spool is not None and not spooler.unreadable and spool.pending():
-            return spool
+            return spool if spooler.may_read(now) else None
         if spooler.unwritten is not None:
             return spooler
         if spooler.memory_is_next():
@@ -365,7 +373,7 @@ class Delivery:
         spooler = self._spooler
         if spooler is None:
             return self.buffer.pending() == 0
-        return self.buffer.pending() == 0 and spooler.pending() == 0
+        return self.buffer.pending() == 0 and spooler.deliverable() == 0
 
     def _past_deadline(self, now: float) -> bool:
         return self._deadline is not None and now >= self._deadline

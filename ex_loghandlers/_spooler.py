@@ -11,6 +11,8 @@ deadline (the write's records, not on disk when it returns, are counted dropped)
 
 If the spool cannot be opened or written (a read-only directory, a full disk), the handler
 carries on in memory and says so once; records already on disk stay there for the next start.
+A read the disk refuses (a passing "database is locked" or I/O error) is tried again after a
+pause that doubles; only ``READ_ATTEMPTS`` refused in a row make the handler carry on in memory.
 
 With ``collapse_repeats``, repeats are folded here, before the disk (``_collapse``): a storm
 fills neither the disk nor the server, and makes the spool evict nothing. The first of a kind is
@@ -33,6 +35,12 @@ from ._stats import SPOOL_FULL
 from ._wire import UnusableFields
 
 Prepare = Callable[[Any, Optional[int]], Dict[str, Any]]
+
+#: Reads of a batch the disk may refuse in a row before what is on it is left for the next
+#: start; and the pause after the first refusal, doubled after each next one (0.5 s to 4 s:
+#: about 7.5 s in all).
+READ_ATTEMPTS = 5
+READ_PAUSE = 0.5
 
 
 def prepare_each(
@@ -108,6 +116,10 @@ class Spooler:
         #: A write past the point of no return (its COMMIT under way): counts it in.
         self._committing: Optional[Callable[[], None]] = None
         self._said = False
+        #: Reads refused in a row, and when the worker may read again (None: at once).
+        self._read_refusals = 0
+        self.read_again_at: Optional[float] = None
+        self._said_reading = False
         ledger.add_stage(self, self.holding_back, self.oldest_in_memory)
 
     # -- the ledger's view: everything between the buffer and the batch in flight --------------
@@ -116,6 +128,13 @@ class Spooler:
         spool = self.spool_in_use()
         on_disk = spool.pending() if spool is not None else 0
         return on_disk + sum(len(t) for t in self._in_memory())
+
+    def deliverable(self) -> int:
+        """What the worker can still take from here: once it gave up reading the disk, what
+        is on it waits for the next start, not for close()."""
+        if self.unreadable:
+            return sum(len(t) for t in self._in_memory())
+        return self.pending()
 
     def oldest_seq(self) -> Optional[int]:
         spool = self.spool_in_use()
@@ -344,10 +363,30 @@ class Spooler:
         """The disk refused the worker's update (deleting what was sent)."""
         self._fail(f"cannot write the spool at {self.path}: {exc}")
 
+    def may_read(self, now: float) -> bool:
+        """The worker may read the spool: it has not given up on it, nor is it pausing."""
+        return not self.unreadable and (self.read_again_at is None or now >= self.read_again_at)
+
+    def read(self) -> None:
+        """The disk let the worker read: a refusal before was a passing one."""
+        self._read_refusals = 0
+        self.read_again_at = None
+
     def cannot_read(self, exc: Exception) -> None:
-        """The disk refused the worker's read: what is on it stays there for the next start."""
-        self.unreadable = True
-        self._fail(f"cannot read the spool at {self.path}: {exc}")
+        """The disk refused the worker's read: it reads again after a pause (said once), and
+        after ``READ_ATTEMPTS`` refusals in a row it gives up: what is on the disk stays there
+        for the next start, and records stay in memory from now on."""
+        self._read_refusals += 1
+        if self._read_refusals >= READ_ATTEMPTS:
+            self.unreadable = True
+            self.read_again_at = None
+            self._fail(f"cannot read the spool at {self.path}: {exc}")
+            return
+        pause = READ_PAUSE * 2 ** (self._read_refusals - 1)
+        self.read_again_at = self._clock.monotonic() + pause
+        if not self._said_reading and not self._stopped:
+            self._said_reading = True
+            self._say(f"cannot read the spool at {self.path}: {exc}; trying again")
 
 
 class _CountingIn:

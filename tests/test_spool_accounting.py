@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, ItemsView, Iterator, List, Optional
 from typing import Mapping as MappingBase
 
 import pytest
+from fakeclock import FakeClock
 from faultserver import Action, FaultServer, sequence
 
 from ex_loghandlers import ExHTTPHandler, Stats, _spool_file, _spooler
@@ -78,13 +79,14 @@ class Disk:
     """The spool's connection to its file, with faults on demand: ``hold(prefix)`` makes the next
     statement that starts with ``prefix`` (``COMMIT``: the end of a transaction) wait
     (``reached`` is set) until ``let_go()``; ``refuse_next()`` makes the next statement (that
-    starts with a prefix, if given) fail once, as a failing disk would."""
+    starts with a prefix, if given) fail (``times`` times in a row), as a failing disk would."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.reached = threading.Event()
         self._go = threading.Event()
         self._held: Optional[str] = None
         self._refuse: Optional[str] = None
+        self._refusals = 0
         self._seen: Dict[str, int] = {}
         self._changed = threading.Condition()
         connect = _spool_file._connect
@@ -106,7 +108,8 @@ class Disk:
         self.hold(prefix)
         held.set()
 
-    def refuse_next(self, prefix: str = "") -> None:
+    def refuse_next(self, prefix: str = "", times: int = 1) -> None:
+        self._refusals = times
         self._refuse = prefix
 
     def wait_for(self, prefix: str, count: int) -> bool:
@@ -123,7 +126,9 @@ class Disk:
             go.wait(WAIT)
         refuse = self._refuse
         if refuse is not None and sql.startswith(refuse):
-            self._refuse = None
+            self._refusals -= 1
+            if self._refusals <= 0:
+                self._refuse = None
             raise sqlite3.OperationalError("disk I/O error")
 
     def after(self, sql: str) -> None:
@@ -443,6 +448,68 @@ def test_a_disk_error_on_our_file_while_adopting_leaves_the_dead_process_file_as
         later.close()
         assert messages(server) == ["left"]
     assert os.listdir(tmp_path) == []
+
+
+def test_a_read_the_disk_refuses_once_is_tried_again_after_a_pause(
+    tmp_path: Path, logger: logging.Logger, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The disk refuses the worker's read of a batch once (a transient error, as "database is
+    locked"): the worker says so in one line, pauses, reads again, and delivery from the spool
+    goes on in order; the spool's writer goes on writing, and flush() returns True."""
+    disk = Disk(monkeypatch)
+    clock = FakeClock()
+    disk.refuse_next(BATCH_QUERY)
+    with FaultServer() as server:
+        handler = spooled(server, tmp_path / "logs", _clock=clock)
+        logger.addHandler(handler)
+        logger.info("one")
+        assert clock.wait_for_waiter(WAIT, shorter_than=60), "the worker does not read again"
+        logger.info("two")
+        assert disk.wait_for(INSERT, 2)  # on disk: the writer goes on
+        clock.advance(60)
+        assert server.wait_for_accepted_records(2, WAIT)
+        assert handler.flush(WAIT)
+        stats = handler.stats
+        assert (stats.sent, stats.queued, stats.dropped, stats.failed) == (2, 0, 0, 0), stats
+        assert balanced(stats), stats
+        logger.removeHandler(handler)
+        handler.close()
+        assert messages(server) == ["one", "two"]
+    [line] = capsys.readouterr().err.splitlines()
+    assert "cannot read the spool" in line and "disk I/O error" in line, line
+
+
+def test_reads_the_disk_keeps_refusing_leave_its_records_for_the_next_start(
+    tmp_path: Path, logger: logging.Logger, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The disk refuses every read of a batch: after ``READ_ATTEMPTS`` of them the worker gives
+    up on it (one more line), what is on it is kept for the next start, and records logged
+    after that are delivered from memory."""
+    disk = Disk(monkeypatch)
+    clock = FakeClock()
+    base = tmp_path / "logs"
+    disk.refuse_next(BATCH_QUERY, times=_spooler.READ_ATTEMPTS)
+    with FaultServer() as server:
+        handler = spooled(server, base, _clock=clock)
+        logger.addHandler(handler)
+        logger.info("one")
+        for _ in range(_spooler.READ_ATTEMPTS - 1):
+            assert clock.wait_for_waiter(WAIT, shorter_than=60)
+            clock.advance(60)
+        spool_writer().join(WAIT)  # the worker gave up on the disk: the writer ends
+        logger.info("two")
+        assert server.wait_for_accepted_records(1, WAIT)
+        logger.removeHandler(handler)
+        handler.close()
+        assert messages(server) == ["two"]
+        stats = handler.stats
+        assert (stats.sent, stats.kept, stats.queued) == (1, 1, 0) and balanced(stats), stats
+    assert messages_on_disk(base) == ["one"]
+    err = capsys.readouterr().err.splitlines()
+    assert [line.endswith(end) for line, end in zip(err, ("trying again", "in memory"))] == [
+        True, True], err
 
 
 def test_a_sent_record_the_disk_refuses_to_delete_is_neither_kept_nor_sent_again(
