@@ -38,6 +38,23 @@ DELETE = "DELETE FROM records"
 COMMIT = "COMMIT"
 
 
+class PlainFields(MappingBase[str, Any]):
+    """A user mapping's result, kept as it is: a test overrides ``items()`` to see on which
+    thread, and when, the handler reads it."""
+
+    def __init__(self, fields: Dict[str, Any]) -> None:
+        self._fields = fields
+
+    def __getitem__(self, key: str) -> Any:
+        return self._fields[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+
 def spooled(server: FaultServer, spool: Path, **options: Any) -> ExHTTPHandler:
     return ExHTTPHandler(url=server.url_for("/sink/TEST/app"), spool_path=str(spool),
                          wire_format=options.pop("wire_format", "json"), **options)
@@ -627,22 +644,10 @@ def test_when_the_disk_fails_records_written_meanwhile_go_before_newer_ones(
     mapping_two = threading.Event()
     go_two = threading.Event()
 
-    class Fields(MappingBase[str, Any]):
+    class Fields(PlainFields):
         """A mapping read on the application's thread at emit(), then where it is delivered
         from: "two" is held on the spool's writer; "three" read on the worker was taken
         from memory."""
-
-        def __init__(self, fields: Dict[str, Any]) -> None:
-            self._fields = fields
-
-        def __getitem__(self, key: str) -> Any:
-            return self._fields[key]
-
-        def __iter__(self) -> Iterator[str]:
-            return iter(self._fields)
-
-        def __len__(self) -> int:
-            return len(self._fields)
 
         def items(self) -> ItemsView[str, Any]:
             thread, message = threading.current_thread().name, self._fields["message"]
@@ -715,20 +720,8 @@ def test_when_the_disk_fails_for_both_the_batch_it_refused_goes_before_newer_one
     monkeypatch.setattr(_spooler.Spooler, "_fail", failing)
     monkeypatch.setattr(_spooler.Spooler, "memory_is_next", asked)
 
-    class Fields(MappingBase[str, Any]):
+    class Fields(PlainFields):
         """"two" is held on the spool's writer while it maps it."""
-
-        def __init__(self, fields: Dict[str, Any]) -> None:
-            self._fields = fields
-
-        def __getitem__(self, key: str) -> Any:
-            return self._fields[key]
-
-        def __iter__(self) -> Iterator[str]:
-            return iter(self._fields)
-
-        def __len__(self) -> int:
-            return len(self._fields)
 
         def items(self) -> ItemsView[str, Any]:
             if threading.current_thread().name.endswith("-spool") and self["message"] == "two":
