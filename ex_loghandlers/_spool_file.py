@@ -117,6 +117,10 @@ def _adopt_orphans(db: sqlite3.Connection, own: str, base: str, say: Say) -> Non
         lock = _try_lock(path[: -len(".db")] + ".lock")
         if lock is None:
             continue  # its process lives
+        if not os.path.exists(path):  # its process ended, files and all, as we looked
+            remove_files(path, FileNotFoundError)  # the lock file trying it made again
+            lock.close()
+            continue
         orphans.append((path, lock))
     ordered = sorted(orphans, key=lambda item: _created(item[0]))
     try:

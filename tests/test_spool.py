@@ -24,7 +24,7 @@ from typing import Any, Dict, List
 import pytest
 from faultserver import Action, FaultServer, sequence
 
-from ex_loghandlers import ExHTTPHandler
+from ex_loghandlers import ExHTTPHandler, _spool_file
 from ex_loghandlers._buffer import Taken
 from ex_loghandlers._spool import Spool
 from ex_loghandlers._spool_file import SCHEMA_MAGIC, SpoolError, describe, inspect, own_files
@@ -137,6 +137,21 @@ def test_a_dead_process_file_is_adopted_first_in_order_and_deleted(tmp_path: Pat
     assert later.adopted_left == 0
     later.close()
     assert os.listdir(tmp_path) == []  # an empty spool leaves nothing behind
+
+
+def test_a_file_gone_as_it_is_looked_at_leaves_no_lock_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process ends, deleting its files, between the listing and the lock: trying its
+    lock makes the lock file again, and nothing else would ever delete it."""
+    base = str(tmp_path / "logs")
+    gone = f"{base}.4242-deadbeef.db"
+    listed = _spool_file.own_files
+    monkeypatch.setattr(_spool_file, "own_files", lambda b: sorted([*listed(b), gone]))
+    spool = Spool.open(base, max_bytes=1 << 20, say=print)
+    assert spool.count == 0
+    spool.close()
+    assert os.listdir(tmp_path) == []
 
 
 def test_a_live_process_file_is_never_adopted(tmp_path: Path) -> None:
