@@ -364,8 +364,9 @@ class Spooler:
         self._fail(f"cannot write the spool at {self.path}: {exc}")
 
     def may_read(self, now: float) -> bool:
-        """The worker may read the spool: it has not given up on it, nor is it pausing."""
-        return not self.unreadable and (self.read_again_at is None or now >= self.read_again_at)
+        """The worker, which has not given up on the spool (``unreadable``), is not pausing
+        after a read the disk refused."""
+        return self.read_again_at is None or now >= self.read_again_at
 
     def read(self) -> None:
         """The disk let the worker read: a refusal before was a passing one."""
