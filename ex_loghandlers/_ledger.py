@@ -184,9 +184,9 @@ class Ledger:
             taken = source.take_batch(count)
             if not taken.items:
                 return None
-            if source is self._buffer:
+            if source is self._buffer and self._folder is not None:
                 let_go.append(taken)  # the repeats folded away are freed after the lock
-                taken = self.fold(taken)
+                taken = self._folder.fold(taken)
                 if not taken.items:
                     return taken
             self._source, self._taken = source, taken
