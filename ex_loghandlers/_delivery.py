@@ -307,6 +307,8 @@ class Delivery:
             now = self._clock.monotonic()
             with self.ledger.lock:
                 source = self._source(now)
+            if isinstance(source, Spool) and self._closing and self._past_deadline(now):
+                return None  # no read that close(), past its deadline, would not wait for
             try:
                 if isinstance(source, Spool):  # the disk, before the ledger's lock
                     source.read_batch(self._options.batch_size)
