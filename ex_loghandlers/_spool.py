@@ -22,6 +22,8 @@ from ._spool_file import (
     ROW_OVERHEAD,
     Say,
     SpoolError,
+    closed,
+    closing,
     disk_errors,
     keep_inherited,
     open_file,
@@ -345,9 +347,12 @@ class Spool:
         """Close; delete the file if no record is left in it. Waits for the disk no longer than
         ``timeout`` seconds (None: as long as it takes): if a write or read holds it longer,
         the spool is closed as soon as that is done, by the thread that did it."""
+        closing(self.path)
         self._close_wanted = True
         with self._disk(timeout):
             pass
+        if self._closed:  # by this call, or long before
+            closed(self.path)
 
     def _close_now(self) -> None:
         """Close (guard held)."""
@@ -363,6 +368,7 @@ class Spool:
         if empty:
             remove_files(self.path)
         self._lock_file.close()  # the lock goes with it: the next start adopts the file
+        closed(self.path)
 
     def forget_after_fork(self) -> None:
         """In a forked child: let go of the parent's file without touching it.

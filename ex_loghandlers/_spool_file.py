@@ -22,9 +22,10 @@ import glob
 import os
 import secrets
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
-from typing import IO, Any, Callable, List, Optional, Type
+from typing import IO, Any, Callable, Dict, List, Optional, Type
 
 try:
     import fcntl
@@ -46,6 +47,11 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 #: A row's bytes on disk beyond its body.
 ROW_OVERHEAD = 64
+
+#: How long a spool being opened waits for a file of this same process that is being closed
+#: (a handler's ``close()`` left it to a read or write still under way) before adopting it.
+#: Past that, the file is left for the next start.
+CLOSING_WAIT = 2.0
 
 Say = Callable[[str], None]
 
@@ -114,7 +120,8 @@ def _adopt_orphans(db: sqlite3.Connection, own: str, base: str, say: Say) -> Non
     for path in own_files(base):
         if path == own:
             continue
-        lock = _try_lock(path[: -len(".db")] + ".lock")
+        lock_path = path[: -len(".db")] + ".lock"
+        lock = _try_lock(lock_path) or _once_closed(path, lock_path)
         if lock is None:
             continue  # its process lives
         if not os.path.exists(path):  # its process ended, files and all, as we looked
@@ -134,6 +141,51 @@ def _adopt_orphans(db: sqlite3.Connection, own: str, base: str, say: Say) -> Non
     finally:
         for _, lock in ordered:
             lock.close()
+
+
+# -- files this process is closing ------------------------------------------------------------
+#
+# A handler's ``close()`` does not wait for a slow disk past its deadline: the read or write
+# under way closes the file when it ends. A handler made meanwhile with the same ``spool_path``
+# (logging reconfigured) would find that file's lock held, as if its process lived, and leave
+# its records for the next start; so it waits for the close, then adopts them.
+
+_closing_guard = threading.Lock()
+_closing: Dict[str, threading.Event] = {}
+
+
+def closing(path: str) -> None:
+    """This process is closing its file ``path``; ``closed(path)`` once its lock is let go."""
+    with _closing_guard:
+        _closing.setdefault(path, threading.Event())
+
+
+def closed(path: str) -> None:
+    with _closing_guard:
+        event = _closing.pop(path, None)
+    if event is not None:
+        event.set()
+
+
+def _once_closed(path: str, lock_path: str) -> Optional[IO[bytes]]:
+    """The lock of a file this process is closing, once it is closed (None if that takes
+    longer than ``CLOSING_WAIT``, or the file is not being closed here)."""
+    with _closing_guard:
+        done = _closing.get(path)
+    if done is None or not done.wait(CLOSING_WAIT):
+        return None
+    return _try_lock(lock_path)
+
+
+def _forget_closing_in_child() -> None:
+    """A forked child closes none of its parent's files: it waits for none of them."""
+    global _closing_guard
+    _closing_guard = threading.Lock()  # a thread that is gone may have held it
+    _closing.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_closing_in_child)
 
 
 class _NotASpool(Exception):

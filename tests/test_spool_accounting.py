@@ -14,7 +14,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, ItemsView, Iterator, List, Optional
+from typing import IO, Any, Callable, Dict, ItemsView, Iterator, List, Optional
 from typing import Mapping as MappingBase
 
 import pytest
@@ -133,6 +133,11 @@ class Disk:
         """Until ``count`` statements starting with ``prefix`` have been run."""
         with self._changed:
             return self._changed.wait_for(lambda: self._seen.get(prefix, 0) >= count, WAIT)
+
+    def seen(self, prefix: str) -> int:
+        """How many statements starting with ``prefix`` have been run."""
+        with self._changed:
+            return self._seen.get(prefix, 0)
 
     def before(self, sql: str) -> None:
         held = self._held
@@ -353,6 +358,74 @@ def test_close_does_not_wait_on_a_slow_write_and_counts_its_records_once(
         assert (found.records, found.owner_alive) == (1, False)
         [kept] = [line for line in capsys.readouterr().err.splitlines() if "kept" in line]
         assert kept.endswith(" 1 record kept in " + str(base) + " for the next start")
+
+
+def test_the_worker_reads_nothing_more_from_disk_once_past_the_close_deadline(
+    tmp_path: Path, logger: logging.Logger, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """close() with the server down: the worker gives up on its batch at the deadline and puts
+    it back on disk; it does not read it again, a read that close() would not wait for."""
+    disk = Disk(monkeypatch)
+    with FaultServer() as server:
+        server.refuse_connections()
+        handler = spooled(server, tmp_path / "logs", shutdown_timeout=0.3)
+        logger.addHandler(handler)
+        logger.info("kept")
+        assert disk.wait_for(BATCH_QUERY, 1)
+        logger.removeHandler(handler)
+        handler.close()
+        assert handler.stats.kept == 1
+        assert disk.seen(BATCH_QUERY) == 1  # not one read more, let alone a spin of them
+
+
+def test_a_handler_made_while_the_last_one_still_closes_its_file_adopts_it(
+    tmp_path: Path, logger: logging.Logger, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Logging reconfigured with the server down: close() gives up on a write the disk holds,
+    and that write closes the file when it ends. A handler made meanwhile on the same
+    ``spool_path`` waits for that, and sends what the file kept first, rather than leaving it
+    for the next start of the process."""
+    disk = Disk(monkeypatch)
+    base = tmp_path / "logs"
+    found_held = threading.Event()
+    try_lock = _spool_file._try_lock
+
+    def noting_held_locks(path: str) -> Optional[IO[bytes]]:
+        lock = try_lock(path)
+        if lock is None:
+            found_held.set()
+        return lock
+
+    monkeypatch.setattr(_spool_file, "_try_lock", noting_held_locks)
+    with FaultServer() as server:
+        server.refuse_connections()
+        first = spooled(server, base, shutdown_timeout=0.3)
+        logger.addHandler(first)
+        logger.info("kept")
+        assert disk.wait_for(BATCH_QUERY, 1)  # on disk, and read for delivery
+        disk.hold(INSERT)
+        logger.info("being written")
+        assert disk.reached.wait(WAIT)
+        logger.removeHandler(first)
+        first.close()
+        stats = first.stats
+        assert (stats.kept, stats.dropped_by_reason) == (1, {"shutdown deadline": 1}), stats
+
+        server.accept_connections()
+        second = spooled(server, base)
+        logger.addHandler(second)
+        try:
+            assert found_held.wait(WAIT)  # the file is still the first handler's
+            disk.let_go()
+            logger.info("after")
+            assert second.flush(WAIT)
+            assert messages(server) == ["kept", "after"]
+            assert (second.stats.sent, second.stats.dropped) == (2, 0)
+        finally:
+            disk.let_go()
+            logger.removeHandler(second)
+            second.close()
+    assert _spool_file.own_files(str(base)) == []
 
 
 @pytest.mark.parametrize(
