@@ -39,6 +39,7 @@ from ._spool_codec import UNREADABLE, Unreadable
 from ._spool_file import SpoolError
 from ._spooler import Prepare, Spooler, prepare_each
 from ._stats import SHUTDOWN_DEADLINE, Counters, Stats
+from ._threads import start_deaf
 from ._transport import HTTPTransport
 from ._wire import FORM_CONTENT_TYPE, Encoder, Fields, Payload
 
@@ -168,7 +169,7 @@ class Delivery:
             try:
                 if self._spooler is not None:
                     self._spooler.start()
-                thread.start()
+                start_deaf(thread)
             except RuntimeError:  # Python 3.12+ refuses new threads at interpreter shutdown
                 self.ledger.drop_buffered(NO_WORKER)
                 return

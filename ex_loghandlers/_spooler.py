@@ -32,6 +32,7 @@ from ._quiet import worker_thread
 from ._spool import Commit, Spool
 from ._spool_file import SpoolError
 from ._stats import SPOOL_FULL
+from ._threads import start_deaf
 from ._wire import UnusableFields
 
 Prepare = Callable[[Any, Optional[int]], Dict[str, Any]]
@@ -194,7 +195,7 @@ class Spooler:
 
     def start(self) -> None:
         thread = threading.Thread(target=self._run, name=self._thread_name, daemon=True)
-        thread.start()
+        start_deaf(thread)
         self.thread = thread
 
     def stop(self) -> None:

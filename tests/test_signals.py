@@ -233,3 +233,91 @@ def test_a_record_logged_just_before_sigterm_arrives(tmp_path: Path) -> None:
             app.finish()
         assert status == -signal.SIGTERM
         assert messages(server) == ["on the wire", "the last record"]
+
+
+MAIN_THREAD_BUSY = """
+import logging, signal, sys
+import ex_loghandlers
+
+handler = ex_loghandlers.ExHTTPHandler(url=sys.argv[1], shutdown_timeout=15)
+log = logging.getLogger("app")
+log.setLevel(logging.INFO)
+log.addHandler(handler)
+ex_loghandlers.flush_on_sigterm()
+log.info("before the signal")
+assert handler.flush(15)        # the handler's thread runs
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+print("ready", flush=True)
+sys.stdin.readline()            # SIGTERM comes meanwhile: the main thread cannot take it now
+log.info("after the signal")
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # now it can
+print("still running", flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="per-thread signal masks")
+def test_a_sigterm_the_main_thread_cannot_take_now_waits_for_it(tmp_path: Path) -> None:
+    """A signal sent to the process goes to a thread that does not block it; Python acts on it
+    only on the main thread. Taken by a thread of the handler's, it leaves a main thread that
+    waits in a call only a signal would interrupt waiting until that call ends by itself. Here
+    the main thread blocks SIGTERM while it waits: the signal must wait for it, not go to the
+    handler's thread (then the flush, and the end of the process, would come as soon as the
+    main thread's wait ends, before it logs its next record)."""
+    script = tmp_path / "app.py"
+    script.write_text(MAIN_THREAD_BUSY, encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=str(REPO), NO_PROXY="127.0.0.1", no_proxy="127.0.0.1")
+    env.pop("PYTHONWARNINGS", None)
+    with FaultServer() as server:
+        proc = subprocess.Popen(
+            [sys.executable, str(script), server.url_for("/sink/TEST/app")], env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            out, stdin = proc.stdout, proc.stdin
+            assert out is not None and stdin is not None
+            assert out.readline().strip() == "ready"
+            proc.send_signal(signal.SIGTERM)
+            stdin.write("\n")
+            stdin.flush()
+            status = proc.wait(WAIT)
+            rest = out.read()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            stderr = proc.communicate()[1]
+        assert status == -signal.SIGTERM, stderr
+        assert "still running" not in rest
+        assert messages(server) == ["before the signal", "after the signal"]
+
+
+@pytest.mark.skipif(not os.path.exists(f"/proc/{os.getpid()}/task"), reason="Linux /proc")
+def test_the_handlers_threads_block_the_applications_signals(tmp_path: Path) -> None:
+    """The kernel gives a signal sent to the process to a thread that does not block it: never
+    to the handler's worker or spool writer, whose masks block every signal but a fault's."""
+
+    def blocked(thread_id: int) -> int:
+        status = Path(f"/proc/{os.getpid()}/task/{thread_id}/status").read_text()
+        [mask] = [line.split()[1] for line in status.splitlines() if line.startswith("SigBlk:")]
+        return int(mask, 16)
+
+    def bit(signum: int) -> int:
+        return 1 << (signum - 1)
+
+    main_before = blocked(threading.get_native_id())
+    with FaultServer() as server:
+        handler = ex_loghandlers.ExHTTPHandler(url=server.url_for("/sink/TEST/app"),
+                                               spool_path=str(tmp_path / "logs"))
+        try:
+            assert handler.flush(WAIT)
+            own = [t for t in threading.enumerate() if t.name.startswith("ex_loghandlers-")]
+            assert len(own) == 2  # the worker and the spool's writer
+            for thread in own:
+                assert thread.native_id is not None
+                mask = blocked(thread.native_id)
+                for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1,
+                               signal.SIGALRM, signal.SIGCHLD):
+                    assert mask & bit(signum), (thread.name, signal.Signals(signum).name)
+                assert not mask & bit(signal.SIGSEGV), thread.name  # faulthandler still works
+        finally:
+            handler.close()
+    assert blocked(threading.get_native_id()) == main_before  # the caller's mask is put back
