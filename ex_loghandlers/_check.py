@@ -50,7 +50,7 @@ def verdict(stats: Stats, url: str, wire_format: str, timeout: float) -> Verdict
     if stats.sent and not stats.failed and not stats.dropped:
         return Verdict(OK, f"ok: {shown} accepted a test record ({wire_format})")
     reason = next(iter(stats.failed_by_reason), None) or stats.last_error
-    if reason is None:
+    if reason is None or reason == "timed out":  # whether the request or the run timed out first
         return Verdict(
             UNREACHABLE, f"unreachable: no answer from {_server(url)} within {timeout:g} s"
         )

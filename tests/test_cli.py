@@ -9,6 +9,7 @@ process, as a shell would.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import ssl
@@ -25,8 +26,9 @@ import trustme
 from faultserver import Action, FaultServer
 from recordingserver import RecordingServer
 
-from ex_loghandlers import __version__
+from ex_loghandlers import Stats, __version__
 from ex_loghandlers.__main__ import CHECK_MESSAGE, main
+from ex_loghandlers._check import Verdict, verdict
 
 WAIT = 60.0  # a failure bound for a process: a passing one ends in about a second
 
@@ -183,6 +185,17 @@ def test_check_says_unreachable_when_nothing_answers_in_time(cli: Any) -> None:
         release.set()
     assert run.status == 6
     assert run.out == f"unreachable: no answer from 127.0.0.1:{server.port} within 1 s\n"
+
+
+def test_check_says_the_same_whether_the_request_or_the_run_timed_out_first() -> None:
+    """Which of the two ends first is a matter of microseconds: the words must not depend on it."""
+    url = "http://127.0.0.1:9/logs"
+    nothing = Stats(emitted=1, sent=0, dropped=1, failed=0, retried=0, queued=0, kept=0,
+                    dropped_by_reason={"shutdown deadline": 1}, failed_by_reason={},
+                    last_error=None, last_success=None)
+    timed_out = dataclasses.replace(nothing, retried=1, last_error="timed out")
+    words = {verdict(stats, url, "form", 1.0) for stats in (nothing, timed_out)}
+    assert words == {Verdict(6, "unreachable: no answer from 127.0.0.1:9 within 1 s")}
 
 
 @pytest.fixture(scope="module")
