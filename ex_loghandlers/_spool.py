@@ -351,24 +351,26 @@ class Spool:
         self._close_wanted = True
         with self._disk(timeout):
             pass
-        if self._closed:  # by this call, or long before
+        if self._lock_file.closed:  # by this call, or long before: not while closing is under way
             closed(self.path)
 
     def _close_now(self) -> None:
         """Close (guard held)."""
         self._closed = True
-        self._take_released()
-        with contextlib.suppress(SpoolError):
-            self._delete_settled()  # what a full disk refused before: its last chance
-        empty = False
-        with contextlib.suppress(sqlite3.Error):
-            empty = not self._db.execute("SELECT 1 FROM records LIMIT 1").fetchall()
-        with contextlib.suppress(sqlite3.Error):
-            self._db.close()
-        if empty:
-            remove_files(self.path)
-        self._lock_file.close()  # the lock goes with it: the next start adopts the file
-        closed(self.path)
+        try:
+            self._take_released()
+            with contextlib.suppress(SpoolError):
+                self._delete_settled()  # what a full disk refused before: its last chance
+            empty = False
+            with contextlib.suppress(sqlite3.Error):
+                empty = not self._db.execute("SELECT 1 FROM records LIMIT 1").fetchall()
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            if empty:
+                remove_files(self.path)
+        finally:
+            self._lock_file.close()  # the lock goes with it: the next start adopts the file
+            closed(self.path)  # only now can a spool of this process waiting for it adopt it
 
     def forget_after_fork(self) -> None:
         """In a forked child: let go of the parent's file without touching it.

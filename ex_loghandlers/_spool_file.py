@@ -170,6 +170,8 @@ def closed(path: str) -> None:
 def _once_closed(path: str, lock_path: str) -> Optional[IO[bytes]]:
     """The lock of a file this process is closing, once it is closed (None if that takes
     longer than ``CLOSING_WAIT``, or the file is not being closed here)."""
+    if fcntl is None:
+        return None  # no locks to wait for (see _try_lock)
     with _closing_guard:
         done = _closing.get(path)
     if done is None or not done.wait(CLOSING_WAIT):

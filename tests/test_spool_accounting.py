@@ -36,6 +36,8 @@ BATCH_QUERY = "SELECT id, seq, CAST(body AS BLOB)"
 DELETE = "DELETE FROM records"
 #: The end of a transaction that changed the file (the connection's ``with`` block).
 COMMIT = "COMMIT"
+#: The connection's ``close()`` (its last checkpoint: slow on a slow disk).
+CLOSE = "CLOSE"
 
 
 class PlainFields(MappingBase[str, Any]):
@@ -190,6 +192,7 @@ class _Connection:
         return self._real.__exit__(*exc_info)
 
     def close(self) -> None:
+        self._disk.before(CLOSE)
         self._real.close()
 
 
@@ -397,6 +400,7 @@ def test_a_handler_made_while_the_last_one_still_closes_its_file_adopts_it(
         return lock
 
     monkeypatch.setattr(_spool_file, "_try_lock", noting_held_locks)
+    monkeypatch.setattr(_spool_file, "CLOSING_WAIT", WAIT)  # a loaded machine: as long as needed
     with FaultServer() as server:
         server.refuse_connections()
         first = spooled(server, base, shutdown_timeout=0.3)
@@ -426,6 +430,47 @@ def test_a_handler_made_while_the_last_one_still_closes_its_file_adopts_it(
             logger.removeHandler(second)
             second.close()
     assert _spool_file.own_files(str(base)) == []
+
+
+def test_a_spool_being_opened_waits_until_the_file_it_adopts_has_let_go_of_its_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The file's own closing is slow (its last checkpoint), and a close() that gave up on it
+    meanwhile returns: a spool of this process being opened on the same path must go on
+    waiting for the file until its lock is let go, and then adopt it."""
+    disk = Disk(monkeypatch)
+    monkeypatch.setattr(_spool_file, "CLOSING_WAIT", WAIT)
+    found_held = threading.Event()
+    try_lock = _spool_file._try_lock
+
+    def noting_held_locks(path: str) -> Optional[IO[bytes]]:
+        lock = try_lock(path)
+        if lock is None:
+            found_held.set()
+        return lock
+
+    monkeypatch.setattr(_spool_file, "_try_lock", noting_held_locks)
+    base = str(tmp_path / "logs")
+    first = Spool.open(base, max_bytes=1 << 20, say=print)
+    first.append([(0, {"message": "kept"})])
+    disk.hold(CLOSE)
+    closing = threading.Thread(target=first.close)  # it closes the file, slowly
+    closing.start()
+    assert disk.reached.wait(WAIT)
+    first.close(timeout=0)  # gives up at once: the file is being closed, its lock still held
+    opened: List[Spool] = []
+    opening = threading.Thread(target=lambda: opened.append(Spool.open(base, 1 << 20, print)))
+    opening.start()
+    try:
+        assert found_held.wait(WAIT)
+    finally:
+        disk.let_go()
+        closing.join(WAIT)
+        opening.join(WAIT)
+    [second] = opened
+    second.read_batch(10)
+    assert [fields["message"] for fields in second.take_batch(10).items] == ["kept"]
+    second.close()
 
 
 @pytest.mark.parametrize(
