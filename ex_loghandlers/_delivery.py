@@ -39,7 +39,7 @@ from ._spool_codec import UNREADABLE, Unreadable
 from ._spool_file import SpoolError
 from ._spooler import Prepare, Spooler, prepare_each
 from ._stats import SHUTDOWN_DEADLINE, Counters, Stats
-from ._threads import start_deaf
+from ._threads import threads_started_deaf
 from ._transport import HTTPTransport
 from ._wire import FORM_CONTENT_TYPE, Encoder, Fields, Payload
 
@@ -167,13 +167,15 @@ class Delivery:
             quiet_http_libraries()
             thread = threading.Thread(target=self._run, name=self._options.thread_name, daemon=True)
             try:
-                if self._spooler is not None:
-                    self._spooler.start()
-                start_deaf(thread)
+                with threads_started_deaf():
+                    if self._spooler is not None:
+                        self._spooler.start()
+                    thread.start()
+                    self.thread = thread
             except RuntimeError:  # Python 3.12+ refuses new threads at interpreter shutdown
+                if self.thread is not None:
+                    raise  # not start()'s: a signal handler's, run as the mask was put back
                 self.ledger.drop_buffered(NO_WORKER)
-                return
-            self.thread = thread
 
     def snapshot(self) -> Stats:
         return self.ledger.snapshot()

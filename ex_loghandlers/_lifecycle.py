@@ -31,7 +31,7 @@ from types import FrameType
 from typing import Any, Callable, Iterable, Optional, Protocol, Union
 
 from ._config import Config
-from ._threads import start_deaf
+from ._threads import threads_started_deaf
 
 
 class LiveHandler(Protocol):
@@ -162,7 +162,8 @@ def _flush_off_this_thread() -> None:
     budget = max(h.config.shutdown_timeout for h in handlers) + 0.5
     flusher = threading.Thread(target=flush_all, name="ex_loghandlers-sigterm", daemon=True)
     try:
-        start_deaf(flusher)
+        with threads_started_deaf():
+            flusher.start()
     except RuntimeError:  # the interpreter is shutting down: no new threads
         return
     flusher.join(budget)

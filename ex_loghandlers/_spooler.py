@@ -32,7 +32,7 @@ from ._quiet import worker_thread
 from ._spool import Commit, Spool
 from ._spool_file import SpoolError
 from ._stats import SPOOL_FULL
-from ._threads import start_deaf
+from ._threads import threads_started_deaf
 from ._wire import UnusableFields
 
 Prepare = Callable[[Any, Optional[int]], Dict[str, Any]]
@@ -195,8 +195,9 @@ class Spooler:
 
     def start(self) -> None:
         thread = threading.Thread(target=self._run, name=self._thread_name, daemon=True)
-        start_deaf(thread)
-        self.thread = thread
+        with threads_started_deaf():
+            thread.start()
+            self.thread = thread
 
     def stop(self) -> None:
         """Write what is left in memory, then end (``join`` the thread to wait for it)."""

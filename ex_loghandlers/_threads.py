@@ -16,9 +16,9 @@ mask is put back at once (a signal arriving meanwhile waits for that, it is not 
 
 from __future__ import annotations
 
+import contextlib
 import signal
-import threading
-from typing import FrozenSet
+from typing import FrozenSet, Iterator
 
 #: Signals a fault raises on the thread that caused it (blocking those would not help, and some
 #: cannot be blocked at all).
@@ -36,15 +36,18 @@ def _signals_for_the_application() -> FrozenSet[int]:
 BLOCKED_ON_OWN_THREADS = _signals_for_the_application()
 
 
-def start_deaf(thread: threading.Thread) -> None:
-    """``thread.start()``, with the application's signals blocked on the new thread.
+@contextlib.contextmanager
+def threads_started_deaf() -> Iterator[None]:
+    """Threads started in the block have the application's signals blocked.
 
-    Raises what ``start()`` raises (a ``RuntimeError`` at interpreter shutdown)."""
+    Record a thread started here inside the block too: putting the caller's mask back runs the
+    Python handlers of signals that came meanwhile, and should one raise (``KeyboardInterrupt``)
+    the thread must be on record already, or nothing would know it runs."""
     if not BLOCKED_ON_OWN_THREADS:
-        thread.start()
+        yield
         return
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, BLOCKED_ON_OWN_THREADS)
     try:
-        thread.start()
+        yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)

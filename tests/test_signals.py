@@ -309,7 +309,8 @@ def test_the_handlers_threads_block_the_applications_signals(tmp_path: Path) -> 
                                                spool_path=str(tmp_path / "logs"))
         try:
             assert handler.flush(WAIT)
-            own = [t for t in threading.enumerate() if t.name.startswith("ex_loghandlers-")]
+            name = f"ex_loghandlers-worker-{id(handler):x}"
+            own = [t for t in threading.enumerate() if t.name.startswith(name)]
             assert len(own) == 2  # the worker and the spool's writer
             for thread in own:
                 assert thread.native_id is not None
