@@ -196,6 +196,22 @@ class _Connection:
         self._real.close()
 
 
+def watch_for_held_locks(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Set once a spool being opened finds another file's lock held (its owner alive, or
+    closing it)."""
+    found_held = threading.Event()
+    try_lock = _spool_file._try_lock
+
+    def noting_held_locks(path: str) -> Optional[IO[bytes]]:
+        lock = try_lock(path)
+        if lock is None:
+            found_held.set()
+        return lock
+
+    monkeypatch.setattr(_spool_file, "_try_lock", noting_held_locks)
+    return found_held
+
+
 def spool_writer() -> threading.Thread:
     [writer] = [t for t in threading.enumerate()
                 if t.name.startswith("ex_loghandlers-worker") and t.name.endswith("-spool")]
@@ -390,16 +406,7 @@ def test_a_handler_made_while_the_last_one_still_closes_its_file_adopts_it(
     for the next start of the process."""
     disk = Disk(monkeypatch)
     base = tmp_path / "logs"
-    found_held = threading.Event()
-    try_lock = _spool_file._try_lock
-
-    def noting_held_locks(path: str) -> Optional[IO[bytes]]:
-        lock = try_lock(path)
-        if lock is None:
-            found_held.set()
-        return lock
-
-    monkeypatch.setattr(_spool_file, "_try_lock", noting_held_locks)
+    found_held = watch_for_held_locks(monkeypatch)
     monkeypatch.setattr(_spool_file, "CLOSING_WAIT", WAIT)  # a loaded machine: as long as needed
     with FaultServer() as server:
         server.refuse_connections()
@@ -440,16 +447,7 @@ def test_a_spool_being_opened_waits_until_the_file_it_adopts_has_let_go_of_its_l
     waiting for the file until its lock is let go, and then adopt it."""
     disk = Disk(monkeypatch)
     monkeypatch.setattr(_spool_file, "CLOSING_WAIT", WAIT)
-    found_held = threading.Event()
-    try_lock = _spool_file._try_lock
-
-    def noting_held_locks(path: str) -> Optional[IO[bytes]]:
-        lock = try_lock(path)
-        if lock is None:
-            found_held.set()
-        return lock
-
-    monkeypatch.setattr(_spool_file, "_try_lock", noting_held_locks)
+    found_held = watch_for_held_locks(monkeypatch)
     base = str(tmp_path / "logs")
     first = Spool.open(base, max_bytes=1 << 20, say=print)
     first.append([(0, {"message": "kept"})])
