@@ -19,12 +19,12 @@ import textwrap
 import threading
 from contextlib import redirect_stderr
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import pytest
 from faultserver import Action, FaultServer, sequence
 
-from ex_loghandlers import ExHTTPHandler, _spool_file
+from ex_loghandlers import ExHTTPHandler, Stats, _spool_file
 from ex_loghandlers._buffer import Taken
 from ex_loghandlers._spool import Spool
 from ex_loghandlers._spool_file import SCHEMA_MAGIC, SpoolError, describe, inspect, own_files
@@ -45,6 +45,25 @@ def messages(server: FaultServer) -> List[str]:
 
 def spool_files(base: Path) -> List[str]:
     return sorted(os.path.basename(p) for p in os.listdir(base.parent))
+
+
+def left_by_a_dead_process(base: Path, count: int) -> str:
+    """The file a process that died with records 0 to ``count - 1`` on disk left at ``base``."""
+    earlier = Spool.open(str(base), max_bytes=1 << 20, say=print)
+    earlier.append([(None, fields(i)) for i in range(count)])
+    earlier.close()  # as if its process had died
+    [path] = own_files(str(base))
+    return path
+
+
+def delivered_at_the_next_start(base: Path) -> Tuple[List[str], Stats]:
+    """What a handler started on ``base`` sends of what it found there, and its stats."""
+    with FaultServer() as server:
+        handler = ExHTTPHandler(url=server.url_for("/sink/TEST/app"), spool_path=str(base),
+                                wire_format="json")
+        assert handler.flush(WAIT)
+        handler.close()
+        return messages(server), handler.stats
 
 
 # -- the spool, by direct calls ---------------------------------------------------------------
@@ -199,20 +218,12 @@ def test_a_record_damaged_on_disk_is_counted_failed_and_the_others_are_sent(
     """A body that is no longer JSON (damage inside a value, which SQLite's check does not
     see): that record is counted failed and deleted; those around it go, in order."""
     base = tmp_path / "logs"
-    earlier = Spool.open(str(base), max_bytes=1 << 20, say=print)
-    earlier.append([(None, fields(i)) for i in range(3)])
-    earlier.close()  # as if its process had died
-    [path] = own_files(str(base))
+    path = left_by_a_dead_process(base, 3)
     with sqlite3.connect(path) as db:
         db.execute("UPDATE records SET body = '{\"message\": \"rec' WHERE id = 2")
     db.close()
-    with FaultServer() as server:
-        handler = ExHTTPHandler(url=server.url_for("/sink/TEST/app"), spool_path=str(base),
-                                wire_format="json")
-        assert handler.flush(WAIT)
-        handler.close()
-        assert messages(server) == ["record 0", "record 2"]
-    stats = handler.stats
+    sent, stats = delivered_at_the_next_start(base)
+    assert sent == ["record 0", "record 2"]
     # (the handler's own notice of the loss may be among those sent)
     assert (stats.failed, stats.dropped, stats.kept, stats.queued) == (1, 0, 0, 0), stats
     assert stats.sent == stats.emitted - 1, stats
@@ -227,22 +238,14 @@ def test_a_bit_flipped_in_a_stored_record_fails_that_record_alone(
     see it): that record is counted failed and deleted, the others are sent in order, at this
     start, and no line quotes what the record held."""
     base = tmp_path / "logs"
-    earlier = Spool.open(str(base), max_bytes=1 << 20, say=print)
-    earlier.append([(None, fields(i)) for i in range(3)])
-    earlier.close()  # as if its process had died
-    [path] = own_files(str(base))
+    path = left_by_a_dead_process(base, 3)
     data = bytearray(Path(path).read_bytes())
     at = data.find(b"record 1")
     data[at] ^= 0x80
     Path(path).write_bytes(bytes(data))
     assert [f.records for f in inspect(str(base))] == [3]  # `spool show` reads it as it is
-    with FaultServer() as server:
-        handler = ExHTTPHandler(url=server.url_for("/sink/TEST/app"), spool_path=str(base),
-                                wire_format="json")
-        assert handler.flush(WAIT)
-        handler.close()
-        assert messages(server) == ["record 0", "record 2"]
-    stats = handler.stats
+    sent, stats = delivered_at_the_next_start(base)
+    assert sent == ["record 0", "record 2"]
     assert stats.failed_by_reason == {"unreadable record in the spool": 1}, stats
     assert (stats.dropped, stats.kept, stats.queued) == (0, 0, 0), stats
     assert "ecord 1" not in capsys.readouterr().err

@@ -212,6 +212,42 @@ def watch_for_held_locks(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
     return found_held
 
 
+def mapping_to(fields: Callable[[Dict[str, Any]], PlainFields], server: FaultServer,
+               spool: Path, **options: Any) -> ExHTTPHandler:
+    """A spooled handler whose ``mapLogRecord`` hands the usual fields over as ``fields``."""
+
+    class Mapping(ExHTTPHandler):
+        def mapLogRecord(self, record: logging.LogRecord) -> Any:
+            return fields(super().mapLogRecord(record))
+
+    return Mapping(url=server.url_for("/sink/TEST/app"), spool_path=str(spool),
+                   wire_format="json", **options)
+
+
+def two_held_on_the_writer(logger: logging.Logger, server: FaultServer,
+                           mapping_two: threading.Event, disk: Disk) -> None:
+    """"one" on the wire, "two" held on the spool's writer as it maps it, "three" in memory;
+    the disk refuses to let go of "one" once it is sent."""
+    logger.info("one")
+    assert server.wait_for_requests(1, WAIT)  # the worker waits on the server
+    logger.info("two")
+    assert mapping_two.wait(WAIT)
+    logger.info("three")
+    disk.refuse_next(DELETE)
+
+
+def old_records_behind_one_in_flight(logger: logging.Logger, server: FaultServer,
+                                     disk: Disk) -> None:
+    """"in flight" on the wire, "old 0" and "old 1" on disk behind it; the next query that
+    looks for what to evict is held."""
+    logger.info("in flight")
+    assert server.wait_for_requests(1, WAIT)  # the worker waits on the server
+    logger.info("old 0")
+    logger.info("old 1")
+    assert disk.wait_for(INSERT, 3)
+    disk.hold(EVICTION_QUERY)
+
+
 def spool_writer() -> threading.Thread:
     [writer] = [t for t in threading.enumerate()
                 if t.name.startswith("ex_loghandlers-worker") and t.name.endswith("-spool")]
@@ -276,12 +312,7 @@ def test_stats_balance_while_a_write_evicts(
         handler = spooled(server, tmp_path / "logs", spool_max_bytes=4000, batch_size=1)
         logger.addHandler(handler)
         try:
-            logger.info("in flight")
-            assert server.wait_for_requests(1, WAIT)  # the worker waits on the server
-            logger.info("old 0")
-            logger.info("old 1")
-            assert disk.wait_for(INSERT, 3)
-            disk.hold(EVICTION_QUERY)
+            old_records_behind_one_in_flight(logger, server, disk)
             logger.info("new %s", "x" * 1200)  # room is made for it
             assert disk.reached.wait(WAIT)
             stats = stats_within(handler, STATS_BOUND)
@@ -492,12 +523,7 @@ def test_close_during_a_write_that_evicts_keeps_what_it_counts_kept(
         handler = spooled(server, base, spool_max_bytes=3000, batch_size=1, shutdown_timeout=0.3)
         logger.addHandler(handler)
         try:
-            logger.info("in flight")
-            assert server.wait_for_requests(1, WAIT)  # the worker waits on the server
-            logger.info("old 0")
-            logger.info("old 1")
-            assert disk.wait_for(INSERT, 3)
-            disk.hold(EVICTION_QUERY)
+            old_records_behind_one_in_flight(logger, server, disk)
             logger.info("new %s", "x" * 600)  # room is made for it: old 0 and old 1 go
             assert disk.reached.wait(WAIT)
             if statement == COMMIT:
@@ -774,22 +800,12 @@ def test_when_the_disk_fails_records_written_meanwhile_go_before_newer_ones(
                 clock.moved.set()
             return self._fields.items()
 
-    class Mapping(ExHTTPHandler):
-        def mapLogRecord(self, record: logging.LogRecord) -> Any:
-            return Fields(super().mapLogRecord(record))
-
     release = threading.Event()
     with FaultServer(sequence([Action.hang(release)])) as server:
-        handler = Mapping(url=server.url_for("/sink/TEST/app"), spool_path=str(tmp_path / "logs"),
-                          wire_format="json", _clock=clock)
+        handler = mapping_to(Fields, server, tmp_path / "logs", _clock=clock)
         logger.addHandler(handler)
         try:
-            logger.info("one")
-            assert server.wait_for_requests(1, WAIT)  # the worker waits on the server
-            logger.info("two")
-            assert mapping_two.wait(WAIT)
-            logger.info("three")
-            disk.refuse_next(DELETE)  # letting go of "one", once sent
+            two_held_on_the_writer(logger, server, mapping_two, disk)
             clock.moved.clear()
             release.set()
             assert clock.moved.wait(WAIT)  # the worker waits, or took "three"
@@ -845,22 +861,12 @@ def test_when_the_disk_fails_for_both_the_batch_it_refused_goes_before_newer_one
                 go_two.wait(WAIT)
             return self._fields.items()
 
-    class Mapping(ExHTTPHandler):
-        def mapLogRecord(self, record: logging.LogRecord) -> Any:
-            return Fields(super().mapLogRecord(record))
-
     release = threading.Event()
     with FaultServer(sequence([Action.hang(release)])) as server:
-        handler = Mapping(url=server.url_for("/sink/TEST/app"), spool_path=str(tmp_path / "logs"),
-                          wire_format="json")
+        handler = mapping_to(Fields, server, tmp_path / "logs")
         logger.addHandler(handler)
         try:
-            logger.info("one")
-            assert server.wait_for_requests(1, WAIT)  # the worker waits on the server
-            logger.info("two")
-            assert mapping_two.wait(WAIT)
-            logger.info("three")
-            disk.refuse_next(DELETE)  # letting go of "one", once sent
+            two_held_on_the_writer(logger, server, mapping_two, disk)
             release.set()
             assert handler.flush(WAIT)
         finally:
