@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Deque, Generic, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Deque, Generic, List, Optional, Sequence, Tuple, TypeVar
 
 T = TypeVar("T")
 
@@ -47,13 +47,21 @@ class Taken:
 class RecordBuffer(Generic[T]):
     """Bounded by ``max_items`` and ``max_bytes`` (sizes as the caller estimates them)."""
 
-    def __init__(self, max_items: int, max_bytes: int, overflow: str) -> None:
+    def __init__(
+        self, max_items: int, max_bytes: int, overflow: str,
+        unpack: Callable[[T], Any] = lambda item: item,
+    ) -> None:
         if overflow not in OVERFLOW_POLICIES:
             raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}, not {overflow!r}")
         self.max_items = max_items
         self.max_bytes = max_bytes
         self.overflow = overflow
-        self._items: Deque[Tuple[T, int]] = deque()
+        #: What the worker gets of an item: the buffer may keep records in a leaner form.
+        self._unpack = unpack
+        #: The records and, apart, their sizes: a record held in a tuple with its size would be
+        #: one level deeper for the garbage collector to stop tracking (see ``packed``).
+        self._items: Deque[T] = deque()
+        self._sizes: Deque[int] = deque()
         self._bytes = 0
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
@@ -95,7 +103,8 @@ class RecordBuffer(Generic[T]):
             if self.closed:
                 return 1, len(items)
             if len(items) < self.max_items and self._bytes + size <= self.max_bytes:
-                items.append((item, size))
+                items.append(item)
+                self._sizes.append(size)
                 self._bytes += size
                 self.accepted_total += 1
                 return 0, len(items)
@@ -106,19 +115,18 @@ class RecordBuffer(Generic[T]):
 
     def _overflow(
         self, item: T, size: int, block_timeout: float
-    ) -> Tuple[int, List[Tuple[T, int]]]:
+    ) -> Tuple[int, List[T]]:
         """The buffer is full (lock held): apply the policy; return (1 if ``item`` is refused,
         the records evicted). The caller lets go of those once the lock is free: freeing one
         may run a finalizer, which may log or read ``stats`` on this very thread.
         """
-        evicted: List[Tuple[T, int]] = []
+        evicted: List[T] = []
         if size > self.max_bytes:
             return 1, evicted
         if self.overflow == "drop_oldest":
             while self._items and not self._fits(size):
-                oldest = self._items.popleft()
-                self._bytes -= oldest[1]
-                evicted.append(oldest)
+                evicted.append(self._items.popleft())
+                self._bytes -= self._sizes.popleft()
             self.removed_total += len(evicted)
             self.evicted_total += len(evicted)
             self._append(item, size)
@@ -137,7 +145,8 @@ class RecordBuffer(Generic[T]):
         return len(self._items) < self.max_items and self._bytes + size <= self.max_bytes
 
     def _append(self, item: T, size: int) -> None:
-        self._items.append((item, size))
+        self._items.append(item)
+        self._sizes.append(size)
         self._bytes += size
         self.accepted_total += 1
 
@@ -148,10 +157,10 @@ class RecordBuffer(Generic[T]):
             count = min(max_count, len(self._items))
             taken: List[T] = []
             freed = 0
+            items, sizes = self._items.popleft, self._sizes.popleft
             for _ in range(count):
-                item, size = self._items.popleft()
-                taken.append(item)
-                freed += size
+                taken.append(items())
+                freed += sizes()
             self._bytes -= freed
             self.removed_total += count
             if count and self.overflow == "block":
@@ -162,7 +171,9 @@ class RecordBuffer(Generic[T]):
 
     def take_batch(self, max_count: int) -> Taken:
         first_seq, items = self.take(max_count)
-        return Taken(items, list(range(first_seq, first_seq + len(items))))
+        unpack = self._unpack
+        seqs: List[Optional[int]] = list(range(first_seq, first_seq + len(items)))
+        return Taken([unpack(item) for item in items], seqs)
 
     def release(self, taken: Taken, settled: Sequence[int]) -> None:
         """Nothing to do: ``take_batch()`` already removed them."""
@@ -173,11 +184,12 @@ class RecordBuffer(Generic[T]):
     def oldest_seq(self) -> Optional[int]:
         return self.removed_total if self._items else None
 
-    def drain(self) -> Deque[Tuple[T, int]]:
+    def drain(self) -> Deque[T]:
         """Remove everything, and return it: for the caller to count, and to let go of once
         no lock is held, as evicted records are (see ``_overflow``)."""
         with self._lock:
             drained, self._items = self._items, deque()
+            self._sizes.clear()
             self._bytes = 0
             self.removed_total += len(drained)
             self._room.notify_all()

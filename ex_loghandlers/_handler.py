@@ -35,8 +35,10 @@ from ._mapping import (
     SNAPSHOT_FIELDS,
     Enrichment,
     ExceptionCapture,
+    packed,
     snapshot,
     to_fields,
+    unpacked,
 )
 from ._report import LossReporter
 from ._retry import RetryPolicy
@@ -202,7 +204,7 @@ class ExHTTPHandler(logging.Handler):
         self._unlisted = False
         #: Which threads are inside emit() now, and what a re-entered emit() set aside.
         self._reentry = threading.local()
-        self._aside: Deque[Tuple[Dict[str, Any], int]] = deque()
+        self._aside: Deque[Tuple[Any, int]] = deque()
         #: When the last flush(None) started and ended: close() soon after shares its budget.
         self._last_exit_flush: Optional[Tuple[float, float]] = None
         # A subclass that overrides mapLogRecord gets it called on the caller's thread, as in the
@@ -335,7 +337,7 @@ class ExHTTPHandler(logging.Handler):
         finally:
             self._close_lock.release()
 
-    def _prepared(self, record: logging.LogRecord) -> Optional[Tuple[Dict[str, Any], int]]:
+    def _prepared(self, record: logging.LogRecord) -> Optional[Tuple[Any, int]]:
         """What the buffer keeps of ``record``, and its size; None if it could not be made."""
         try:
             item: Any
@@ -346,7 +348,8 @@ class ExHTTPHandler(logging.Handler):
                 except Exception:  # not fields: the worker counts it failed, saying what it was
                     return item, RECORD_OVERHEAD
             item = snapshot(record)
-            return item, estimated_size(item, snapshot_of_plain_record=True)
+            size = estimated_size(item, snapshot_of_plain_record=True)
+            return packed(item), size
         except RecursionError:
             raise
         except Exception as exc:
@@ -382,7 +385,7 @@ class ExHTTPHandler(logging.Handler):
         finally:
             reentry.active = False
 
-    def _enqueue(self, item: Dict[str, Any], size: int) -> None:
+    def _enqueue(self, item: Any, size: int) -> None:
         try:
             delivery = self._delivery
             refused, queued = delivery.buffer.put(item, size, self._block_timeout)
@@ -491,8 +494,8 @@ class ExHTTPHandler(logging.Handler):
         """Everything per process: buffer, counters, worker, HTTP session."""
         config = self._config
         self._enrichment = Enrichment.for_this_process(config.prefix, config.app_name)
-        buffer: RecordBuffer[Dict[str, Any]] = RecordBuffer(
-            config.max_queue_size, config.max_queue_bytes, config.overflow
+        buffer: RecordBuffer[Any] = RecordBuffer(
+            config.max_queue_size, config.max_queue_bytes, config.overflow, unpacked
         )
         self._counters = Counters(evicted=lambda: buffer.evicted_total, carried=carried)
         reporter = LossReporter(self._counters, config.display_url, self._clock)

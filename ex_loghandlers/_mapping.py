@@ -134,6 +134,71 @@ def _frozen(key: str, value: Any) -> Any:
     return safe_str(value)
 
 
+#: A snapshot as the buffer keeps it: ``(_PACKED, keys, *values)``, an exception capture as a
+#: plain tuple. See ``packed``. (An ``object()`` is not tracked by the garbage collector.)
+_PACKED = object()
+#: In a packed snapshot, where ``exc_info`` was: its capture's parts follow the values.
+_INLINE = object()
+Packed = Tuple[Any, ...]
+
+#: One tuple per set of keys, shared by every record that has them: an old object the garbage
+#: collector stopped tracking long ago. Bounded: records with keys beyond it get their own.
+_SHARED_KEYS: Dict[Tuple[str, ...], Tuple[str, ...]] = {}
+_MAX_SHARED_KEYS = 256
+
+
+def packed(fields: Dict[str, Any]) -> Packed:
+    """``fields`` (a snapshot) as one flat tuple, which the garbage collector soon stops
+    tracking.
+
+    A snapshot holds only strings, numbers, None and tuples of those, but a dict stays tracked
+    until a full collection, and an ``ExceptionCapture`` (a named tuple) for good: a backlog of
+    queued records would be walked by every collection, and a full one over a few thousand
+    queued records takes milliseconds to tens of them on whichever thread triggers it, most
+    often the one that logs. A tuple is untracked by the first collection that finds everything
+    in it untracked, one level of nesting per collection: flat, a plain record (its ``args``
+    one level down) is untracked before it can reach the oldest generation, which only full
+    collections walk, and so is an exception's (its capture's parts inline, its frames a flat
+    tuple), unless its class is one the program defined: a class is tracked.
+
+    ``fields`` is spent: its ``exc_info`` is replaced.
+    """
+    keys = tuple(fields)
+    shared = _SHARED_KEYS.get(keys)
+    if shared is None:
+        shared = keys
+        if len(_SHARED_KEYS) < _MAX_SHARED_KEYS:
+            _SHARED_KEYS.setdefault(keys, keys)
+    capture = fields.get("exc_info")
+    if type(capture) is ExceptionCapture:
+        exc_info, type_name, message, tree, text_length, frame_count = capture
+        if type(exc_info) is tuple and type(tree) is tuple:  # the capture's parts, inline
+            fields["exc_info"] = _INLINE
+            return (
+                _PACKED, shared, *fields.values(),
+                *exc_info, type_name, message, text_length, frame_count, *tree,
+            )
+        fields["exc_info"] = tuple(capture)
+    return (_PACKED, shared, *fields.values())
+
+
+def unpacked(item: Any) -> Any:
+    """The snapshot ``packed`` made; anything else (a user's fields) as it is."""
+    if type(item) is not tuple or not item or item[0] is not _PACKED:
+        return item
+    keys = item[1]
+    fields = dict(zip(keys, item[2:]))
+    exc_info = fields.get("exc_info")
+    if exc_info is _INLINE:
+        rest = item[2 + len(keys):]
+        fields["exc_info"] = tuple.__new__(
+            ExceptionCapture, (rest[:3], rest[3], rest[4], rest[7:], rest[5], rest[6])
+        )
+    elif type(exc_info) is tuple:  # a snapshot's exc_info is otherwise None, text or a capture
+        fields["exc_info"] = tuple.__new__(ExceptionCapture, exc_info)
+    return fields
+
+
 #: What code of the application's (a ``__str__``, ``__repr__``, ``__notes__``) may raise that the
 #: handler catches: even ``SystemExit``, so that a log call cannot end the program where the
 #: stdlib's handlers would not have called that code at all. ``KeyboardInterrupt`` goes on.
@@ -192,7 +257,7 @@ _UNQUALIFIED = (None, "builtins", "__main__")
     _NOTES,  # __notes__, see _captured_notes(); None without
     _SYNTAX,  # SyntaxError's details (_SYNTAX_ERROR_FIELDS), None for other exceptions
     _SUPPRESS,  # __suppress_context__
-    _FRAMES,  # (filename, line number, function name) per frame of its traceback
+    _FRAMES,  # filename, line number, function name, for each frame of its traceback in turn
     _CAUSE,  # the captured __cause__ / __context__ that traceback shows, or None
     _CONTEXT,
     _MEMBERS,  # a group's captured exceptions, None for other exceptions
@@ -307,7 +372,7 @@ def capture_exception(exc_info: Tuple[Any, BaseException, Any]) -> ExceptionCapt
         root = _node(exc, tb, limit, style)
         if exc.__cause__ is None and exc.__context__ is None and root[_KIND] != _GROUP:
             tree = tuple(root)  # the common case: nothing linked
-            text_length, frame_count = len(root[_TEXT] or ""), len(root[_FRAMES]) + 1
+            text_length, frame_count = len(root[_TEXT] or ""), len(root[_FRAMES]) // 3 + 1
             if root[_NOTES] is not None or root[_SYNTAX] is not None or root[_SUGGEST]:
                 text_length, frame_count = _sizes((root,))
         else:
@@ -373,21 +438,23 @@ def _node(e: BaseException, tb: Any, limit: Optional[int], style: _Style) -> Lis
             suggest = _suggestion_inputs(e, tb)
         else:
             text = _with_suggestion(e, tb, text)
-    frames: List[Tuple[str, int, str]] = []
+    frames: List[Any] = []  # flat: a tuple per frame would be one more level for the GC
     append = frames.append
     cache = linecache.cache
     while tb is not None:
         frame = tb.tb_frame
         code = frame.f_code
         filename = code.co_filename
-        append((filename, tb.tb_lineno, code.co_name))
+        append(filename)
+        append(tb.tb_lineno)
+        append(code.co_name)
         if filename not in cache:
             # As traceback does: a module whose source only its loader knows (zip, egg)
             # still shows its lines when the worker formats them.
             linecache.lazycache(filename, frame.f_globals)
         tb = tb.tb_next
     if limit is not None:
-        del frames[limit:]
+        del frames[limit * 3:]
     notes = None
     if style.notes and (style.notes_errors_ignored or hasattr(e, "__notes__")):
         notes = _captured_notes(e, style.notes_errors_ignored)
@@ -549,7 +616,7 @@ def _sizes(nodes: Any) -> Tuple[int, int]:
                     text_length += len(text)
         if syntax is not None:
             text_length += sum(len(value) for value in syntax if type(value) is str)
-        frame_count += len(node[_FRAMES]) + 1
+        frame_count += len(node[_FRAMES]) // 3 + 1
         if node[_SUGGEST] is not None:  # names, mostly shared with the program: a slot each
             frame_count += sum(len(part) for part in node[_SUGGEST] if type(part) is tuple) // 8
     return text_length, frame_count
@@ -645,11 +712,12 @@ def _formatted(tree: Node) -> str:
     while pairs:
         current, node = pairs.pop()
         frames = node[_FRAMES]
+        files = frames[0::3]
         current.stack = traceback.StackSummary.from_list(
             [traceback.FrameSummary(file, line, name, lookup_line=False)
-             for file, line, name in frames]
+             for file, line, name in zip(files, frames[1::3], frames[2::3])]
         )
-        filenames.update(file for file, _, _ in frames)
+        filenames.update(files)
         if node[_CAUSE] is not None:
             pairs.append((current.__cause__, node[_CAUSE]))
         if node[_CONTEXT] is not None:

@@ -25,8 +25,10 @@ from ex_loghandlers._mapping import (
     Enrichment,
     format_traceback,
     formatted_message,
+    packed,
     snapshot,
     to_fields,
+    unpacked,
 )
 
 ENRICH = Enrichment(prefix="_ex_", hostname="host1", username="alice", app="myapp")
@@ -517,6 +519,8 @@ def test_captured_tracebacks_are_the_text_traceback_gives(
         expected = expected_text(exc, exc.__traceback__)
         assert text_of(exc) == expected
         assert text_of(exc) == expected
+        snap = snapshot(make_record(exc_info=(type(exc), exc, exc.__traceback__)))
+        assert unpacked(packed(dict(snap))) == snap  # as the buffer keeps it, and gives it back
 
 
 def test_wide_and_deep_exception_groups_are_cut_as_traceback_cuts_them(
@@ -650,6 +654,66 @@ def test_a_queued_exception_record_keeps_no_frame_alive(logger: logging.Logger) 
         (record,) = [r for r in server.accepted_records() if r["message"] == "it failed"]
     assert "in _fail_holding" in record["_ex_traceback"]
     assert record["_ex_traceback"].endswith("ValueError: failed holding a Payload")
+
+
+class AnError(Exception):
+    """A class of the program's own: unlike a builtin one, the garbage collector tracks it."""
+
+
+@pytest.mark.parametrize("record", [
+    make_record(),
+    make_record(x_request="id-1", x_user=object()),
+    make_record(exc_info=(ValueError, raised(ValueError("deep")), None)),
+    make_record(exc_info=(AnError, raised(AnError("mine"), None), None), stack_info="stack"),
+    make_record(exc_info="not a tuple"),
+], ids=["plain", "extras", "exception", "program's exception", "odd exc_info"])
+def test_a_packed_snapshot_gives_back_the_same_fields(record: logging.LogRecord) -> None:
+    snap = snapshot(record)
+    assert unpacked(packed(dict(snap))) == snap
+    assert to_fields(unpacked(packed(dict(snap))), ENRICH) == to_fields(snap, ENRICH)
+
+
+def test_what_is_not_a_packed_snapshot_is_given_back_as_it_is() -> None:
+    pairs = (("a", 1), ("b", 2))  # a user's mapLogRecord may return pairs
+    assert unpacked(pairs) is pairs
+    fields = {"message": "m"}
+    assert unpacked(fields) is fields
+
+
+def test_queued_records_are_untracked_before_they_reach_the_oldest_generation(
+    logger: logging.Logger,
+) -> None:
+    """A backlog the collector tracks is walked by every full collection: tens of
+    milliseconds for a few thousand queued exceptions, on the thread that logs."""
+    release = threading.Event()
+    with FaultServer(sequence([Action.hang(release)])) as server:
+        handler = ExHTTPHandler(url=server.url_for("/sink/TEST/app"), wire_format="json")
+        logger.handlers[:] = [handler]
+        logger.info("in flight")
+        assert server.wait_for_requests(1, timeout=10)  # the next records wait behind it
+        gc.disable()
+        try:
+            for i in range(20):
+                logger.info("queued %s", i)
+                try:
+                    _fail_holding(Payload())
+                except ValueError:
+                    logger.exception("failed %s", i)
+            assert handler.stats.queued == 41  # the one in flight, and these
+            gc.collect(0)
+            gc.collect(1)  # a young collection, then a middle one: no full collection yet
+            queued = list(handler._delivery.buffer._items)
+        finally:
+            gc.enable()
+        assert len(queued) == 40
+        assert [item for item in queued if gc.is_tracked(item)] == []
+        del queued
+        release.set()
+        assert handler.flush(timeout=10)
+        records = [r for r in server.accepted_records() if r["message"].startswith("failed")]
+    assert len(records) == 20
+    assert all(r["_ex_traceback"].endswith("ValueError: failed holding a Payload")
+               for r in records)
 
 
 def test_exc_info_is_sent_as_the_stdlib_sends_it() -> None:
