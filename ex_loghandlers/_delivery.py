@@ -29,6 +29,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, Tu
 from ._buffer import RecordBuffer, Taken
 from ._clock import Clock
 from ._collapse import Folder
+from ._give_way import GiveWay
 from ._ledger import Ledger, Source
 from ._placement import placed
 from ._quiet import quiet_http_libraries, worker_thread
@@ -98,6 +99,10 @@ class Delivery:
         say: Callable[[str], None],
     ) -> None:
         self.buffer = buffer
+        self._give_way = GiveWay(
+            lambda: buffer.accepted_total, buffer.pending, lambda: buffer.queued_bytes,
+            buffer.max_items, buffer.max_bytes,
+        )
         self._move_aside_on = move_aside_on
         #: Idents of this delivery's own threads (the worker, the spool's writer).
         self.thread_idents: Set[int] = set()
@@ -387,7 +392,7 @@ class Delivery:
         records: List[Fields] = list(taken.items)
         at: Sequence[Optional[int]] = range(len(records))
         if not taken.prepared:
-            records, _, unmappable = prepare_each(self._prepare, taken)
+            records, _, unmappable = prepare_each(self._prepare, taken, self._give_way)
             at = range(len(records))
             for reason, count in unmappable.items():
                 self.ledger.failed(reason, count)

@@ -45,7 +45,7 @@ READ_PAUSE = 0.5
 
 
 def prepare_each(
-    prepare: Prepare, taken: Taken
+    prepare: Prepare, taken: Taken, give_way: Callable[[], None] = lambda: None
 ) -> Tuple[List[Dict[str, Any]], List[Optional[int]], Dict[str, int]]:
     """Map a batch to wire fields: (the fields, their sequence numbers, how many records could
     not be mapped, by reason). Whatever a user's code raises (``SystemExit`` included) is one
@@ -54,6 +54,7 @@ def prepare_each(
     seqs: List[Optional[int]] = []
     unmappable: Dict[str, int] = {}
     for item, seq in zip(taken.items, taken.seqs):
+        give_way()
         try:
             items.append(prepare(item, seq))
             seqs.append(seq)

@@ -1,0 +1,68 @@
+"""The worker gives the interpreter to the application's threads while they are logging.
+
+The worker and the code that logs share one interpreter lock. A thread that wants the lock
+waits for the holder to let go of it, and CPython makes the holder let go only after
+``sys.getswitchinterval()`` (5 ms): so while the worker maps and encodes a batch, a log call
+that needs the lock waits up to 5 ms, and a burst of log calls runs at half speed, taking turns
+with the worker. Instead, between slices of a few dozen records, the worker lets go of the lock
+whenever records came in since its last look: the waiting thread takes it at once and keeps it
+until the worker asks for it back (5 ms later at most), so the application gets most of the
+interpreter and the worker a slice per switch interval.
+
+The worker falls behind while it gives way. Once the records waiting reach a quarter of either
+bound of the buffer it stops giving way and takes its full turns again, so that giving way never
+makes the buffer overflow: a burst costs the application less, never a record.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+#: Records mapped or encoded between two looks at whether to give way.
+SLICE = 32
+
+#: Past this share of ``max_queue_size`` or ``max_queue_bytes`` waiting, the worker takes its
+#: full turns.
+BACKLOG_SHARE = 4
+
+
+class GiveWay:
+    """Called once per record the worker handles; lets go of the interpreter lock between
+    slices while the application is logging and the buffer has room to spare.
+
+    ``time.sleep(0)`` lets go of the lock and asks for it back at once: a thread that was
+    kept waiting for it gets it first.
+    """
+
+    def __init__(
+        self,
+        accepted: Callable[[], int],
+        waiting: Callable[[], int],
+        waiting_bytes: Callable[[], int],
+        max_waiting: int,
+        max_waiting_bytes: int,
+        let_go: Callable[[], None] = lambda: time.sleep(0),
+    ) -> None:
+        self._accepted = accepted
+        self._waiting = waiting
+        self._waiting_bytes = waiting_bytes
+        self._mark = max_waiting // BACKLOG_SHARE
+        self._bytes_mark = max_waiting_bytes // BACKLOG_SHARE
+        self._let_go = let_go
+        self._countdown = SLICE
+        self._seen = -1
+
+    def __call__(self) -> None:
+        self._countdown -= 1
+        if self._countdown > 0:
+            return
+        self._countdown = SLICE
+        accepted = self._accepted()
+        logging_now, self._seen = accepted != self._seen, accepted
+        if (
+            logging_now
+            and self._waiting() < self._mark
+            and self._waiting_bytes() < self._bytes_mark
+        ):
+            self._let_go()
