@@ -57,6 +57,14 @@ INTERNAL_ERROR_PAUSE = 1.0
 Placed = Tuple[Payload, List[Optional[int]]]
 
 
+def giving_way_to(buffer: RecordBuffer[Any]) -> GiveWay:
+    """A thread's ``GiveWay`` while the application fills ``buffer``."""
+    return GiveWay(
+        lambda: buffer.accepted_total, buffer.pending, lambda: buffer.queued_bytes,
+        buffer.max_items, buffer.max_bytes,
+    )
+
+
 def idempotency_key(payload: Payload) -> Optional[Dict[str, str]]:
     """A batch request's ``Idempotency-Key``, the same for each of its retries, so that a server
     can discard a batch it stored already (a retry after a timeout). Not for ``form``: one record
@@ -99,10 +107,7 @@ class Delivery:
         say: Callable[[str], None],
     ) -> None:
         self.buffer = buffer
-        self._give_way = GiveWay(
-            lambda: buffer.accepted_total, buffer.pending, lambda: buffer.queued_bytes,
-            buffer.max_items, buffer.max_bytes,
-        )
+        self._give_way = giving_way_to(buffer)
         self._move_aside_on = move_aside_on
         #: Idents of this delivery's own threads (the worker, the spool's writer).
         self.thread_idents: Set[int] = set()
@@ -147,6 +152,7 @@ class Delivery:
                 thread_idents=self.thread_idents,
                 move_aside_on=move_aside_on,
                 failed_over=self._deliver_from_memory,
+                give_way=giving_way_to(buffer),
             )
             self._spooler.doorbell = self.doorbell
 

@@ -4,7 +4,7 @@ The worker and the code that logs share one interpreter lock. A thread that want
 waits for the holder to let go of it, and CPython makes the holder let go only after
 ``sys.getswitchinterval()`` (5 ms): so while the worker maps and encodes a batch, a log call
 that needs the lock waits up to 5 ms, and a burst of log calls runs at half speed, taking turns
-with the worker. Instead, between slices of a few dozen records, the worker lets go of the lock
+with the worker. Instead, between slices of a few records, the worker lets go of the lock
 whenever records came in since its last look: the waiting thread takes it at once and keeps it
 until the worker asks for it back (5 ms later at most), so the application gets most of the
 interpreter and the worker a slice per switch interval.
@@ -19,8 +19,9 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-#: Records mapped or encoded between two looks at whether to give way.
-SLICE = 32
+#: Records mapped between two looks at whether to give way: a slice of exception records
+#: takes the worker about 0.15 ms. Slices of 3 and 1 measured alike, 8 and 32 worse.
+SLICE = 4
 
 #: Past this share of ``max_queue_size`` or ``max_queue_bytes`` waiting, the worker takes its
 #: full turns.
