@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from ex_loghandlers import ExHTTPHandler
 from ex_loghandlers._buffer import RecordBuffer
 from ex_loghandlers._handler import estimated_size
-from ex_loghandlers._mapping import snapshot
+from ex_loghandlers._mapping import packed, snapshot
 from ex_loghandlers._report import LossReporter
 from ex_loghandlers._stats import Counters
 
@@ -536,12 +536,12 @@ def test_the_size_estimate_covers_what_a_queued_record_keeps(shape: str) -> None
     try:
         for i in range(count):
             SHAPES[shape](log, i)
-        queue: RecordBuffer[Dict[str, Any]] = RecordBuffer(10**9, 10**12, "drop_newest")
+        queue: RecordBuffer[Any] = RecordBuffer(10**9, 10**12, "drop_newest")
         estimated = 0
         for record in collected:
             item = snapshot(record)
             size = estimated_size(item, snapshot_of_plain_record=True)
-            queue.put(item, size)
+            queue.put(packed(item), size)  # as the handler keeps it
             estimated += size
         del item, record
         collected.clear()  # the application lets go of its records: only the queue holds them
