@@ -27,6 +27,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Dict, List, Tuple
 
+from run import _depth1 as raise_five_calls_deep
 from sink import SinkProcess
 
 import ex_loghandlers
@@ -43,26 +44,6 @@ def import_old(checkout: str) -> ModuleType:
 
     module: ModuleType = ex_loghandlers_old
     return module
-
-
-def _d1(i: int) -> None:
-    _d2(i)
-
-
-def _d2(i: int) -> None:
-    _d3(i)
-
-
-def _d3(i: int) -> None:
-    _d4(i)
-
-
-def _d4(i: int) -> None:
-    _d5(i)
-
-
-def _d5(i: int) -> None:
-    raise ValueError(f"failed {i}")
 
 
 class GcTime:
@@ -87,7 +68,7 @@ def timed(log: logging.Logger, ids: range, kind: str, gc_time: GcTime) -> Timing
             times.append(clock() - start)
         else:
             try:
-                _d1(i)
+                raise_five_calls_deep(i)  # the traceback run.py's exception section logs
             except ValueError:
                 start = clock()
                 log.exception("failed id=%s", i)
