@@ -145,6 +145,9 @@ Packed = Tuple[Any, ...]
 #: collector stopped tracking long ago. Bounded: records with keys beyond it get their own.
 _SHARED_KEYS: Dict[Tuple[str, ...], Tuple[str, ...]] = {}
 _MAX_SHARED_KEYS = 256
+#: The keys of the last record packed: most records have those, and comparing is cheaper than
+#: hashing a tuple.
+_last_shared: List[Tuple[str, ...]] = [()]
 
 
 def packed(fields: Dict[str, Any]) -> Packed:
@@ -164,11 +167,12 @@ def packed(fields: Dict[str, Any]) -> Packed:
     ``fields`` is spent: its ``exc_info`` is replaced.
     """
     keys = tuple(fields)
-    shared = _SHARED_KEYS.get(keys)
-    if shared is None:
-        shared = keys
-        if len(_SHARED_KEYS) < _MAX_SHARED_KEYS:
-            _SHARED_KEYS.setdefault(keys, keys)
+    shared = _last_shared[0]
+    if keys != shared:  # equal: the same strings, compared by identity first
+        shared = _SHARED_KEYS.get(keys, keys)
+        if shared is keys and len(_SHARED_KEYS) < _MAX_SHARED_KEYS:
+            shared = _SHARED_KEYS.setdefault(keys, keys)
+        _last_shared[0] = shared
     capture = fields.get("exc_info")
     if type(capture) is ExceptionCapture:
         exc_info, type_name, message, tree, text_length, frame_count = capture
