@@ -57,12 +57,6 @@ INTERNAL_ERROR_PAUSE = 1.0
 Placed = Tuple[Payload, List[Optional[int]]]
 
 
-def giving_way_to(buffer: RecordBuffer[Any]) -> GiveWay:
-    """A thread's ``GiveWay`` while the application fills ``buffer``."""
-    return GiveWay(
-        lambda: buffer.accepted_total, buffer.pending, lambda: buffer.queued_bytes,
-        buffer.max_items, buffer.max_bytes,
-    )
 
 
 def idempotency_key(payload: Payload) -> Optional[Dict[str, str]]:
@@ -107,7 +101,6 @@ class Delivery:
         say: Callable[[str], None],
     ) -> None:
         self.buffer = buffer
-        self._give_way = giving_way_to(buffer)
         self._move_aside_on = move_aside_on
         #: Idents of this delivery's own threads (the worker, the spool's writer).
         self.thread_idents: Set[int] = set()
@@ -134,6 +127,7 @@ class Delivery:
         self._closing = False
         self._deadline: Optional[float] = None
         self._spooler: Optional[Spooler] = None
+        self._give_way = self._giving_way()
         #: The worker's own doorbell: the same as emit()'s unless a spool's writer comes first.
         self._bell = self.doorbell
         if options.spool_path is not None:
@@ -152,9 +146,18 @@ class Delivery:
                 thread_idents=self.thread_idents,
                 move_aside_on=move_aside_on,
                 failed_over=self._deliver_from_memory,
-                give_way=giving_way_to(buffer),
+                give_way=self._giving_way(),
             )
             self._spooler.doorbell = self.doorbell
+
+    def _giving_way(self) -> GiveWay:
+        """A thread's ``GiveWay``: it hurries while a ``flush()`` or ``close()`` waits."""
+        buffer = self.buffer
+        return GiveWay(
+            lambda: buffer.accepted_total, buffer.pending, lambda: buffer.queued_bytes,
+            buffer.max_items, buffer.max_bytes, self._options.batch_size,
+            hurry=lambda: self._closing or self.ledger.someone_waits,
+        )
 
     def _deliver_from_memory(self) -> None:
         """The spool's writer stopped (the disk failed): emit() rings the worker from now on,

@@ -9,9 +9,11 @@ whenever records came in since its last look: the waiting thread takes it at onc
 until the worker asks for it back (5 ms later at most), so the application gets most of the
 interpreter and the worker a slice per switch interval.
 
-The worker falls behind while it gives way. Once the records waiting reach a quarter of either
-bound of the buffer it stops giving way and takes its full turns again, so that giving way never
-makes the buffer overflow: a burst costs the application less, never a record.
+The worker falls behind while it gives way, so it does only while it is little behind: fewer
+than ``BACKLOG_BATCHES`` batches waiting (and less than a quarter of either bound of the
+buffer), and nobody waiting for it (a ``flush()``, or ``close()``). Past that it takes its full
+turns again, as if it never gave way: a burst of log calls costs the application less, and a
+steady stream of them is delivered as promptly as before.
 """
 
 from __future__ import annotations
@@ -31,14 +33,15 @@ SLICE = 4
 #: which adds its timer slack) is long enough for the waiting thread to take the lock.
 LET_GO_FOR = 0.0 if sys.version_info >= (3, 11) else 1e-6
 
-#: Past this share of ``max_queue_size`` or ``max_queue_bytes`` waiting, the worker takes its
-#: full turns.
+#: With this many batches waiting, or a share of ``max_queue_size`` or ``max_queue_bytes``, the
+#: worker takes its full turns.
+BACKLOG_BATCHES = 4
 BACKLOG_SHARE = 4
 
 
 class GiveWay:
     """Called once per record the worker handles; lets go of the interpreter lock between
-    slices while the application is logging and the buffer has room to spare.
+    slices while the application is logging, the worker is little behind, and nobody waits.
 
     Sleeping lets go of the lock and asks for it back: a thread that was kept waiting for it
     gets it first (see ``LET_GO_FOR``).
@@ -51,13 +54,16 @@ class GiveWay:
         waiting_bytes: Callable[[], int],
         max_waiting: int,
         max_waiting_bytes: int,
+        batch_size: int,
+        hurry: Callable[[], bool],
         let_go: Callable[[], None] = lambda: time.sleep(LET_GO_FOR),
     ) -> None:
         self._accepted = accepted
         self._waiting = waiting
         self._waiting_bytes = waiting_bytes
-        self._mark = max_waiting // BACKLOG_SHARE
+        self._mark = min(max_waiting // BACKLOG_SHARE, BACKLOG_BATCHES * batch_size)
         self._bytes_mark = max_waiting_bytes // BACKLOG_SHARE
+        self._hurry = hurry
         self._let_go = let_go
         self._countdown = SLICE
         self._seen = -1
@@ -72,6 +78,7 @@ class GiveWay:
         if (
             logging_now
             and self._waiting() < self._mark
+            and not self._hurry()
             and self._waiting_bytes() < self._bytes_mark
         ):
             self._let_go()

@@ -156,6 +156,11 @@ class Ledger:
             self._waiters.append((condition, done))
             return done
 
+    @property
+    def someone_waits(self) -> bool:
+        """A ``flush()`` waits (read without the lock: a glance, for the worker's pace)."""
+        return bool(self._waiters)
+
     def holds(self, condition: Callable[[], bool]) -> bool:
         with self.lock:
             return condition()

@@ -703,3 +703,50 @@ def test_an_outage_is_said_once_when_it_begins_and_once_when_it_ends(
             f"ex_loghandlers: cannot reach {url}: connection refused; retrying, 1 record queued",
             f"ex_loghandlers: {url} accepts records again",
         ]
+
+
+def test_a_flush_while_another_thread_keeps_logging_returns_with_what_came_before(
+    logger: logging.Logger, server: FaultServer
+) -> None:
+    """The worker gives the interpreter to a thread that logs, but not while a flush() waits:
+    a service logging between bits of work of its own must still be able to flush."""
+    handler = attach(logger, server, wire_format="json")
+    logged, stop = [0], threading.Event()
+    under_way = threading.Event()
+
+    def application() -> None:
+        while not stop.is_set():
+            logger.info("request %s handled", logged[0])
+            logged[0] += 1
+            if logged[0] == 2000:
+                under_way.set()
+            sum(i * i for i in range(200))  # the application's own work, holding the GIL
+
+    thread = threading.Thread(target=application, daemon=True)
+    thread.start()
+    try:
+        assert under_way.wait(timeout=60)
+        before = logged[0]
+        assert handler.flush(timeout=60)
+        assert len(messages(server)) >= before
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert handler.flush(timeout=30)
+    assert messages(server) == [f"request {i} handled" for i in range(logged[0])]
+
+
+def test_the_worker_hurries_while_a_flush_or_close_waits(
+    logger: logging.Logger, server: FaultServer
+) -> None:
+    handler = attach(logger, server, wire_format="json")
+    delivery = handler._delivery
+    hurry = delivery._give_way._hurry
+    assert not hurry()
+    waiting = delivery.ledger.waiter(lambda: False)  # what flush() registers while it waits
+    assert waiting is not None
+    assert hurry()
+    delivery.ledger.stop_waiting(waiting)
+    assert not hurry()
+    handler.close()
+    assert hurry()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import List
 
-from ex_loghandlers._give_way import BACKLOG_SHARE, SLICE, GiveWay
+from ex_loghandlers._give_way import BACKLOG_BATCHES, BACKLOG_SHARE, SLICE, GiveWay
 
 
 class Buffer:
@@ -14,12 +14,14 @@ class Buffer:
         self.accepted = 0
         self.waiting = 0
         self.waiting_bytes = 0
+        self.flushing = False
 
 
-def give_way(buffer: Buffer, let_go: List[int]) -> GiveWay:
+def give_way(buffer: Buffer, let_go: List[int], batch_size: int = 1000) -> GiveWay:
     return GiveWay(
         lambda: buffer.accepted, lambda: buffer.waiting, lambda: buffer.waiting_bytes,
-        max_waiting=1000, max_waiting_bytes=100_000, let_go=lambda: let_go.append(1),
+        max_waiting=1000, max_waiting_bytes=100_000, batch_size=batch_size,
+        hurry=lambda: buffer.flushing, let_go=lambda: let_go.append(1),
     )
 
 
@@ -57,5 +59,28 @@ def test_the_worker_takes_its_full_turns_once_a_quarter_of_a_bound_is_waiting() 
     handle(give, buffer, SLICE * 4, logged_meanwhile=1)
     assert let_go == []
     buffer.waiting_bytes = 100_000 // BACKLOG_SHARE - 1
+    handle(give, buffer, SLICE * 4, logged_meanwhile=1)
+    assert len(let_go) == 4
+
+
+def test_the_worker_takes_its_full_turns_once_a_few_batches_are_waiting() -> None:
+    buffer, let_go = Buffer(), []
+    give = give_way(buffer, let_go, batch_size=10)
+    buffer.waiting = BACKLOG_BATCHES * 10
+    handle(give, buffer, SLICE * 4, logged_meanwhile=1)
+    assert let_go == []
+    buffer.waiting = BACKLOG_BATCHES * 10 - 1
+    handle(give, buffer, SLICE * 4, logged_meanwhile=1)
+    assert len(let_go) == 4
+
+
+def test_the_worker_never_gives_way_while_someone_waits_for_it() -> None:
+    """A flush() (or close()) waiting: the application asked for the records to go now."""
+    buffer, let_go = Buffer(), []
+    give = give_way(buffer, let_go)
+    buffer.flushing = True
+    handle(give, buffer, SLICE * 4, logged_meanwhile=1)
+    assert let_go == []
+    buffer.flushing = False
     handle(give, buffer, SLICE * 4, logged_meanwhile=1)
     assert len(let_go) == 4
