@@ -127,7 +127,7 @@ class Delivery:
         self._closing = False
         self._deadline: Optional[float] = None
         self._spooler: Optional[Spooler] = None
-        self._give_way = self._giving_way()
+        self._give_way = self._giving_way()  # the spool's writer does not: the disk first
         #: The worker's own doorbell: the same as emit()'s unless a spool's writer comes first.
         self._bell = self.doorbell
         if options.spool_path is not None:
@@ -146,7 +146,6 @@ class Delivery:
                 thread_idents=self.thread_idents,
                 move_aside_on=move_aside_on,
                 failed_over=self._deliver_from_memory,
-                give_way=self._giving_way(),
             )
             self._spooler.doorbell = self.doorbell
 
@@ -157,6 +156,7 @@ class Delivery:
             lambda: buffer.accepted_total, buffer.pending, lambda: buffer.queued_bytes,
             buffer.max_items, buffer.max_bytes, self._options.batch_size,
             hurry=lambda: self._closing or self.ledger.someone_waits,
+            monotonic=self._clock.monotonic,
         )
 
     def _deliver_from_memory(self) -> None:

@@ -9,18 +9,19 @@ whenever records came in since its last look: the waiting thread takes it at onc
 until the worker asks for it back (5 ms later at most), so the application gets most of the
 interpreter and the worker a slice per switch interval.
 
-The worker falls behind while it gives way, so it does only while it is little behind: fewer
-than ``BACKLOG_BATCHES`` batches waiting (and less than a quarter of either bound of the
-buffer), and nobody waiting for it (a ``flush()``, or ``close()``). Past that it takes its full
-turns again, as if it never gave way: a burst of log calls costs the application less, and a
-steady stream of them is delivered as promptly as before.
+The worker falls behind while it gives way, and catches up once the burst is over. So that it
+never falls far behind, it gives way only while it has been behind (more than a batch waiting)
+for less than ``MAX_LAG``, fewer than a quarter of either bound of the buffer are waiting, and
+nobody waits for it (a ``flush()``, or ``close()``). Past any of those it takes its full turns,
+as it would without giving way, until it has caught up: a burst of log calls costs the
+application less, and a steady stream is delivered within ``MAX_LAG`` or so, as before.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 #: Records mapped between two looks at whether to give way: a slice of exception records
 #: takes the worker about 0.15 ms. Slices of 3 and 1 measured alike, 8 and 32 worse.
@@ -33,15 +34,18 @@ SLICE = 4
 #: which adds its timer slack) is long enough for the waiting thread to take the lock.
 LET_GO_FOR = 0.0 if sys.version_info >= (3, 11) else 1e-6
 
-#: With this many batches waiting, or a share of ``max_queue_size`` or ``max_queue_bytes``, the
-#: worker takes its full turns.
-BACKLOG_BATCHES = 4
+#: How long the worker may stay behind while it gives way, in seconds.
+MAX_LAG = 0.5
+
+#: With this share of ``max_queue_size`` or ``max_queue_bytes`` waiting, the worker takes its
+#: full turns until it has caught up.
 BACKLOG_SHARE = 4
 
 
 class GiveWay:
     """Called once per record the worker handles; lets go of the interpreter lock between
-    slices while the application is logging, the worker is little behind, and nobody waits.
+    slices while the application is logging, the worker is not long or far behind, and
+    nobody waits for it.
 
     Sleeping lets go of the lock and asks for it back: a thread that was kept waiting for it
     gets it first (see ``LET_GO_FOR``).
@@ -56,17 +60,25 @@ class GiveWay:
         max_waiting_bytes: int,
         batch_size: int,
         hurry: Callable[[], bool],
+        monotonic: Callable[[], float],
         let_go: Callable[[], None] = lambda: time.sleep(LET_GO_FOR),
     ) -> None:
         self._accepted = accepted
         self._waiting = waiting
         self._waiting_bytes = waiting_bytes
-        self._mark = min(max_waiting // BACKLOG_SHARE, BACKLOG_BATCHES * batch_size)
+        self._mark = max_waiting // BACKLOG_SHARE
         self._bytes_mark = max_waiting_bytes // BACKLOG_SHARE
+        #: At most this many waiting, the worker has caught up: a batch, or fewer if the buffer
+        #: is that small.
+        self._caught_up = min(batch_size, self._mark)
         self._hurry = hurry
+        self._monotonic = monotonic
         self._let_go = let_go
         self._countdown = SLICE
         self._seen = -1
+        #: When the worker fell behind (None: it is not), and whether it now catches up.
+        self._behind_since: Optional[float] = None
+        self._catching_up = False
 
     def __call__(self) -> None:
         self._countdown -= 1
@@ -75,10 +87,15 @@ class GiveWay:
         self._countdown = SLICE
         accepted = self._accepted()
         logging_now, self._seen = accepted != self._seen, accepted
-        if (
-            logging_now
-            and self._waiting() < self._mark
-            and not self._hurry()
-            and self._waiting_bytes() < self._bytes_mark
-        ):
+        waiting = self._waiting()
+        far = waiting >= self._mark or self._waiting_bytes() >= self._bytes_mark
+        if waiting <= self._caught_up and not far:
+            self._behind_since, self._catching_up = None, False
+        else:
+            now = self._monotonic()
+            if self._behind_since is None:
+                self._behind_since = now
+            if far or now - self._behind_since >= MAX_LAG:
+                self._catching_up = True
+        if logging_now and not self._catching_up and not self._hurry():
             self._let_go()

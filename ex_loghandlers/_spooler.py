@@ -82,9 +82,7 @@ class Spooler:
         thread_idents: Set[int],
         move_aside_on: Callable[[], None],
         failed_over: Callable[[], None],
-        give_way: Callable[[], None] = lambda: None,
     ) -> None:
-        self._give_way = give_way
         self._thread_idents = thread_idents
         #: Called once writing stops: from then on emit() must ring the worker itself.
         self._failed_over = failed_over
@@ -343,7 +341,7 @@ class Spooler:
 
     def _prepared(self, taken: Taken) -> Tuple[Taken, Dict[str, int]]:
         """The batch as wire fields, and how many could not be mapped, by reason."""
-        items, seqs, unmappable = prepare_each(self._prepare, taken, self._give_way)
+        items, seqs, unmappable = prepare_each(self._prepare, taken)
         return Taken(items, seqs, prepared=True), unmappable
 
     def _count_unmappable(self, unmappable: Dict[str, int]) -> None:
