@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import builtins
 import collections.abc
+import gc
 import getpass
 import linecache
 import logging
@@ -137,6 +138,7 @@ def _frozen(key: str, value: Any) -> Any:
 #: A snapshot as the buffer keeps it: ``(_PACKED, keys, *values)``, an exception capture as a
 #: plain tuple. See ``packed``. (An ``object()`` is not tracked by the garbage collector.)
 _PACKED = object()
+_is_tracked = gc.is_tracked
 #: In a packed snapshot, where ``exc_info`` was: its capture's parts follow the values.
 _INLINE = object()
 Packed = Tuple[Any, ...]
@@ -161,8 +163,9 @@ def packed(fields: Dict[str, Any]) -> Packed:
     often the one that logs. A tuple is untracked by the first collection that finds everything
     in it untracked, one level of nesting per collection: flat, a plain record (its ``args``
     one level down) is untracked before it can reach the oldest generation, which only full
-    collections walk, and so is an exception's (its capture's parts inline, its frames a flat
-    tuple), unless its class is one the program defined: a class is tracked.
+    collections walk, and so is an exception's: its capture's parts inline, its frames a flat
+    tuple, and its class, unless built in (a class the garbage collector tracks), as the text
+    ``exc_info_text`` writes of it.
 
     ``fields`` is spent: its ``exc_info`` is replaced.
     """
@@ -178,9 +181,12 @@ def packed(fields: Dict[str, Any]) -> Packed:
         exc_info, type_name, message, tree, text_length, frame_count = capture
         if type(exc_info) is tuple and type(tree) is tuple:  # the capture's parts, inline
             fields["exc_info"] = _INLINE
+            exc_type = exc_info[0]
+            if _is_tracked(exc_type):  # a class not built in: what exc_info_text needs of it
+                exc_type = (safe_repr(exc_type), exc_type.__name__)
             return (
                 _PACKED, shared, *fields.values(),
-                *exc_info, type_name, message, text_length, frame_count, *tree,
+                exc_type, *exc_info[1:], type_name, message, text_length, frame_count, *tree,
             )
         fields["exc_info"] = tuple(capture)
     return (_PACKED, shared, *fields.values())
@@ -282,9 +288,10 @@ class ExceptionCapture(NamedTuple):
     """
 
     #: ``str(record.exc_info)`` (the field the stdlib ``HTTPHandler`` sends), or its parts: the
-    #: type, the exception's ``repr()`` (or its ``args``, where ``repr()`` is made of them) and
-    #: the traceback's ``id()``: cheaper on the caller.
-    exc_info: Union[str, Tuple[type, Any, Optional[int]]]
+    #: type (or, in a queued record, its ``repr()`` and name: see ``packed``), the exception's
+    #: ``repr()`` (or its ``args``, where ``repr()`` is made of them) and the traceback's
+    #: ``id()``: cheaper on the caller.
+    exc_info: Union[str, Tuple[Any, Any, Optional[int]]]
     type_name: str  #: ``qualified_name`` of the exception's type
     message: str  #: ``str()`` of the exception
     tree: Union[Node, str]
@@ -634,11 +641,14 @@ def exc_info_text(capture: ExceptionCapture) -> str:
     if isinstance(capture.exc_info, str):
         return capture.exc_info
     exc_type, exc_repr, tb_id = capture.exc_info
+    if type(exc_type) is tuple:  # a class not built in, as the buffer kept it (see packed)
+        type_text, name = exc_type
+    else:
+        type_text, name = safe_repr(exc_type), exc_type.__name__
     if type(exc_repr) is tuple:  # BaseException.__repr__, as C writes it
-        name = exc_type.__name__
         exc_repr = f"{name}({exc_repr[0]!r})" if len(exc_repr) == 1 else f"{name}{exc_repr!r}"
     tb_text = "None" if tb_id is None else f"<traceback object at {tb_id:#x}>"
-    return f"({safe_repr(exc_type)}, {exc_repr}, {tb_text})"
+    return f"({type_text}, {exc_repr}, {tb_text})"
 
 
 def traceback_text(capture: ExceptionCapture) -> str:
