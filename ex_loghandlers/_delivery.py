@@ -78,6 +78,8 @@ class DeliveryOptions:
     #: Seconds a repeated record is folded for (None: never), and the prefix of its fields.
     collapse_repeats: Optional[float] = None
     prefix: str = "_ex_"
+    #: The longest the worker lets records wait while it gives way to the application.
+    flush_interval: float = 1.0
 
 
 class Delivery:
@@ -156,7 +158,7 @@ class Delivery:
             lambda: buffer.accepted_total, buffer.pending, lambda: buffer.queued_bytes,
             buffer.max_items, buffer.max_bytes, self._options.batch_size,
             hurry=lambda: self._closing or self.ledger.someone_waits,
-            monotonic=self._clock.monotonic,
+            monotonic=self._clock.monotonic, max_lag=self._options.flush_interval,
         )
 
     def _deliver_from_memory(self) -> None:

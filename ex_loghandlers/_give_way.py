@@ -11,10 +11,11 @@ interpreter and the worker a slice per switch interval.
 
 The worker falls behind while it gives way, and catches up once the burst is over. So that it
 never falls far behind, it gives way only while it has been behind (more than a batch waiting)
-for less than ``MAX_LAG``, fewer than a quarter of either bound of the buffer are waiting, and
+for less than ``flush_interval``, fewer than a quarter of either bound of the buffer wait, and
 nobody waits for it (a ``flush()``, or ``close()``). Past any of those it takes its full turns,
 as it would without giving way, until it has caught up: a burst of log calls costs the
-application less, and a steady stream is delivered within ``MAX_LAG`` or so, as before.
+application less, and a steady stream is delivered within ``flush_interval`` or so, the time
+a record could wait for its batch to fill in the handler's first versions.
 """
 
 from __future__ import annotations
@@ -33,9 +34,6 @@ SLICE = 4
 #: times longer than not giving way at all. A sleep of a microsecond (some tens on Linux,
 #: which adds its timer slack) is long enough for the waiting thread to take the lock.
 LET_GO_FOR = 0.0 if sys.version_info >= (3, 11) else 1e-6
-
-#: How long the worker may stay behind while it gives way, in seconds.
-MAX_LAG = 0.5
 
 #: With this share of ``max_queue_size`` or ``max_queue_bytes`` waiting, the worker takes its
 #: full turns until it has caught up.
@@ -61,6 +59,7 @@ class GiveWay:
         batch_size: int,
         hurry: Callable[[], bool],
         monotonic: Callable[[], float],
+        max_lag: float,
         let_go: Callable[[], None] = lambda: time.sleep(LET_GO_FOR),
     ) -> None:
         self._accepted = accepted
@@ -73,6 +72,7 @@ class GiveWay:
         self._caught_up = min(batch_size, self._mark)
         self._hurry = hurry
         self._monotonic = monotonic
+        self._max_lag = max_lag
         self._let_go = let_go
         self._countdown = SLICE
         self._seen = -1
@@ -95,7 +95,7 @@ class GiveWay:
             now = self._monotonic()
             if self._behind_since is None:
                 self._behind_since = now
-            if far or now - self._behind_since >= MAX_LAG:
+            if far or now - self._behind_since >= self._max_lag:
                 self._catching_up = True
-        if logging_now and not self._catching_up and not self._hurry():
+        if logging_now and not self._catching_up and self._max_lag > 0 and not self._hurry():
             self._let_go()

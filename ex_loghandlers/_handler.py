@@ -543,6 +543,7 @@ class ExHTTPHandler(logging.Handler):
                 spool_max_bytes=config.spool_max_bytes,
                 collapse_repeats=config.collapse_repeats,
                 prefix=config.prefix,
+                flush_interval=config.flush_interval,
             ),
             say=reporter.say,
         )

@@ -750,3 +750,14 @@ def test_the_worker_hurries_while_a_flush_or_close_waits(
     assert not hurry()
     handler.close()
     assert hurry()
+
+
+@pytest.mark.parametrize("flush_interval", [0.0, 0.25])
+def test_flush_interval_bounds_how_long_the_worker_gives_way(
+    logger: logging.Logger, server: FaultServer, flush_interval: float
+) -> None:
+    handler = attach(logger, server, wire_format="json", flush_interval=flush_interval)
+    assert handler._delivery._give_way._max_lag == flush_interval
+    logger.info("sent")
+    assert handler.flush(timeout=10)
+    assert messages(server) == ["sent"]

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import List
 
-from ex_loghandlers._give_way import BACKLOG_SHARE, MAX_LAG, SLICE, GiveWay
+from ex_loghandlers._give_way import BACKLOG_SHARE, SLICE, GiveWay
 
 BATCH = 10
 MAX_WAITING = 1000
 MAX_WAITING_BYTES = 100_000
+MAX_LAG = 1.0
 
 
 class Buffer:
@@ -23,11 +24,13 @@ class Buffer:
         self.now = 100.0
 
 
-def give_way(buffer: Buffer, let_go: List[int], max_waiting: int = MAX_WAITING) -> GiveWay:
+def give_way(
+    buffer: Buffer, let_go: List[int], max_waiting: int = MAX_WAITING, max_lag: float = MAX_LAG
+) -> GiveWay:
     return GiveWay(
         lambda: buffer.accepted, lambda: buffer.waiting, lambda: buffer.waiting_bytes,
         max_waiting=max_waiting, max_waiting_bytes=MAX_WAITING_BYTES, batch_size=BATCH,
-        hurry=lambda: buffer.flushing, monotonic=lambda: buffer.now,
+        hurry=lambda: buffer.flushing, monotonic=lambda: buffer.now, max_lag=max_lag,
         let_go=lambda: let_go.append(1),
     )
 
@@ -68,7 +71,7 @@ def test_the_worker_never_gives_way_while_someone_waits_for_it() -> None:
     assert len(let_go) == 4
 
 
-def test_behind_for_longer_than_max_lag_the_worker_takes_full_turns_until_it_caught_up() -> None:
+def test_behind_for_flush_interval_the_worker_takes_full_turns_until_it_caught_up() -> None:
     buffer, let_go = Buffer(), []
     give = give_way(buffer, let_go)
     buffer.waiting = BATCH + 1  # behind from now on
@@ -112,4 +115,10 @@ def test_a_buffer_too_small_to_fall_behind_in_never_gives_way() -> None:
     handle(give, buffer, 4)
     buffer.waiting = 1
     handle(give, buffer, 4)
+    assert let_go == []
+
+
+def test_a_flush_interval_of_0_turns_giving_way_off() -> None:
+    buffer, let_go = Buffer(), []
+    handle(give_way(buffer, let_go, max_lag=0), buffer, 4)
     assert let_go == []
