@@ -156,7 +156,7 @@ class Delivery:
         buffer = self.buffer
         return GiveWay(
             lambda: buffer.accepted_total, buffer.pending, lambda: buffer.queued_bytes,
-            buffer.max_items, buffer.max_bytes, self._options.batch_size,
+            buffer.max_items, buffer.max_bytes,
             hurry=lambda: self._closing or self.ledger.someone_waits,
             monotonic=self._clock.monotonic, max_lag=self._options.flush_interval,
         )
@@ -217,10 +217,11 @@ class Delivery:
         return self._wait_for(lambda: ledger.settled() >= target, deadline)
 
     def _wait_for(self, condition: Callable[[], bool], deadline: float) -> bool:
-        done = self.ledger.waiter(condition)
-        if done is None:
-            return True
-        try:
+        done: Optional[threading.Event] = None
+        try:  # registered inside: a waiter left behind would keep the worker from giving way
+            done = self.ledger.waiter(condition)
+            if done is None:
+                return True
             while True:
                 if self.ledger.holds(condition):
                     return True
@@ -229,7 +230,8 @@ class Delivery:
                     return False
                 self._clock.wait(done, deadline - now)
         finally:
-            self.ledger.stop_waiting(done)
+            if done is not None:
+                self.ledger.stop_waiting(done)
 
     def close(self, deadline: float) -> None:
         """Send what is queued until ``deadline`` (on the clock), then stop.

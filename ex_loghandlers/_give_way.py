@@ -10,12 +10,13 @@ until the worker asks for it back (5 ms later at most), so the application gets 
 interpreter and the worker a slice per switch interval.
 
 The worker falls behind while it gives way, and catches up once the burst is over. So that it
-never falls far behind, it gives way only while it has been behind (more than a batch waiting)
-for less than ``flush_interval``, fewer than a quarter of either bound of the buffer wait, and
-nobody waits for it (a ``flush()``, or ``close()``). Past any of those it takes its full turns,
-as it would without giving way, until it has caught up: a burst of log calls costs the
-application less, and a steady stream is delivered within ``flush_interval`` or so, the time
-a record could wait for its batch to fill in the handler's first versions.
+never falls far behind, it gives way only while records have been waiting behind the batch in
+its hands for less than ``flush_interval``, fewer than a quarter of either bound of the buffer
+wait, and nobody waits for it (a ``flush()``, or ``close()``). Past any of those it takes its
+full turns, as it would without giving way, until nothing waits behind its batch: a burst of
+log calls costs the application less, and a steady stream is delivered as before. A record
+waits at most about ``flush_interval`` and the time to send a batch or two (``flush_interval``:
+the time a record could wait for its batch to fill in the handler's first versions).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ SLICE = 4
 #: times longer than not giving way at all. A sleep of a microsecond (some tens on Linux,
 #: which adds its timer slack) is long enough for the waiting thread to take the lock.
 LET_GO_FOR = 0.0 if sys.version_info >= (3, 11) else 1e-6
+
+#: Bound now: an application's test that patches ``time.sleep`` does not see the worker's.
+_sleep = time.sleep
 
 #: With this share of ``max_queue_size`` or ``max_queue_bytes`` waiting, the worker takes its
 #: full turns until it has caught up.
@@ -56,27 +60,24 @@ class GiveWay:
         waiting_bytes: Callable[[], int],
         max_waiting: int,
         max_waiting_bytes: int,
-        batch_size: int,
         hurry: Callable[[], bool],
         monotonic: Callable[[], float],
         max_lag: float,
-        let_go: Callable[[], None] = lambda: time.sleep(LET_GO_FOR),
+        let_go: Callable[[], None] = lambda: _sleep(LET_GO_FOR),
     ) -> None:
         self._accepted = accepted
         self._waiting = waiting
         self._waiting_bytes = waiting_bytes
         self._mark = max_waiting // BACKLOG_SHARE
         self._bytes_mark = max_waiting_bytes // BACKLOG_SHARE
-        #: At most this many waiting, the worker has caught up: a batch, or fewer if the buffer
-        #: is that small.
-        self._caught_up = min(batch_size, self._mark)
         self._hurry = hurry
         self._monotonic = monotonic
         self._max_lag = max_lag
         self._let_go = let_go
         self._countdown = SLICE
         self._seen = -1
-        #: When the worker fell behind (None: it is not), and whether it now catches up.
+        #: Since when records wait behind the batch in hand (None: none do), and whether the
+        #: worker now catches up.
         self._behind_since: Optional[float] = None
         self._catching_up = False
 
@@ -89,7 +90,7 @@ class GiveWay:
         logging_now, self._seen = accepted != self._seen, accepted
         waiting = self._waiting()
         far = waiting >= self._mark or self._waiting_bytes() >= self._bytes_mark
-        if waiting <= self._caught_up and not far:
+        if waiting == 0:
             self._behind_since, self._catching_up = None, False
         else:
             now = self._monotonic()

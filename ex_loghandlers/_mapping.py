@@ -183,13 +183,22 @@ def packed(fields: Dict[str, Any]) -> Packed:
             fields["exc_info"] = _INLINE
             exc_type = exc_info[0]
             if _is_tracked(exc_type):  # a class not built in: what exc_info_text needs of it
-                exc_type = (safe_repr(exc_type), exc_type.__name__)
+                exc_type = _class_text(exc_type, deferred_repr=type(exc_info[1]) is tuple)
             return (
                 _PACKED, shared, *fields.values(),
                 exc_type, *exc_info[1:], type_name, message, text_length, frame_count, *tree,
             )
         fields["exc_info"] = tuple(capture)
     return (_PACKED, shared, *fields.values())
+
+
+def _class_text(cls: Any, deferred_repr: bool) -> Any:
+    """``(repr(cls), cls.__name__)``, the name only where ``exc_info_text`` writes the repr of
+    the exception from its ``args``; the class itself if its metaclass will not say."""
+    try:
+        return safe_repr(cls), cls.__name__ if deferred_repr else ""
+    except USER_ERRORS:
+        return cls
 
 
 def unpacked(item: Any) -> Any:

@@ -7,7 +7,6 @@ from typing import List
 
 from ex_loghandlers._give_way import BACKLOG_SHARE, SLICE, GiveWay
 
-BATCH = 10
 MAX_WAITING = 1000
 MAX_WAITING_BYTES = 100_000
 MAX_LAG = 1.0
@@ -29,7 +28,7 @@ def give_way(
 ) -> GiveWay:
     return GiveWay(
         lambda: buffer.accepted, lambda: buffer.waiting, lambda: buffer.waiting_bytes,
-        max_waiting=max_waiting, max_waiting_bytes=MAX_WAITING_BYTES, batch_size=BATCH,
+        max_waiting=max_waiting, max_waiting_bytes=MAX_WAITING_BYTES,
         hurry=lambda: buffer.flushing, monotonic=lambda: buffer.now, max_lag=max_lag,
         let_go=lambda: let_go.append(1),
     )
@@ -74,19 +73,20 @@ def test_the_worker_never_gives_way_while_someone_waits_for_it() -> None:
 def test_behind_for_flush_interval_the_worker_takes_full_turns_until_it_caught_up() -> None:
     buffer, let_go = Buffer(), []
     give = give_way(buffer, let_go)
-    buffer.waiting = BATCH + 1  # behind from now on
+    buffer.waiting = 1  # records wait behind the batch in hand from now on
     handle(give, buffer, 4)
     assert len(let_go) == 4
     buffer.now += MAX_LAG
     handle(give, buffer, 4)
     assert len(let_go) == 4  # full turns
-    buffer.waiting = BATCH + 1  # still behind, if less: it goes on catching up
+    buffer.now += MAX_LAG
+    buffer.waiting = 1  # fewer wait, but some do: it goes on catching up
     handle(give, buffer, 4)
     assert len(let_go) == 4
-    buffer.waiting = BATCH  # caught up: a batch at most
+    buffer.waiting = 0  # caught up: nothing waits behind its batch
     handle(give, buffer, 4)
     assert len(let_go) == 8
-    buffer.waiting = BATCH + 1  # behind again: a new while to give way
+    buffer.waiting = 1  # behind again: a new while to give way
     handle(give, buffer, 4)
     assert len(let_go) == 12
 
@@ -98,10 +98,10 @@ def test_with_a_quarter_of_a_bound_waiting_the_worker_takes_full_turns_until_it_
         if bound == "records":
             buffer.waiting = MAX_WAITING // BACKLOG_SHARE
         else:
-            buffer.waiting, buffer.waiting_bytes = BATCH + 1, MAX_WAITING_BYTES // BACKLOG_SHARE
+            buffer.waiting, buffer.waiting_bytes = 1, MAX_WAITING_BYTES // BACKLOG_SHARE
         handle(give, buffer, 4)
         assert let_go == [], bound
-        buffer.waiting, buffer.waiting_bytes = BATCH + 1, 0
+        buffer.waiting, buffer.waiting_bytes = 1, 0
         handle(give, buffer, 4)
         assert let_go == [], bound  # still catching up
         buffer.waiting = 0
@@ -109,10 +109,9 @@ def test_with_a_quarter_of_a_bound_waiting_the_worker_takes_full_turns_until_it_
         assert len(let_go) == 4, bound
 
 
-def test_a_buffer_too_small_to_fall_behind_in_never_gives_way() -> None:
+def test_a_buffer_too_small_to_fall_behind_in_never_gives_way_with_a_record_waiting() -> None:
     buffer, let_go = Buffer(), []
     give = give_way(buffer, let_go, max_waiting=BACKLOG_SHARE - 1)
-    handle(give, buffer, 4)
     buffer.waiting = 1
     handle(give, buffer, 4)
     assert let_go == []

@@ -676,6 +676,33 @@ def test_a_packed_snapshot_gives_back_the_same_fields(record: logging.LogRecord)
         assert back == snap  # a class not built in comes back as the text written of it
 
 
+class _NamelessMeta(type):
+    @property
+    def __name__(cls) -> str:  # type: ignore[override]
+        raise SystemExit(3)
+
+
+class Nameless(Exception, metaclass=_NamelessMeta):
+    """A class whose metaclass will not give its name: packing it must not end the program."""
+
+
+def test_a_class_that_will_not_give_its_name_is_kept_as_it_is(logger: logging.Logger) -> None:
+    exc = raised(Nameless("x"))
+    snap = snapshot(make_record(exc_info=(Nameless, exc, exc.__traceback__)))
+    back = unpacked(packed(dict(snap)))
+    assert back["exc_info"].exc_info[0] is Nameless
+    with FaultServer() as server:
+        handler = ExHTTPHandler(url=server.url_for("/sink/TEST/app"), wire_format="json")
+        logger.handlers[:] = [handler]
+        try:
+            raise Nameless("y")
+        except Nameless:
+            logger.exception("nameless")  # no SystemExit out of the log call
+        logger.info("after")
+        assert handler.flush(timeout=10)
+        assert [r["message"] for r in server.accepted_records()][-1] == "after"
+
+
 def test_what_is_not_a_packed_snapshot_is_given_back_as_it_is() -> None:
     pairs = (("a", 1), ("b", 2))  # a user's mapLogRecord may return pairs
     assert unpacked(pairs) is pairs
