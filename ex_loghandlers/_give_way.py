@@ -13,10 +13,10 @@ The worker falls behind while it gives way, and catches up once the burst is ove
 never falls far behind, it gives way only while records have been waiting behind the batch in
 its hands for less than ``flush_interval``, fewer than a quarter of either bound of the buffer
 wait, and nobody waits for it (a ``flush()``, or ``close()``). Past any of those it takes its
-full turns, as it would without giving way, until nothing waits behind its batch: a burst of
-log calls costs the application less, and a steady stream is delivered as before. A record
-waits at most about ``flush_interval`` and the time to send a batch or two (``flush_interval``:
-the time a record could wait for its batch to fill in the handler's first versions).
+full turns, as it would without giving way, until nothing waits behind its batch. A burst of
+log calls costs the application less; a record waits at most about ``flush_interval`` and the
+time to send a batch or two (``flush_interval``: the time a record could wait for its batch to
+fill in the handler's first versions; 0 turns giving way off).
 """
 
 from __future__ import annotations
