@@ -57,8 +57,6 @@ INTERNAL_ERROR_PAUSE = 1.0
 Placed = Tuple[Payload, List[Optional[int]]]
 
 
-
-
 def idempotency_key(payload: Payload) -> Optional[Dict[str, str]]:
     """A batch request's ``Idempotency-Key``, the same for each of its retries, so that a server
     can discard a batch it stored already (a retry after a timeout). Not for ``form``: one record

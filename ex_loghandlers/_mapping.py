@@ -138,10 +138,10 @@ def _frozen(key: str, value: Any) -> Any:
 #: A snapshot as the buffer keeps it: ``(_PACKED, keys, *values)``, an exception capture as a
 #: plain tuple. See ``packed``. (An ``object()`` is not tracked by the garbage collector.)
 _PACKED = object()
-_is_tracked = gc.is_tracked
 #: In a packed snapshot, where ``exc_info`` was: its capture's parts follow the values.
 _INLINE = object()
 Packed = Tuple[Any, ...]
+_is_tracked = gc.is_tracked
 
 #: One tuple per set of keys, shared by every record that has them: an old object the garbage
 #: collector stopped tracking long ago. Bounded: records with keys beyond it get their own.
@@ -650,11 +650,14 @@ def exc_info_text(capture: ExceptionCapture) -> str:
     if isinstance(capture.exc_info, str):
         return capture.exc_info
     exc_type, exc_repr, tb_id = capture.exc_info
+    name: Optional[str] = None
     if type(exc_type) is tuple:  # a class not built in, as the buffer kept it (see packed)
         type_text, name = exc_type
     else:
-        type_text, name = safe_repr(exc_type), exc_type.__name__
+        type_text = safe_repr(exc_type)
     if type(exc_repr) is tuple:  # BaseException.__repr__, as C writes it
+        if name is None:
+            name = exc_type.__name__
         exc_repr = f"{name}({exc_repr[0]!r})" if len(exc_repr) == 1 else f"{name}{exc_repr!r}"
     tb_text = "None" if tb_id is None else f"<traceback object at {tb_id:#x}>"
     return f"({type_text}, {exc_repr}, {tb_text})"
