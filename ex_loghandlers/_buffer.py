@@ -157,10 +157,10 @@ class RecordBuffer(Generic[T]):
             count = min(max_count, len(self._items))
             taken: List[T] = []
             freed = 0
-            items, sizes = self._items.popleft, self._sizes.popleft
+            next_item, next_size = self._items.popleft, self._sizes.popleft
             for _ in range(count):
-                taken.append(items())
-                freed += sizes()
+                taken.append(next_item())
+                freed += next_size()
             self._bytes -= freed
             self.removed_total += count
             if count and self.overflow == "block":

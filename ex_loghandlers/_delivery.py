@@ -150,7 +150,7 @@ class Delivery:
             self._spooler.doorbell = self.doorbell
 
     def _giving_way(self) -> GiveWay:
-        """A thread's ``GiveWay``: it hurries while a ``flush()`` or ``close()`` waits."""
+        """The worker's ``GiveWay``: it hurries while a ``flush()`` or ``close()`` waits."""
         buffer = self.buffer
         return GiveWay(
             lambda: buffer.accepted_total, buffer.pending, lambda: buffer.queued_bytes,
