@@ -49,14 +49,15 @@ class RecordBuffer(Generic[T]):
 
     def __init__(
         self, max_items: int, max_bytes: int, overflow: str,
-        unpack: Callable[[T], Any] = lambda item: item,
+        unpack: Optional[Callable[[T], Any]] = None,
     ) -> None:
         if overflow not in OVERFLOW_POLICIES:
             raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}, not {overflow!r}")
         self.max_items = max_items
         self.max_bytes = max_bytes
         self.overflow = overflow
-        #: What the worker gets of an item: the buffer may keep records in a leaner form.
+        #: What the worker gets of an item (None: the item itself): the buffer may keep
+        #: records in a leaner form.
         self._unpack = unpack
         #: The records and, apart, their sizes: a record held in a tuple with its size would be
         #: one level deeper for the garbage collector to stop tracking (see ``packed``).
@@ -173,7 +174,7 @@ class RecordBuffer(Generic[T]):
         first_seq, items = self.take(max_count)
         unpack = self._unpack
         seqs: List[Optional[int]] = list(range(first_seq, first_seq + len(items)))
-        return Taken([unpack(item) for item in items], seqs)
+        return Taken(items if unpack is None else [unpack(item) for item in items], seqs)
 
     def release(self, taken: Taken, settled: Sequence[int]) -> None:
         """Nothing to do: ``take_batch()`` already removed them."""

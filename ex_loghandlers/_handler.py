@@ -10,13 +10,12 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-import operator
 import os
 import sys
 import threading
 import warnings
 from collections import deque
-from typing import Any, Deque, Dict, Mapping, Optional, Tuple, Type, TypeVar, Union
+from typing import Any, Deque, Dict, Optional, Tuple, Type, TypeVar, Union
 
 from ._buffer import RecordBuffer
 from ._clock import SYSTEM_CLOCK, Clock
@@ -30,15 +29,14 @@ from ._config import (
 from ._delivery import Delivery, DeliveryOptions
 from ._env import DEFAULT_ENV_PREFIX, handler_from_env
 from ._lifecycle import register as register_live_handler
-from ._mapping import (
-    LARGE_FIELDS,
-    SNAPSHOT_FIELDS,
-    Enrichment,
-    ExceptionCapture,
-    packed,
-    snapshot,
-    to_fields,
+from ._mapping import Enrichment, snapshot, to_fields
+from ._queued import (
+    RECORD_OVERHEAD,
+    common_record,
+    estimated_size,
+    queued_snapshot,
     unpacked,
+    wire_fields_maker,
 )
 from ._report import LossReporter
 from ._retry import RetryPolicy
@@ -49,78 +47,6 @@ from ._wire import encoder_for, fields_of
 
 #: Wire formats with fields of their own for an exception's type and message.
 EXCEPTION_DETAIL_FORMATS = frozenset({"otlp", "loki", "elasticsearch"})
-
-#: What a queued record holds beyond the characters of its strings, measured with tracemalloc
-#: on CPython 3.9, 3.11 and 3.13 (``tests/test_reliability.py`` checks both, and the bound
-#: with RSS): the snapshot of a record with only the attributes every record has, as a whole
-#: (its dict, numbers, short names, its place in the buffer); for any other dict, the dict
-#: and each field's share; per frame or exception of an ``ExceptionCapture``, what stands
-#: for it.
-SNAPSHOT_OVERHEAD = 960
-RECORD_OVERHEAD = 512
-FIELD_OVERHEAD = 48
-FRAME_OVERHEAD = 160
-#: A string at least this long is checked for characters that take 2 or 4 bytes each.
-WIDE_TEXT_CHECK = 256
-
-
-def estimated_size(item: Mapping[str, Any], snapshot_of_plain_record: bool = False) -> int:
-    """What a queued record counts against ``max_queue_bytes``: what it keeps alive.
-
-    After ``snapshot()`` a record holds only strings, numbers, an ``args`` tuple of those and
-    an ``ExceptionCapture``, so the sum of their lengths plus an overhead per field bounds it.
-    In the snapshot of a record without extra attributes only ``LARGE_FIELDS`` can be large:
-    only those are looked at (this runs for every record). A user's ``mapLogRecord`` dict is
-    estimated the same way (bytes and tuples by their length, other objects by the overhead).
-    """
-    if snapshot_of_plain_record and len(item) == SNAPSHOT_FIELDS:
-        try:
-            message, msg, args, exc_info, exc_text, stack_info = _large_fields(item)
-        except KeyError:  # a field missing: look at them all
-            pass
-        else:  # written out for the common case: this runs for every record
-            size = SNAPSHOT_OVERHEAD
-            length = len(message)
-            wide = length >= WIDE_TEXT_CHECK and not message.isascii()
-            size += sys.getsizeof(message) if wide else length
-            if type(msg) is str:
-                size += len(msg)
-            if type(args) is tuple:
-                size += FIELD_OVERHEAD * len(args)
-                for arg in args:
-                    if type(arg) is str:
-                        size += len(arg)
-            elif args is not None:
-                size += _value_size(args)
-            if type(exc_info) is ExceptionCapture:
-                size += exc_info[4] + FRAME_OVERHEAD * exc_info[5]  # text_length, frame_count
-            elif exc_info is not None:
-                size += _value_size(exc_info)
-            if exc_text is not None or stack_info is not None:
-                size += _value_size(exc_text) + _value_size(stack_info)
-            return size
-    size = RECORD_OVERHEAD + FIELD_OVERHEAD * len(item)
-    for value in item.values():
-        size += _value_size(value)
-    return size
-
-
-_large_fields = operator.itemgetter(*LARGE_FIELDS)
-
-
-def _value_size(value: Any) -> int:
-    kind = type(value)
-    if kind is str:
-        length = len(value)
-        return length if length < WIDE_TEXT_CHECK or value.isascii() else sys.getsizeof(value)
-    if kind is tuple:
-        return FIELD_OVERHEAD * len(value) + sum(
-            len(part) for part in value if type(part) is str or type(part) is bytes
-        )
-    if kind is ExceptionCapture:
-        return int(value.text_length + FRAME_OVERHEAD * value.frame_count)
-    return len(value) if kind is bytes else 0
-
 
 _get_ident = threading.get_ident
 _Handler = TypeVar("_Handler", bound="ExHTTPHandler")
@@ -271,14 +197,17 @@ class ExHTTPHandler(logging.Handler):
         garbage collector happens to run there: the HTTP libraries' chatter never gets here,
         see ``_quiet``) takes no lock at all: it is set aside, and the worker moves it on.
         """
-        rv = self.filter(record) if self.filters else True
-        if isinstance(rv, logging.LogRecord):  # Python 3.12+: a filter may return a new record
-            record = rv
-        if rv:
-            if _get_ident() in self._delivery.thread_idents:
-                self._set_aside(record)
-            else:
-                self.emit(record)
+        rv: Any = True
+        if self.filters:
+            rv = self.filter(record)
+            if not rv:
+                return rv
+            if isinstance(rv, logging.LogRecord):  # 3.12+: a filter may return a new record
+                record = rv
+        if _get_ident() in self._delivery.thread_idents:
+            self._set_aside(record)
+        else:
+            self.emit(record)
         return rv
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -300,10 +229,14 @@ class ExHTTPHandler(logging.Handler):
                 self._reopen()
             elif self._unlisted:
                 self._unlisted = not _known_to_logging_again(self)
-            prepared = self._prepared(record)
+            prepared = None if self._user_mapping else common_record(record)
+            if prepared is None:
+                prepared = self._prepared(record)
             if prepared is not None:
-                self._enqueue(*prepared)
-            self._enqueue_aside()
+                item, size = prepared
+                self._enqueue(item, size)
+            if self._aside:
+                self._enqueue_aside()
         except Exception:  # a bug of ours: never out of emit()
             self.handleError(record)
         finally:
@@ -347,9 +280,7 @@ class ExHTTPHandler(logging.Handler):
                     return item, estimated_size(fields_of(item))
                 except Exception:  # not fields: the worker counts it failed, saying what it was
                     return item, RECORD_OVERHEAD
-            item = snapshot(record)
-            size = estimated_size(item, snapshot_of_plain_record=True)
-            return packed(item), size
+            return queued_snapshot(record)
         except RecursionError:
             raise
         except Exception as exc:
@@ -494,18 +425,23 @@ class ExHTTPHandler(logging.Handler):
         """Everything per process: buffer, counters, worker, HTTP session."""
         config = self._config
         self._enrichment = Enrichment.for_this_process(config.prefix, config.app_name)
+        # The worker makes wire fields of packed records itself; only folding repeats reads
+        # their snapshots as they leave the buffer.
         buffer: RecordBuffer[Any] = RecordBuffer(
-            config.max_queue_size, config.max_queue_bytes, config.overflow, unpacked
+            config.max_queue_size, config.max_queue_bytes, config.overflow,
+            unpack=None if config.collapse_repeats is None else unpacked,
         )
         self._counters = Counters(evicted=lambda: buffer.evicted_total, carried=carried)
         reporter = LossReporter(self._counters, config.display_url, self._clock)
         enrichment, exception_details = self._enrichment, self._exception_details
         seq_key = config.prefix + "seq"
 
+        wire_fields = wire_fields_maker(enrichment, exception_details)
+
         def prepare(item: Any, seq: Optional[int]) -> Dict[str, Any]:
             if self._user_mapping:
                 return fields_of(item)  # sent as the user's mapLogRecord made it
-            fields = to_fields(item, enrichment, exception_details)
+            fields: Dict[str, Any] = wire_fields(item)
             fields[seq_key] = seq
             return fields
 

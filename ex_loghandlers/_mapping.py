@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import builtins
 import collections.abc
-import gc
 import getpass
 import linecache
 import logging
@@ -135,89 +134,6 @@ def _frozen(key: str, value: Any) -> Any:
     return safe_str(value)
 
 
-#: A snapshot as the buffer keeps it: ``(_PACKED, keys, *values)``, an exception capture as a
-#: plain tuple. See ``packed``. (An ``object()`` is not tracked by the garbage collector.)
-_PACKED = object()
-#: In a packed snapshot, where ``exc_info`` was: its capture's parts follow the values.
-_INLINE = object()
-Packed = Tuple[Any, ...]
-_is_tracked = gc.is_tracked
-
-#: One tuple per set of keys, shared by every record that has them: an old object the garbage
-#: collector stopped tracking long ago. Bounded: records with keys beyond it get their own.
-_SHARED_KEYS: Dict[Tuple[str, ...], Tuple[str, ...]] = {}
-_MAX_SHARED_KEYS = 256
-#: The keys of the last record packed: most records have those, and comparing is cheaper than
-#: hashing a tuple.
-_last_shared: List[Tuple[str, ...]] = [()]
-
-
-def packed(fields: Dict[str, Any]) -> Packed:
-    """``fields`` (a snapshot) as one flat tuple, which the garbage collector soon stops
-    tracking.
-
-    A snapshot holds only strings, numbers, None and tuples of those, but a dict stays tracked
-    until a full collection, and an ``ExceptionCapture`` (a named tuple) for good: a backlog of
-    queued records would be walked by every collection, and a full one over a few thousand
-    queued records takes milliseconds to tens of them on whichever thread triggers it, most
-    often the one that logs. A tuple is untracked by the first collection that finds everything
-    in it untracked, one level of nesting per collection: flat, a plain record (its ``args``
-    one level down) is untracked before it can reach the oldest generation, which only full
-    collections walk, and so is an exception's: its capture's parts inline, its frames a flat
-    tuple, and its class, unless built in (a class the garbage collector tracks), as the text
-    ``exc_info_text`` writes of it.
-
-    ``fields`` is spent: its ``exc_info`` is replaced.
-    """
-    keys = tuple(fields)
-    shared = _last_shared[0]
-    if keys != shared:  # equal: the same strings, compared by identity first
-        shared = _SHARED_KEYS.get(keys, keys)
-        if shared is keys and len(_SHARED_KEYS) < _MAX_SHARED_KEYS:
-            shared = _SHARED_KEYS.setdefault(keys, keys)
-        _last_shared[0] = shared
-    capture = fields.get("exc_info")
-    if type(capture) is ExceptionCapture:
-        exc_info, type_name, message, tree, text_length, frame_count = capture
-        if type(exc_info) is tuple and type(tree) is tuple:  # the capture's parts, inline
-            fields["exc_info"] = _INLINE
-            exc_type = exc_info[0]
-            if _is_tracked(exc_type):  # a class not built in: what exc_info_text needs of it
-                exc_type = _class_text(exc_type, deferred_repr=type(exc_info[1]) is tuple)
-            return (
-                _PACKED, shared, *fields.values(),
-                exc_type, *exc_info[1:], type_name, message, text_length, frame_count, *tree,
-            )
-        fields["exc_info"] = tuple(capture)
-    return (_PACKED, shared, *fields.values())
-
-
-def _class_text(cls: Any, deferred_repr: bool) -> Any:
-    """``(repr(cls), cls.__name__)``, the name only where ``exc_info_text`` writes the repr of
-    the exception from its ``args``; the class itself if its metaclass will not say."""
-    try:
-        return safe_repr(cls), cls.__name__ if deferred_repr else ""
-    except USER_ERRORS:
-        return cls
-
-
-def unpacked(item: Any) -> Any:
-    """The snapshot ``packed`` made; anything else (a user's fields) as it is."""
-    if type(item) is not tuple or not item or item[0] is not _PACKED:
-        return item
-    keys = item[1]
-    fields = dict(zip(keys, item[2:]))
-    exc_info = fields.get("exc_info")
-    if exc_info is _INLINE:
-        rest = item[2 + len(keys):]
-        fields["exc_info"] = tuple.__new__(
-            ExceptionCapture, (rest[:3], rest[3], rest[4], rest[7:], rest[5], rest[6])
-        )
-    elif type(exc_info) is tuple:  # a snapshot's exc_info is otherwise None, text or a capture
-        fields["exc_info"] = tuple.__new__(ExceptionCapture, exc_info)
-    return fields
-
-
 #: What code of the application's (a ``__str__``, ``__repr__``, ``__notes__``) may raise that the
 #: handler catches: even ``SystemExit``, so that a log call cannot end the program where the
 #: stdlib's handlers would not have called that code at all. ``KeyboardInterrupt`` goes on.
@@ -229,10 +145,15 @@ def formatted_message(record: logging.LogRecord) -> str:
     try:
         return record.getMessage()
     except USER_ERRORS as exc:
-        return (
-            f"{safe_repr(record.msg)} % {safe_repr(record.args)}"
-            f" [message formatting failed: {type(exc).__name__}: {safe_str(exc)}]"
-        )
+        return failed_message(record.msg, record.args, exc)
+
+
+def failed_message(msg: object, args: object, exc: BaseException) -> str:
+    """The message of a record whose ``msg % args`` raised ``exc``: both, and what went wrong."""
+    return (
+        f"{safe_repr(msg)} % {safe_repr(args)}"
+        f" [message formatting failed: {type(exc).__name__}: {safe_str(exc)}]"
+    )
 
 
 def safe_str(value: object) -> str:

@@ -8,6 +8,7 @@ import functools
 import gc
 import importlib.util
 import logging
+import os
 import sys
 import threading
 import traceback
@@ -25,10 +26,15 @@ from ex_loghandlers._mapping import (
     Enrichment,
     format_traceback,
     formatted_message,
-    packed,
     snapshot,
     to_fields,
+)
+from ex_loghandlers._queued import (
+    common_record,
+    packed,
+    queued,
     unpacked,
+    wire_fields_maker,
 )
 
 ENRICH = Enrichment(prefix="_ex_", hostname="host1", username="alice", app="myapp")
@@ -710,6 +716,96 @@ def test_what_is_not_a_packed_snapshot_is_given_back_as_it_is() -> None:
     assert unpacked(pairs) is pairs
     fields = {"message": "m"}
     assert unpacked(fields) is fields
+
+
+WIRE_FIELDS = wire_fields_maker(ENRICH, exception_details=False)
+COMMON_RECORDS = {
+    "one argument": make_record(),
+    "no arguments": make_record("no arguments", ()),
+    "args None": make_record("args None", None),
+    "every native kind": make_record("%s %d %.2f %r %s", ("text", 7, 2.5, True, None)),
+    "a format that fails": make_record("%d items", ("not a number",)),
+    "wide text": make_record("\u4e2d" * 300 + " %s", ("\u00e9" * 300,)),
+}
+
+
+@pytest.mark.parametrize("record", COMMON_RECORDS.values(), ids=list(COMMON_RECORDS))
+def test_a_common_record_is_queued_as_it_is_and_gives_back_its_snapshot(
+    record: logging.LogRecord,
+) -> None:
+    """Its message is made on the worker: the same text ``getMessage()`` makes on the caller,
+    or, if that fails, the same account of the failure."""
+    common = common_record(record)
+    assert common is not None
+    back = unpacked(common[0])
+    assert back == snapshot(record)
+    assert list(back) == list(snapshot(record))  # the fields in the same order
+    sent = WIRE_FIELDS(common[0])
+    assert sent == to_fields(snapshot(record), ENRICH)
+    assert list(sent) == list(to_fields(snapshot(record), ENRICH))
+
+
+class OwnRecord(logging.LogRecord):
+    def getMessage(self) -> str:
+        return "made by the subclass"
+
+
+def _reordered() -> logging.LogRecord:
+    """The same attributes in another order: a filter took ``msg`` away and put it back."""
+    record = make_record()
+    msg = record.msg
+    del record.msg
+    record.msg = msg
+    return record
+
+
+def _with_exc_text() -> logging.LogRecord:
+    record = make_record()
+    record.exc_text = "formatted by another handler"
+    return record
+
+
+OTHER_RECORDS = {
+    "an extra": make_record(x_request="id-1"),
+    "a msg that is not a str": make_record(ValueError("as msg"), ()),
+    "an object argument": make_record("%s", (object(),)),
+    "a list argument": make_record("%s", ([1, 2],)),
+    "a mapping for args": make_record("%(a)s", ({"a": 1},)),
+    "an exception": make_record(exc_info=(ValueError, raised(ValueError("x")), None)),
+    "a stack": make_record(stack_info="Stack (most recent call last):"),
+    "exc_text": _with_exc_text(),
+    "a subclass of LogRecord": OwnRecord("app", logging.INFO, "/src/app.py", 1, "m", (), None),
+    "attributes in another order": _reordered(),
+}
+
+
+@pytest.mark.parametrize("record", OTHER_RECORDS.values(), ids=list(OTHER_RECORDS))
+def test_any_other_record_takes_the_snapshot_and_gives_back_the_same_fields(
+    record: logging.LogRecord,
+) -> None:
+    assert common_record(record) is None
+    item, _ = queued(record)
+    assert to_fields(unpacked(item), ENRICH) == to_fields(snapshot(record), ENRICH)
+    assert WIRE_FIELDS(item) == to_fields(snapshot(record), ENRICH)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    msg=st.text(alphabet="%sdr.2 ab\u00e9", max_size=12),
+    args=st.lists(st.one_of(st.text(max_size=8), st.integers(), st.floats(), st.booleans(),
+                            st.none()), max_size=3),
+)
+def test_a_common_records_message_is_the_one_its_record_makes(msg: str, args: List[Any]) -> None:
+    record = make_record(msg, tuple(args))
+    item, _ = queued(record)
+    assert unpacked(item) == snapshot(record)
+    assert WIRE_FIELDS(item) == to_fields(snapshot(record), ENRICH)
+
+
+def test_a_common_record_made_without_the_process_id_is_sent_with_this_ones() -> None:
+    record = make_record(process=None)  # logging.logProcesses = False
+    item, _ = queued(record)
+    assert WIRE_FIELDS(item)["_ex_pid"] == os.getpid()
 
 
 def test_queued_records_are_untracked_before_they_reach_the_oldest_generation(

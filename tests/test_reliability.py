@@ -27,8 +27,7 @@ from hypothesis import strategies as st
 
 from ex_loghandlers import ExHTTPHandler
 from ex_loghandlers._buffer import RecordBuffer
-from ex_loghandlers._handler import estimated_size
-from ex_loghandlers._mapping import packed, snapshot
+from ex_loghandlers._queued import estimated_size, queued
 from ex_loghandlers._report import LossReporter
 from ex_loghandlers._stats import Counters
 
@@ -539,9 +538,8 @@ def test_the_size_estimate_covers_what_a_queued_record_keeps(shape: str) -> None
         queue: RecordBuffer[Any] = RecordBuffer(10**9, 10**12, "drop_newest")
         estimated = 0
         for record in collected:
-            item = snapshot(record)
-            size = estimated_size(item, snapshot_of_plain_record=True)
-            queue.put(packed(item), size)  # as the handler keeps it
+            item, size = queued(record)  # as the handler keeps it
+            queue.put(item, size)
             estimated += size
         del item, record
         collected.clear()  # the application lets go of its records: only the queue holds them

@@ -1,0 +1,314 @@
+"""What the buffer keeps of a record, and what it counts against ``max_queue_bytes``.
+
+On the application's thread, inside ``emit()``: the record as a flat tuple of strings and
+numbers, which the garbage collector soon stops tracking (``packed``), and its size, the
+memory it keeps alive (``estimated_size``). The common record (``common_record``) takes a
+shorter way: its attributes are copied as they are and its message is made on the worker.
+On the worker, ``unpacked`` gives back the snapshot ``to_fields`` reads.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import operator
+import os
+import sys
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from ._mapping import (
+    _NATIVE,
+    LARGE_FIELDS,
+    SNAPSHOT_FIELDS,
+    USER_ERRORS,
+    Enrichment,
+    ExceptionCapture,
+    failed_message,
+    safe_repr,
+    snapshot,
+    to_fields,
+)
+
+#: What a queued record holds beyond the characters of its strings, measured with tracemalloc
+#: on CPython 3.9, 3.11 and 3.13 (``tests/test_reliability.py`` checks both, and the bound
+#: with RSS): the snapshot of a record with only the attributes every record has, as a whole
+#: (its dict, numbers, short names, its place in the buffer); for any other dict, the dict
+#: and each field's share; per frame or exception of an ``ExceptionCapture``, what stands
+#: for it.
+SNAPSHOT_OVERHEAD = 960
+RECORD_OVERHEAD = 512
+FIELD_OVERHEAD = 48
+FRAME_OVERHEAD = 160
+#: A string at least this long is checked for characters that take 2 or 4 bytes each.
+WIDE_TEXT_CHECK = 256
+
+
+def estimated_size(item: Mapping[str, Any], snapshot_of_plain_record: bool = False) -> int:
+    """What a queued record counts against ``max_queue_bytes``: what it keeps alive.
+
+    After ``snapshot()`` a record holds only strings, numbers, an ``args`` tuple of those and
+    an ``ExceptionCapture``, so the sum of their lengths plus an overhead per field bounds it.
+    In the snapshot of a record without extra attributes only ``LARGE_FIELDS`` can be large:
+    only those are looked at (this runs for every record). A user's ``mapLogRecord`` dict is
+    estimated the same way (bytes and tuples by their length, other objects by the overhead).
+    """
+    if snapshot_of_plain_record and len(item) == SNAPSHOT_FIELDS:
+        try:
+            message, msg, args, exc_info, exc_text, stack_info = _large_fields(item)
+        except KeyError:  # a field missing: look at them all
+            pass
+        else:  # written out for the common case: this runs for every record
+            size = SNAPSHOT_OVERHEAD
+            length = len(message)
+            wide = length >= WIDE_TEXT_CHECK and not message.isascii()
+            size += sys.getsizeof(message) if wide else length
+            if type(msg) is str:
+                size += len(msg)
+            if type(args) is tuple:
+                size += FIELD_OVERHEAD * len(args)
+                for arg in args:
+                    if type(arg) is str:
+                        size += len(arg)
+            elif args is not None:
+                size += _value_size(args)
+            if type(exc_info) is ExceptionCapture:
+                size += exc_info[4] + FRAME_OVERHEAD * exc_info[5]  # text_length, frame_count
+            elif exc_info is not None:
+                size += _value_size(exc_info)
+            if exc_text is not None or stack_info is not None:
+                size += _value_size(exc_text) + _value_size(stack_info)
+            return size
+    size = RECORD_OVERHEAD + FIELD_OVERHEAD * len(item)
+    for value in item.values():
+        size += _value_size(value)
+    return size
+
+
+_large_fields = operator.itemgetter(*LARGE_FIELDS)
+
+
+def _value_size(value: Any) -> int:
+    kind = type(value)
+    if kind is str:
+        length = len(value)
+        return length if length < WIDE_TEXT_CHECK or value.isascii() else sys.getsizeof(value)
+    if kind is tuple:
+        return FIELD_OVERHEAD * len(value) + sum(
+            len(part) for part in value if type(part) is str or type(part) is bytes
+        )
+    if kind is ExceptionCapture:
+        return int(value.text_length + FRAME_OVERHEAD * value.frame_count)
+    return len(value) if kind is bytes else 0
+
+
+#: A snapshot as the buffer keeps it: ``(_PACKED, keys, *values)``, an exception capture as a
+#: plain tuple. See ``packed``. (An ``object()`` is not tracked by the garbage collector.)
+_PACKED = object()
+#: In a packed snapshot, where ``exc_info`` was: its capture's parts follow the values.
+_INLINE = object()
+Packed = Tuple[Any, ...]
+_is_tracked = gc.is_tracked
+
+#: One tuple per set of keys, shared by every record that has them: an old object the garbage
+#: collector stopped tracking long ago. Bounded: records with keys beyond it get their own.
+_SHARED_KEYS: Dict[Tuple[str, ...], Tuple[str, ...]] = {}
+_MAX_SHARED_KEYS = 256
+#: The keys of the last record packed: most records have those, and comparing is cheaper than
+#: hashing a tuple.
+_last_shared: List[Tuple[str, ...]] = [()]
+
+
+def packed(fields: Dict[str, Any]) -> Packed:
+    """``fields`` (a snapshot) as one flat tuple, which the garbage collector soon stops
+    tracking.
+
+    A snapshot holds only strings, numbers, None and tuples of those, but a dict stays tracked
+    until a full collection, and an ``ExceptionCapture`` (a named tuple) for good: a backlog of
+    queued records would be walked by every collection, and a full one over a few thousand
+    queued records takes milliseconds to tens of them on whichever thread triggers it, most
+    often the one that logs. A tuple is untracked by the first collection that finds everything
+    in it untracked, one level of nesting per collection: flat, a plain record (its ``args``
+    one level down) is untracked before it can reach the oldest generation, which only full
+    collections walk, and so is an exception's: its capture's parts inline, its frames a flat
+    tuple, and its class, unless built in (a class the garbage collector tracks), as the text
+    ``exc_info_text`` writes of it.
+
+    ``fields`` is spent: its ``exc_info`` is replaced.
+    """
+    keys = tuple(fields)
+    shared = _last_shared[0]
+    if keys != shared:  # equal: the same strings, compared by identity first
+        shared = _SHARED_KEYS.get(keys, keys)
+        if shared is keys and len(_SHARED_KEYS) < _MAX_SHARED_KEYS:
+            shared = _SHARED_KEYS.setdefault(keys, keys)
+        _last_shared[0] = shared
+    capture = fields.get("exc_info")
+    if type(capture) is ExceptionCapture:
+        exc_info, type_name, message, tree, text_length, frame_count = capture
+        if type(exc_info) is tuple and type(tree) is tuple:  # the capture's parts, inline
+            fields["exc_info"] = _INLINE
+            exc_type = exc_info[0]
+            if _is_tracked(exc_type):  # a class not built in: what exc_info_text needs of it
+                exc_type = _class_text(exc_type, deferred_repr=type(exc_info[1]) is tuple)
+            return (
+                _PACKED, shared, *fields.values(),
+                exc_type, *exc_info[1:], type_name, message, text_length, frame_count, *tree,
+            )
+        fields["exc_info"] = tuple(capture)
+    return (_PACKED, shared, *fields.values())
+
+
+def _class_text(cls: Any, deferred_repr: bool) -> Any:
+    """``(repr(cls), cls.__name__)``, the name only where ``exc_info_text`` writes the repr of
+    the exception from its ``args``; the class itself if its metaclass will not say."""
+    try:
+        return safe_repr(cls), cls.__name__ if deferred_repr else ""
+    except USER_ERRORS:
+        return cls
+
+
+def unpacked(item: Any) -> Any:
+    """The snapshot ``packed`` made; anything else (a user's fields) as it is."""
+    if type(item) is not tuple or not item:
+        return item
+    last = item[-1]
+    if last is _COMMON:
+        return _common_fields(item, item[_FIRST_ARG:-1])
+    if last is _NO_ARGS:
+        return _common_fields(item, None)
+    if item[0] is not _PACKED:
+        return item
+    keys = item[1]
+    fields = dict(zip(keys, item[2:]))
+    exc_info = fields.get("exc_info")
+    if exc_info is _INLINE:
+        rest = item[2 + len(keys):]
+        fields["exc_info"] = tuple.__new__(
+            ExceptionCapture, (rest[:3], rest[3], rest[4], rest[7:], rest[5], rest[6])
+        )
+    elif type(exc_info) is tuple:  # a snapshot's exc_info is otherwise None, text or a capture
+        fields["exc_info"] = tuple.__new__(ExceptionCapture, exc_info)
+    return fields
+
+
+_LogRecord = logging.LogRecord
+#: The attributes ``logging`` gives every record, in the order it sets them.
+COMMON_KEYS: Tuple[str, ...] = tuple(_LogRecord("", 0, "", 0, "", (), None).__dict__)
+_COMMON_LENGTH = len(COMMON_KEYS)
+#: A common record as the buffer keeps it: its attributes but ``args``, then the arguments
+#: themselves, then ``_COMMON`` (``_NO_ARGS`` instead of both when ``args`` is None). Flat,
+#: it holds nothing the garbage collector tracks: the first young collection untracks it.
+_COMMON = object()
+_NO_ARGS = object()
+_ARGS = COMMON_KEYS.index("args")
+_OTHER_KEYS = COMMON_KEYS[:_ARGS] + COMMON_KEYS[_ARGS + 1:]
+_others = operator.itemgetter(*_OTHER_KEYS)
+_FIRST_ARG = len(_OTHER_KEYS)
+_MSG, _EXC_INFO, _EXC_TEXT, _STACK_INFO = map(
+    _OTHER_KEYS.index, ("msg", "exc_info", "exc_text", "stack_info")
+)
+
+
+def common_record(record: logging.LogRecord) -> Optional[Tuple[Packed, int]]:
+    """``record`` as the buffer keeps it, and its size, if it is of the common kind; else None.
+
+    The common kind: a ``LogRecord`` with only the attributes ``logging`` gives every record,
+    a ``str`` message, arguments (if any) that are strings, numbers, booleans or None, and no
+    exception or stack. All of it is immutable, so its message is the same whenever it is
+    made: it is made on the worker, and this thread only copies the values into a flat tuple.
+    Any other record takes ``snapshot`` and ``packed``.
+    """
+    if type(record) is not _LogRecord:
+        return None
+    attributes = record.__dict__
+    if len(attributes) != _COMMON_LENGTH or tuple(attributes) != COMMON_KEYS:
+        return None  # equal keys: the same strings, compared by identity first
+    others = _others(attributes)
+    msg = others[_MSG]
+    if (
+        type(msg) is not str
+        or others[_EXC_INFO] is not None
+        or others[_EXC_TEXT] is not None
+        or others[_STACK_INFO] is not None
+    ):
+        return None
+    length = len(msg)
+    size = SNAPSHOT_OVERHEAD + (
+        length if length < WIDE_TEXT_CHECK or msg.isascii() else sys.getsizeof(msg)
+    )
+    args = attributes["args"]
+    if type(args) is not tuple:
+        return ((*others, _NO_ARGS), size) if args is None else None
+    size += FIELD_OVERHEAD * len(args)
+    for arg in args:
+        kind = type(arg)
+        if kind is str:
+            length = len(arg)
+            size += length if length < WIDE_TEXT_CHECK or arg.isascii() else sys.getsizeof(arg)
+        elif kind not in _NATIVE:
+            return None
+    return (*others, *args, _COMMON), size
+
+
+def _common_fields(item: Packed, args: Optional[Tuple[Any, ...]]) -> Dict[str, Any]:
+    """The snapshot of a common record, from what ``common_record`` kept of it."""
+    fields = dict(zip(COMMON_KEYS, (*item[:_ARGS], args, *item[_ARGS:_FIRST_ARG])))
+    msg = item[_MSG]
+    fields["message"] = _message(msg, args) if args else msg
+    return fields
+
+
+def wire_fields_maker(
+    enrichment: Enrichment, exception_details: bool
+) -> Callable[[Any], Dict[str, Any]]:
+    """A function that makes of a queued item (packed, or a snapshot) its fields as
+    ``to_fields`` makes them of its snapshot: the common record straight, with no snapshot
+    in between, as this runs on the worker for every record."""
+    prefix = enrichment.prefix
+    hostname_key, username_key, pid_key, app_key = (
+        prefix + name for name in ("hostname", "username", "pid", "app")
+    )
+    hostname, username, app = enrichment.hostname, enrichment.username, enrichment.app
+    process = _OTHER_KEYS.index("process")
+
+    def wire_fields(item: Any) -> Dict[str, Any]:
+        last = item[-1] if type(item) is tuple and item else None
+        if last is not _COMMON and last is not _NO_ARGS:
+            return to_fields(unpacked(item), enrichment, exception_details)
+        msg = item[_MSG]
+        if last is _COMMON:
+            args: Optional[Tuple[Any, ...]] = item[_FIRST_ARG:-1]
+            fields = dict(zip(COMMON_KEYS, (*item[:_ARGS], str(args), *item[_ARGS:_FIRST_ARG])))
+            fields["message"] = _message(msg, args) if args else msg
+        else:
+            fields = dict(zip(COMMON_KEYS, (*item[:_ARGS], None, *item[_ARGS:_FIRST_ARG])))
+            fields["message"] = msg
+        fields[hostname_key] = hostname
+        fields[username_key] = username
+        pid = item[process]
+        fields[pid_key] = pid if pid is not None else os.getpid()  # logProcesses = False
+        fields[app_key] = app
+        return fields
+
+    return wire_fields
+
+
+def queued(record: logging.LogRecord) -> Tuple[Packed, int]:
+    """What the buffer keeps of ``record``, and its size. May raise what ``snapshot`` raises."""
+    common = common_record(record)
+    return common if common is not None else queued_snapshot(record)
+
+
+def queued_snapshot(record: logging.LogRecord) -> Tuple[Packed, int]:
+    """``queued`` the long way, for any record: ``snapshot``, ``estimated_size``, ``packed``."""
+    fields = snapshot(record)
+    size = estimated_size(fields, snapshot_of_plain_record=True)
+    return packed(fields), size
+
+
+def _message(msg: str, args: Tuple[object, ...]) -> str:
+    """``LogRecord.getMessage()`` of a common record with arguments."""
+    try:
+        return msg % args
+    except USER_ERRORS as exc:
+        return failed_message(msg, args, exc)
