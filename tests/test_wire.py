@@ -59,6 +59,17 @@ def test_ndjson_is_one_object_per_line() -> None:
     assert [json.loads(line) for line in lines] == [RECORD, {"message": "two"}]
 
 
+@pytest.mark.parametrize("extra", [{}, {"bad": "\udcff"}], ids=["plain", "a lone surrogate"])
+def test_ndjson_keeps_a_record_on_one_line_whatever_breaks_its_text_holds(
+    extra: Dict[str, Any],
+) -> None:
+    """\\u2028, \\u2029 and \\x85 are line breaks to ``str.splitlines``: written escaped."""
+    records = [{"message": "a\u2028b\u2029c\x85d\ne", **extra}, {"message": "two"}]
+    (payload,) = encoder_for("ndjson", False, "_ex_")(records)
+    lines = payload.body.decode("utf-8").splitlines()
+    assert [json.loads(line)["message"] for line in lines] == ["a\u2028b\u2029c\x85d\ne", "two"]
+
+
 def test_compress_gzips_each_body() -> None:
     (payload,) = encoder_for("json", True, "_ex_")([RECORD])
     assert payload.gzipped
