@@ -334,17 +334,6 @@ def record_json(fields: Fields) -> str:
     return json_text(fields, fields)
 
 
-def record_json_bytes(fields: Fields) -> bytes:
-    """``utf8(record_json(fields))``, without decoding orjson's bytes only to encode them again."""
-    if _ORJSON is not None and _fast_enough(fields):
-        try:
-            encoded: bytes = _ORJSON.dumps(fields)
-            return encoded
-        except Exception:  # lone surrogates, integers beyond 64 bits: the standard way
-            pass
-    return utf8(_JSON.encode(fields))
-
-
 def fast_json(fields: Fields) -> Optional[bytes]:
     """orjson's UTF-8 JSON of a record, when it is installed and writes what ``_JSON`` does;
     else None (for the spool, which stores records as JSON)."""
@@ -381,29 +370,26 @@ def encode_json(records: Sequence[Fields]) -> List[Payload]:
     One C call for a whole batch would hold the GIL for milliseconds; record by record, the
     application's threads get it back in between, and one bad record spoils nothing else.
     """
-    kept, parts, failures = _each_record(records, record_json_bytes)
+    kept, texts, failures = _each_record(records, record_json)
     if not kept:
         return failures
-    body = b"[" + b",".join(parts) + b"]"
+    body = utf8("[" + ",".join(texts) + "]")
     return [*failures, Payload(body, JSON_CONTENT_TYPE, kept)]
 
 
 #: Line breaks other than "\n" that JSON allows raw in strings but line splitters (Python's
 #: ``str.splitlines`` among them) break on: escaped, so one record stays one line.
 _UNICODE_LINE_BREAKS = {ord(c): f"\\u{ord(c):04x}" for c in "\x85\u2028\u2029"}
-#: The same, in UTF-8.
-_UTF8_LINE_BREAKS = [(chr(c).encode("utf-8"), e.encode()) for c, e in _UNICODE_LINE_BREAKS.items()]
 
 
 def encode_ndjson(records: Sequence[Fields]) -> List[Payload]:
-    kept, lines, failures = _each_record(records, record_json_bytes)
+    kept, texts, failures = _each_record(records, record_json)
     if not kept:
         return failures
-    body = b"\n".join(lines) + b"\n"
-    if not body.isascii():  # UTF-8: a character's bytes never occur inside another's
-        for raw, escaped in _UTF8_LINE_BREAKS:
-            body = body.replace(raw, escaped)
-    return [*failures, Payload(body, NDJSON_CONTENT_TYPE, kept)]
+    body = "\n".join(texts) + "\n"
+    if not body.isascii():
+        body = body.translate(_UNICODE_LINE_BREAKS)
+    return [*failures, Payload(utf8(body), NDJSON_CONTENT_TYPE, kept)]
 
 
 # -- otlp -----------------------------------------------------------------------------------------
