@@ -204,30 +204,32 @@ _ARGS = COMMON_KEYS.index("args")
 _OTHER_KEYS = COMMON_KEYS[:_ARGS] + COMMON_KEYS[_ARGS + 1:]
 _others = operator.itemgetter(*_OTHER_KEYS)
 _FIRST_ARG = len(_OTHER_KEYS)
-_MSG, _EXC_INFO, _EXC_TEXT, _STACK_INFO = map(
-    _OTHER_KEYS.index, ("msg", "exc_info", "exc_text", "stack_info")
-)
+_MSG, _EXC_TEXT, _STACK_INFO = map(_OTHER_KEYS.index, ("msg", "exc_text", "stack_info"))
 
 
 def common_record(record: logging.LogRecord) -> Optional[Tuple[Packed, int]]:
     """``record`` as the buffer keeps it, and its size, if it is of the common kind; else None.
 
-    The common kind: a ``LogRecord`` with only the attributes ``logging`` gives every record,
-    a ``str`` message, arguments (if any) that are strings, numbers, booleans or None, and no
-    exception or stack. All of it is immutable, so its message is the same whenever it is
-    made: it is made on the worker, and this thread only copies the values into a flat tuple.
-    Any other record takes ``snapshot`` and ``packed``.
+    The common kind: a ``LogRecord`` with only the attributes ``logging`` gives every record
+    (in any order: they come back in logging's), a ``str`` message, arguments (if any) that
+    are strings, numbers, booleans or None, and no exception or stack. All of it is
+    immutable, so its message is the same whenever it is made: it is made on the worker, and
+    this thread only copies the values into a flat tuple. Any other record takes
+    ``snapshot`` and ``packed``.
     """
     if type(record) is not _LogRecord:
         return None
     attributes = record.__dict__
-    if len(attributes) != _COMMON_LENGTH or tuple(attributes) != COMMON_KEYS:
-        return None  # equal keys: the same strings, compared by identity first
-    others = _others(attributes)
+    if len(attributes) != _COMMON_LENGTH or attributes.get("exc_info") is not None:
+        return None
+    try:  # as many attributes, and each of logging's there: none other (in any order)
+        others = _others(attributes)
+        args = attributes["args"]
+    except KeyError:
+        return None
     msg = others[_MSG]
     if (
         type(msg) is not str
-        or others[_EXC_INFO] is not None
         or others[_EXC_TEXT] is not None
         or others[_STACK_INFO] is not None
     ):
@@ -236,7 +238,6 @@ def common_record(record: logging.LogRecord) -> Optional[Tuple[Packed, int]]:
     size = SNAPSHOT_OVERHEAD + (
         length if length < WIDE_TEXT_CHECK or msg.isascii() else sys.getsizeof(msg)
     )
-    args = attributes["args"]
     if type(args) is not tuple:
         return ((*others, _NO_ARGS), size) if args is None else None
     size += FIELD_OVERHEAD * len(args)

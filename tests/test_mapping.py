@@ -750,12 +750,11 @@ class OwnRecord(logging.LogRecord):
         return "made by the subclass"
 
 
-def _reordered() -> logging.LogRecord:
-    """The same attributes in another order: a filter took ``msg`` away and put it back."""
+def _swapped() -> logging.LogRecord:
+    """As many attributes as logging gives, but one of them another: a filter's doing."""
     record = make_record()
-    msg = record.msg
-    del record.msg
-    record.msg = msg
+    del record.threadName
+    record.request_id = "r-1"
     return record
 
 
@@ -775,8 +774,19 @@ OTHER_RECORDS = {
     "a stack": make_record(stack_info="Stack (most recent call last):"),
     "exc_text": _with_exc_text(),
     "a subclass of LogRecord": OwnRecord("app", logging.INFO, "/src/app.py", 1, "m", (), None),
-    "attributes in another order": _reordered(),
+    "an attribute of logging's swapped for another": _swapped(),
 }
+
+
+def test_a_common_record_whose_attributes_were_reordered_gives_back_the_same_fields() -> None:
+    record = make_record()
+    msg = record.msg
+    del record.msg  # a filter took it away and put it back: now the last attribute
+    record.msg = msg
+    common = common_record(record)
+    assert common is not None
+    assert unpacked(common[0]) == snapshot(record)  # in logging's order
+    assert WIRE_FIELDS(common[0]) == to_fields(snapshot(record), ENRICH)
 
 
 @pytest.mark.parametrize("record", OTHER_RECORDS.values(), ids=list(OTHER_RECORDS))
