@@ -229,9 +229,7 @@ class ExHTTPHandler(logging.Handler):
                 self._reopen()
             elif self._unlisted:
                 self._unlisted = not _known_to_logging_again(self)
-            prepared = None if self._user_mapping else common_record(record)
-            if prepared is None:
-                prepared = self._prepared(record)
+            prepared = self._prepared(record)
             if prepared is not None:
                 item, size = prepared
                 self._enqueue(item, size)
@@ -280,7 +278,7 @@ class ExHTTPHandler(logging.Handler):
                     return item, estimated_size(fields_of(item))
                 except Exception:  # not fields: the worker counts it failed, saying what it was
                     return item, RECORD_OVERHEAD
-            return queued_snapshot(record)
+            return common_record(record) or queued_snapshot(record)
         except RecursionError:
             raise
         except Exception as exc:

@@ -14,6 +14,7 @@ import logging
 import operator
 import os
 import sys
+from types import TracebackType
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from ._mapping import (
@@ -23,6 +24,7 @@ from ._mapping import (
     USER_ERRORS,
     Enrichment,
     ExceptionCapture,
+    capture_exception,
     failed_message,
     safe_repr,
     snapshot,
@@ -144,18 +146,32 @@ def packed(fields: Dict[str, Any]) -> Packed:
         _last_shared[0] = shared
     capture = fields.get("exc_info")
     if type(capture) is ExceptionCapture:
-        exc_info, type_name, message, tree, text_length, frame_count = capture
-        if type(exc_info) is tuple and type(tree) is tuple:  # the capture's parts, inline
+        parts = _inline_parts(capture)
+        if parts is not None:
             fields["exc_info"] = _INLINE
-            exc_type = exc_info[0]
-            if _is_tracked(exc_type):  # a class not built in: what exc_info_text needs of it
-                exc_type = _class_text(exc_type, deferred_repr=type(exc_info[1]) is tuple)
-            return (
-                _PACKED, shared, *fields.values(),
-                exc_type, *exc_info[1:], type_name, message, text_length, frame_count, *tree,
-            )
+            return (_PACKED, shared, *fields.values(), *parts)
         fields["exc_info"] = tuple(capture)
     return (_PACKED, shared, *fields.values())
+
+
+def _inline_parts(capture: ExceptionCapture) -> Optional[Packed]:
+    """The capture's parts as a packed record holds them after its values (``_captured``
+    gives the capture back), or None for a capture that has text where a traceback's parts
+    would be."""
+    exc_info, type_name, message, tree, text_length, frame_count = capture
+    if type(exc_info) is not tuple or type(tree) is not tuple:
+        return None
+    exc_type = exc_info[0]
+    if _is_tracked(exc_type):  # a class not built in: what exc_info_text needs of it
+        exc_type = _class_text(exc_type, deferred_repr=type(exc_info[1]) is tuple)
+    return (exc_type, *exc_info[1:], type_name, message, text_length, frame_count, *tree)
+
+
+def _captured(parts: Packed) -> ExceptionCapture:
+    """The capture whose ``_inline_parts`` are ``parts``."""
+    return tuple.__new__(
+        ExceptionCapture, (parts[:3], parts[3], parts[4], parts[7:], parts[5], parts[6])
+    )
 
 
 def _class_text(cls: Any, deferred_repr: bool) -> Any:
@@ -176,16 +192,15 @@ def unpacked(item: Any) -> Any:
         return _common_fields(item, item[_FIRST_ARG:-1])
     if last is _NO_ARGS:
         return _common_fields(item, None)
+    if last is _EXCEPTION:
+        return _exception_fields(item)
     if item[0] is not _PACKED:
         return item
     keys = item[1]
     fields = dict(zip(keys, item[2:]))
     exc_info = fields.get("exc_info")
     if exc_info is _INLINE:
-        rest = item[2 + len(keys):]
-        fields["exc_info"] = tuple.__new__(
-            ExceptionCapture, (rest[:3], rest[3], rest[4], rest[7:], rest[5], rest[6])
-        )
+        fields["exc_info"] = _captured(item[2 + len(keys):])
     elif type(exc_info) is tuple:  # a snapshot's exc_info is otherwise None, text or a capture
         fields["exc_info"] = tuple.__new__(ExceptionCapture, exc_info)
     return fields
@@ -200,11 +215,17 @@ _COMMON_LENGTH = len(COMMON_KEYS)
 #: it holds nothing the garbage collector tracks: the first young collection untracks it.
 _COMMON = object()
 _NO_ARGS = object()
+#: One with an exception: ``_INLINE`` for ``exc_info``, then after the arguments the
+#: capture's ``_inline_parts``, how many arguments there are (-1: ``args`` is None), and
+#: ``_EXCEPTION``.
+_EXCEPTION = object()
 _ARGS = COMMON_KEYS.index("args")
 _OTHER_KEYS = COMMON_KEYS[:_ARGS] + COMMON_KEYS[_ARGS + 1:]
 _others = operator.itemgetter(*_OTHER_KEYS)
 _FIRST_ARG = len(_OTHER_KEYS)
-_MSG, _EXC_TEXT, _STACK_INFO = map(_OTHER_KEYS.index, ("msg", "exc_text", "stack_info"))
+_MSG, _EXC_INFO, _EXC_TEXT, _STACK_INFO = map(
+    _OTHER_KEYS.index, ("msg", "exc_info", "exc_text", "stack_info")
+)
 
 
 def common_record(record: logging.LogRecord) -> Optional[Tuple[Packed, int]]:
@@ -212,15 +233,16 @@ def common_record(record: logging.LogRecord) -> Optional[Tuple[Packed, int]]:
 
     The common kind: a ``LogRecord`` with only the attributes ``logging`` gives every record
     (in any order: they come back in logging's), a ``str`` message, arguments (if any) that
-    are strings, numbers, booleans or None, and no exception or stack. All of it is
-    immutable, so its message is the same whenever it is made: it is made on the worker, and
-    this thread only copies the values into a flat tuple. Any other record takes
-    ``snapshot`` and ``packed``.
+    are strings, numbers, booleans or None, no stack, and no exception or one as
+    ``logger.exception()`` gives it. All but the exception is immutable, so the message is
+    the same whenever it is made: it is made on the worker, and this thread copies the values
+    into a flat tuple, and of an exception what ``capture_exception`` takes. Any other record
+    takes ``snapshot`` and ``packed``.
     """
     if type(record) is not _LogRecord:
         return None
     attributes = record.__dict__
-    if len(attributes) != _COMMON_LENGTH or attributes.get("exc_info") is not None:
+    if len(attributes) != _COMMON_LENGTH:
         return None
     try:  # as many attributes, and each of logging's there: none other (in any order)
         others = _others(attributes)
@@ -238,24 +260,64 @@ def common_record(record: logging.LogRecord) -> Optional[Tuple[Packed, int]]:
     size = SNAPSHOT_OVERHEAD + (
         length if length < WIDE_TEXT_CHECK or msg.isascii() else sys.getsizeof(msg)
     )
-    if type(args) is not tuple:
-        return ((*others, _NO_ARGS), size) if args is None else None
-    size += FIELD_OVERHEAD * len(args)
-    for arg in args:
-        kind = type(arg)
-        if kind is str:
-            length = len(arg)
-            size += length if length < WIDE_TEXT_CHECK or arg.isascii() else sys.getsizeof(arg)
-        elif kind not in _NATIVE:
-            return None
-    return (*others, *args, _COMMON), size
+    if type(args) is tuple:
+        size += FIELD_OVERHEAD * len(args)
+        for arg in args:
+            kind = type(arg)
+            if kind is str:
+                length = len(arg)
+                size += length if length < WIDE_TEXT_CHECK or arg.isascii() else sys.getsizeof(arg)
+            elif kind not in _NATIVE:
+                return None
+    elif args is not None:
+        return None
+    exc_info = others[_EXC_INFO]
+    if exc_info is None:
+        return ((*others, *args, _COMMON) if args is not None else (*others, _NO_ARGS)), size
+    return _with_exception(attributes, others, args, exc_info, size)
+
+
+def _with_exception(
+    attributes: Dict[str, Any], others: Packed, args: Optional[Tuple[Any, ...]],
+    exc_info: Any, size: int,
+) -> Optional[Tuple[Packed, int]]:
+    """``common_record`` of a record with an exception, from the values it took."""
+    if (
+        type(exc_info) is not tuple
+        or len(exc_info) != 3
+        or not isinstance(exc_info[0], type)
+        or not isinstance(exc_info[1], BaseException)
+        or (exc_info[2] is not None and type(exc_info[2]) is not TracebackType)
+    ):
+        return None  # the snapshot says what it is
+    capture = capture_exception(exc_info)
+    size += capture.text_length + FRAME_OVERHEAD * capture.frame_count
+    parts = _inline_parts(capture)
+    if parts is None:  # text where the traceback's parts would be: a snapshot, as it would be
+        fields = dict(attributes)
+        fields["message"] = _message(others[_MSG], args)
+        fields["exc_info"] = capture
+        return packed(fields), size
+    values = (*others[:_EXC_INFO], _INLINE, *others[_EXC_INFO + 1:])
+    if args is None:
+        return (*values, *parts, -1, _EXCEPTION), size
+    return (*values, *args, *parts, len(args), _EXCEPTION), size
 
 
 def _common_fields(item: Packed, args: Optional[Tuple[Any, ...]]) -> Dict[str, Any]:
     """The snapshot of a common record, from what ``common_record`` kept of it."""
     fields = dict(zip(COMMON_KEYS, (*item[:_ARGS], args, *item[_ARGS:_FIRST_ARG])))
     msg = item[_MSG]
-    fields["message"] = _message(msg, args) if args else msg
+    fields["message"] = _message(msg, args)
+    return fields
+
+
+def _exception_fields(item: Packed) -> Dict[str, Any]:
+    """The snapshot of a common record with an exception."""
+    count = item[-2]
+    args = item[_FIRST_ARG:_FIRST_ARG + count] if count >= 0 else None
+    fields = _common_fields(item, args)
+    fields["exc_info"] = _captured(item[_FIRST_ARG + max(count, 0):-2])
     return fields
 
 
@@ -280,7 +342,7 @@ def wire_fields_maker(
         if last is _COMMON:
             args: Optional[Tuple[Any, ...]] = item[_FIRST_ARG:-1]
             fields = dict(zip(COMMON_KEYS, (*item[:_ARGS], str(args), *item[_ARGS:_FIRST_ARG])))
-            fields["message"] = _message(msg, args) if args else msg
+            fields["message"] = _message(msg, args)
         else:
             fields = dict(zip(COMMON_KEYS, (*item[:_ARGS], None, *item[_ARGS:_FIRST_ARG])))
             fields["message"] = msg
@@ -307,8 +369,10 @@ def queued_snapshot(record: logging.LogRecord) -> Tuple[Packed, int]:
     return packed(fields), size
 
 
-def _message(msg: str, args: Tuple[object, ...]) -> str:
-    """``LogRecord.getMessage()`` of a common record with arguments."""
+def _message(msg: str, args: Optional[Tuple[object, ...]]) -> str:
+    """``LogRecord.getMessage()`` of a common record."""
+    if not args:
+        return msg
     try:
         return msg % args
     except USER_ERRORS as exc:

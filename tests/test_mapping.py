@@ -525,9 +525,12 @@ def test_captured_tracebacks_are_the_text_traceback_gives(
         expected = expected_text(exc, exc.__traceback__)
         assert text_of(exc) == expected
         assert text_of(exc) == expected
-        snap = snapshot(make_record(exc_info=(type(exc), exc, exc.__traceback__)))
-        back = unpacked(packed(dict(snap)))  # as the buffer keeps it, and gives it back
+        record = make_record(exc_info=(type(exc), exc, exc.__traceback__))
+        snap = snapshot(record)
+        back = unpacked(packed(dict(snap)))  # as the buffer keeps a snapshot, and gives it back
         assert to_fields(back, ENRICH) == to_fields(snap, ENRICH)
+        item, _ = queued(record)  # as it keeps this record
+        assert WIRE_FIELDS(item) == to_fields(snap, ENRICH)
 
 
 def test_wide_and_deep_exception_groups_are_cut_as_traceback_cuts_them(
@@ -682,6 +685,16 @@ def test_a_packed_snapshot_gives_back_the_same_fields(record: logging.LogRecord)
         assert back == snap  # a class not built in comes back as the text written of it
 
 
+def test_a_common_record_with_a_program_s_exception_gives_back_the_same_fields() -> None:
+    exc = raised(AnError("mine"))
+    record = make_record("failed %s", (3,), exc_info=(AnError, exc, exc.__traceback__))
+    common = common_record(record)
+    assert common is not None
+    assert not any(value is AnError or value is exc for value in common[0])  # nothing tracked
+    assert to_fields(unpacked(common[0]), ENRICH) == to_fields(snapshot(record), ENRICH)
+    assert WIRE_FIELDS(common[0]) == to_fields(snapshot(record), ENRICH)
+
+
 class _NamelessMeta(type):
     @property
     def __name__(cls) -> str:  # type: ignore[override]
@@ -726,6 +739,9 @@ COMMON_RECORDS = {
     "every native kind": make_record("%s %d %.2f %r %s", ("text", 7, 2.5, True, None)),
     "a format that fails": make_record("%d items", ("not a number",)),
     "wide text": make_record("\u4e2d" * 300 + " %s", ("\u00e9" * 300,)),
+    "an exception": make_record(exc_info=(ValueError, raised(ValueError("x")), None)),
+    "an exception, args None": make_record(
+        "failed", None, exc_info=(KeyError, raised(KeyError("k")), None)),
 }
 
 
@@ -770,7 +786,8 @@ OTHER_RECORDS = {
     "an object argument": make_record("%s", (object(),)),
     "a list argument": make_record("%s", ([1, 2],)),
     "a mapping for args": make_record("%(a)s", ({"a": 1},)),
-    "an exception": make_record(exc_info=(ValueError, raised(ValueError("x")), None)),
+    "exc_info that is not a tuple": make_record(exc_info="not a tuple"),
+    "exc_info without an exception": make_record(exc_info=(None, None, None)),
     "a stack": make_record(stack_info="Stack (most recent call last):"),
     "exc_text": _with_exc_text(),
     "a subclass of LogRecord": OwnRecord("app", logging.INFO, "/src/app.py", 1, "m", (), None),
