@@ -207,6 +207,11 @@ def unpacked(item: Any) -> Any:
 
 
 _LogRecord = logging.LogRecord
+#: ``LogRecord.getMessage`` as the standard library defines it (None if a program replaced it
+#: before this module was imported).
+_STDLIB_GET_MESSAGE = (
+    _LogRecord.getMessage if _LogRecord.getMessage.__module__ == "logging" else None
+)
 #: The attributes ``logging`` gives every record, in the order it sets them.
 COMMON_KEYS: Tuple[str, ...] = tuple(_LogRecord("", 0, "", 0, "", (), None).__dict__)
 _COMMON_LENGTH = len(COMMON_KEYS)
@@ -239,8 +244,8 @@ def common_record(record: logging.LogRecord) -> Optional[Tuple[Packed, int]]:
     into a flat tuple, and of an exception what ``capture_exception`` takes. Any other record
     takes ``snapshot`` and ``packed``.
     """
-    if type(record) is not _LogRecord:
-        return None
+    if type(record) is not _LogRecord or _LogRecord.getMessage is not _STDLIB_GET_MESSAGE:
+        return None  # a program's own record class, or its own getMessage: the snapshot calls it
     attributes = record.__dict__
     if len(attributes) != _COMMON_LENGTH:
         return None

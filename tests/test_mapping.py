@@ -795,6 +795,21 @@ OTHER_RECORDS = {
 }
 
 
+def test_a_program_s_own_get_message_is_called_on_the_thread_that_logs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Some programs replace ``LogRecord.getMessage`` (to format with ``str.format``): then
+    no record is of the common kind, and the message is the one their function makes."""
+    def braces(self: logging.LogRecord) -> str:
+        return str(self.msg).format(*self.args)
+
+    monkeypatch.setattr(logging.LogRecord, "getMessage", braces)
+    record = make_record("hello {}", ("braces",))
+    assert common_record(record) is None
+    item, _ = queued(record)
+    assert WIRE_FIELDS(item)["message"] == "hello braces"
+
+
 def test_a_common_record_whose_attributes_were_reordered_gives_back_the_same_fields() -> None:
     record = make_record()
     msg = record.msg
