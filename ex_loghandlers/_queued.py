@@ -13,6 +13,7 @@ import gc
 import logging
 import operator
 import os
+import re
 import sys
 from types import TracebackType
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
@@ -27,6 +28,7 @@ from ._mapping import (
     capture_exception,
     failed_message,
     safe_repr,
+    safe_str,
     snapshot,
     to_fields,
 )
@@ -237,8 +239,9 @@ def common_record(record: logging.LogRecord) -> Optional[Tuple[Packed, int]]:
     """``record`` as the buffer keeps it, and its size, if it is of the common kind; else None.
 
     The common kind: a ``LogRecord`` with only the attributes ``logging`` gives every record
-    (in any order: they come back in logging's), a ``str`` message, arguments (if any) that
-    are strings, numbers, booleans or None, no stack, and no exception or one as
+    (in any order: they come back in logging's), a ``str`` message without a conversion of a
+    width or precision of 100 or more (or ``*``), arguments (if any) that are strings,
+    numbers (ints below 2**512), booleans or None, no stack, and no exception or one as
     ``logger.exception()`` gives it. All but the exception is immutable, so the message is
     the same whenever it is made: it is made on the worker, and this thread copies the values
     into a flat tuple, and of an exception what ``capture_exception`` takes. Any other record
@@ -266,12 +269,17 @@ def common_record(record: logging.LogRecord) -> Optional[Tuple[Packed, int]]:
         length if length < WIDE_TEXT_CHECK or msg.isascii() else sys.getsizeof(msg)
     )
     if type(args) is tuple:
+        if args and not _plain_template(msg):
+            return None
         size += FIELD_OVERHEAD * len(args)
         for arg in args:
             kind = type(arg)
             if kind is str:
                 length = len(arg)
                 size += length if length < WIDE_TEXT_CHECK or arg.isascii() else sys.getsizeof(arg)
+            elif kind is int:
+                if not -_LARGE_INT < arg < _LARGE_INT:
+                    return None
             elif kind not in _NATIVE:
                 return None
     elif args is not None:
@@ -280,6 +288,28 @@ def common_record(record: logging.LogRecord) -> Optional[Tuple[Packed, int]]:
     if exc_info is None:
         return ((*others, *args, _COMMON) if args is not None else (*others, _NO_ARGS)), size
     return _with_exception(attributes, others, args, exc_info, size)
+
+
+#: An int this large or larger takes the snapshot: its digits, and the memory it keeps, would
+#: outweigh what a common record is counted for.
+_LARGE_INT = 1 << 512
+#: A conversion whose width or precision is given by an argument (``*``) or is 100 or more:
+#: its message may be far larger than the template and the arguments it is counted by.
+_WIDE_CONVERSION = re.compile(r"%[-#0 +]*(?:\*|\d{3,}|\d*\.(?:\*|\d{3,}))")
+#: Templates already looked at, and whether they are plain (no ``_WIDE_CONVERSION``). Short
+#: ones only, and a bounded number: a template is most often a constant of the program's.
+_PLAIN_TEMPLATES: Dict[str, bool] = {}
+_MAX_PLAIN_TEMPLATES = 4096
+_MAX_TEMPLATE_CACHED = 256
+
+
+def _plain_template(msg: str) -> bool:
+    plain = _PLAIN_TEMPLATES.get(msg)
+    if plain is None:
+        plain = _WIDE_CONVERSION.search(msg) is None
+        if len(msg) <= _MAX_TEMPLATE_CACHED and len(_PLAIN_TEMPLATES) < _MAX_PLAIN_TEMPLATES:
+            _PLAIN_TEMPLATES[msg] = plain
+    return plain
 
 
 def _with_exception(
@@ -302,7 +332,7 @@ def _with_exception(
         fields = dict(attributes)
         fields["message"] = _message(others[_MSG], args)
         fields["exc_info"] = capture
-        return packed(fields), size
+        return packed(fields), estimated_size(fields, snapshot_of_plain_record=True)
     values = (*others[:_EXC_INFO], _INLINE, *others[_EXC_INFO + 1:])
     if args is None:
         return (*values, *parts, -1, _EXCEPTION), size
@@ -346,7 +376,9 @@ def wire_fields_maker(
         msg = item[_MSG]
         if last is _COMMON:
             args: Optional[Tuple[Any, ...]] = item[_FIRST_ARG:-1]
-            fields = dict(zip(COMMON_KEYS, (*item[:_ARGS], str(args), *item[_ARGS:_FIRST_ARG])))
+            fields = dict(
+                zip(COMMON_KEYS, (*item[:_ARGS], safe_str(args), *item[_ARGS:_FIRST_ARG]))
+            )
             fields["message"] = _message(msg, args)
         else:
             fields = dict(zip(COMMON_KEYS, (*item[:_ARGS], None, *item[_ARGS:_FIRST_ARG])))

@@ -742,6 +742,8 @@ COMMON_RECORDS = {
     "an exception": make_record(exc_info=(ValueError, raised(ValueError("x")), None)),
     "an exception, args None": make_record(
         "failed", None, exc_info=(KeyError, raised(KeyError("k")), None)),
+    "narrow widths and precisions": make_record("%5.2f|%-10s|%08.3f|%99d", (1.5, "a", 2.0, 7)),
+    "a large float": make_record("%f %.99f", (1e308, -1e308)),
 }
 
 
@@ -792,6 +794,10 @@ OTHER_RECORDS = {
     "exc_text": _with_exc_text(),
     "a subclass of LogRecord": OwnRecord("app", logging.INFO, "/src/app.py", 1, "m", (), None),
     "an attribute of logging's swapped for another": _swapped(),
+    "a very large number": make_record("big %x %d", (10**5000, 1)),
+    "a width given by an argument": make_record("pad %*d", (5_000_000, 1)),
+    "a width of 100 or more": make_record("pad %100000d", (1,)),
+    "a precision of 100 or more": make_record("%.5000f", (1.0,)),
 }
 
 
@@ -841,6 +847,23 @@ def test_a_common_records_message_is_the_one_its_record_makes(msg: str, args: Li
     record = make_record(msg, tuple(args))
     item, _ = queued(record)
     assert unpacked(item) == snapshot(record)
+    assert WIRE_FIELDS(item) == to_fields(snapshot(record), ENRICH)
+
+
+def test_a_common_record_whose_exception_is_kept_as_text_is_counted_with_its_message() -> None:
+    """A chain too long for ``traceback`` leaves the capture text: that record keeps its
+    message, made now, and is counted with it."""
+    exc: BaseException = raised(ValueError("first"))
+    for i in range(1100):
+        try:
+            raise ValueError(f"link {i}") from exc
+        except ValueError as caught:
+            exc = caught
+    record = make_record("pad %s", ("x" * 100_000,), exc_info=(ValueError, exc, None))
+    common = common_record(record)
+    assert common is not None
+    item, size = common
+    assert size >= 200_000  # the argument, and the message made of it
     assert WIRE_FIELDS(item) == to_fields(snapshot(record), ENRICH)
 
 

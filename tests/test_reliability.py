@@ -553,6 +553,28 @@ def test_the_size_estimate_covers_what_a_queued_record_keeps(shape: str) -> None
     assert held <= estimated <= 2 * held + 1000 * count, (shape, held / count, estimated / count)
 
 
+@pytest.mark.parametrize("msg, args", [
+    ("pad %*d", (2_000_000, 1)),
+    ("pad %2000000d", (1,)),
+    ("%.2000000f", (1.0,)),
+    ("big %x", (1 << 8_000_000,)),
+], ids=["width from an argument", "wide", "precise", "a huge number"])
+def test_a_record_whose_message_would_outgrow_the_bound_is_refused_as_too_large(
+    logger: logging.Logger, msg: str, args: Tuple[Any, ...]
+) -> None:
+    """Its template and arguments are small: the message made of them is not."""
+    with FaultServer() as server:
+        handler = ExHTTPHandler(url=server.url_for("/sink/TEST/app"), wire_format="json",
+                                max_queue_bytes=1_000_000)
+        logger.handlers[:] = [handler]
+        with redirect_stderr(io.StringIO()):
+            logger.info(msg, *args)
+            logger.info("small")
+            assert handler.flush(timeout=10)
+        assert [r["message"] for r in own_records(server, logger.name)] == ["small"]
+        assert handler.stats.dropped_by_reason == {"record larger than max_queue_bytes": 1}
+
+
 def test_the_size_estimate_of_a_users_mapping_counts_its_texts() -> None:
     fields = {"message": "m" * 50_000, "raw": b"b" * 10_000, "pair": ("t" * 5_000, 1), "n": 1}
     size = estimated_size(fields)
