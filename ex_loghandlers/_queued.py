@@ -9,6 +9,7 @@ On the worker, ``unpacked`` gives back the snapshot ``to_fields`` reads.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import operator
@@ -296,20 +297,21 @@ _LARGE_INT = 1 << 512
 #: A conversion whose width or precision is given by an argument (``*``) or is 100 or more:
 #: its message may be far larger than the template and the arguments it is counted by.
 _WIDE_CONVERSION = re.compile(r"%[-#0 +]*(?:\*|\d{3,}|\d*\.(?:\*|\d{3,}))")
-#: Templates already looked at, and whether they are plain (no ``_WIDE_CONVERSION``). Short
-#: ones only, and a bounded number: a template is most often a constant of the program's.
-_PLAIN_TEMPLATES: Dict[str, bool] = {}
-_MAX_PLAIN_TEMPLATES = 4096
+#: Templates up to this long are remembered (``_plain``): a template is most often a constant
+#: of the program's.
 _MAX_TEMPLATE_CACHED = 256
 
 
 def _plain_template(msg: str) -> bool:
-    plain = _PLAIN_TEMPLATES.get(msg)
-    if plain is None:
-        plain = _WIDE_CONVERSION.search(msg) is None
-        if len(msg) <= _MAX_TEMPLATE_CACHED and len(_PLAIN_TEMPLATES) < _MAX_PLAIN_TEMPLATES:
-            _PLAIN_TEMPLATES[msg] = plain
-    return plain
+    """Whether the message made of ``msg`` is bounded by it and its arguments' texts."""
+    if len(msg) <= _MAX_TEMPLATE_CACHED:
+        return _plain(msg)
+    return _WIDE_CONVERSION.search(msg) is None
+
+
+@functools.lru_cache(maxsize=4096)
+def _plain(msg: str) -> bool:
+    return _WIDE_CONVERSION.search(msg) is None
 
 
 def _with_exception(
