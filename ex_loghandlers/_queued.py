@@ -240,13 +240,14 @@ def common_record(record: logging.LogRecord) -> Optional[Tuple[Packed, int]]:
     """``record`` as the buffer keeps it, and its size, if it is of the common kind; else None.
 
     The common kind: a ``LogRecord`` with only the attributes ``logging`` gives every record
-    (in any order: they come back in logging's), a ``str`` message without a conversion of a
-    width or precision of 100 or more (or ``*``), arguments (if any) that are strings,
-    numbers (ints below 2**512), booleans or None, no stack, and no exception or one as
-    ``logger.exception()`` gives it. All but the exception is immutable, so the message is
-    the same whenever it is made: it is made on the worker, and this thread copies the values
-    into a flat tuple, and of an exception what ``capture_exception`` takes. Any other record
-    takes ``snapshot`` and ``packed``.
+    (in any order: they come back in logging's), a ``str`` message whose message cannot grow
+    far beyond its texts (see ``_template_kind``; no text of 256 characters or more for a
+    ``%r`` or ``%a``), arguments (if any) that are strings, numbers (ints below 2**512),
+    booleans or None, no stack, and no exception or one as ``logger.exception()`` gives it.
+    All but the exception is immutable, so the message is the same whenever it is made: it is
+    made on the worker, and this thread copies the values into a flat tuple, and of an
+    exception what ``capture_exception`` takes. Any other record takes ``snapshot`` and
+    ``packed``.
     """
     if type(record) is not _LogRecord or _LogRecord.getMessage is not _STDLIB_GET_MESSAGE:
         return None  # a program's own record class, or its own getMessage: the snapshot calls it
@@ -265,25 +266,33 @@ def common_record(record: logging.LogRecord) -> Optional[Tuple[Packed, int]]:
         or others[_STACK_INFO] is not None
     ):
         return None
-    length = len(msg)
-    size = SNAPSHOT_OVERHEAD + (
-        length if length < WIDE_TEXT_CHECK or msg.isascii() else sys.getsizeof(msg)
-    )
-    if type(args) is tuple:
-        if args and not _plain_template(msg):
+    if type(args) is tuple and args:
+        # What the queue keeps, and the message the worker makes of it: the texts' characters,
+        # each as wide as the widest of them takes (four bytes, if any is not ASCII).
+        template = _template_kind(msg)
+        if template == _WIDE:
             return None
-        size += FIELD_OVERHEAD * len(args)
+        length, wide = len(msg), not msg.isascii()
         for arg in args:
             kind = type(arg)
             if kind is str:
-                length = len(arg)
-                size += length if length < WIDE_TEXT_CHECK or arg.isascii() else sys.getsizeof(arg)
+                length += len(arg)
+                if not arg.isascii():
+                    wide = True
+                if template == _ESCAPING and len(arg) >= WIDE_TEXT_CHECK:
+                    return None  # %r and %a may write ten characters for one
             elif kind is int:
                 if not -_LARGE_INT < arg < _LARGE_INT:
                     return None
             elif kind not in _NATIVE:
                 return None
-    elif args is not None:
+        size = SNAPSHOT_OVERHEAD + FIELD_OVERHEAD * len(args) + (4 * length if wide else length)
+    elif args is None or type(args) is tuple:  # no arguments: the message is the template
+        length = len(msg)
+        size = SNAPSHOT_OVERHEAD + (
+            length if length < WIDE_TEXT_CHECK or msg.isascii() else sys.getsizeof(msg)
+        )
+    else:
         return None
     exc_info = others[_EXC_INFO]
     if exc_info is None:
@@ -294,24 +303,37 @@ def common_record(record: logging.LogRecord) -> Optional[Tuple[Packed, int]]:
 #: An int this large or larger takes the snapshot: its digits, and the memory it keeps, would
 #: outweigh what a common record is counted for.
 _LARGE_INT = 1 << 512
-#: A conversion whose width or precision is given by an argument (``*``) or is 100 or more:
-#: its message may be far larger than the template and the arguments it is counted by.
-_WIDE_CONVERSION = re.compile(r"%[-#0 +]*(?:\*|\d{3,}|\d*\.(?:\*|\d{3,}))")
-#: Templates up to this long are remembered (``_plain``): a template is most often a constant
-#: of the program's.
+#: A conversion of a printf-style template: flags, width, precision, length, type.
+_CONVERSION = re.compile(r"%[-#0 +]*(\*|\d*)(?:\.(\*|\d*))?[hlL]?(.)", re.DOTALL)
+#: What a template's message may be, against the texts of its arguments: of about their size
+#: (``_PLAIN``); up to ten characters for one of a text, for ``%r`` and ``%a``
+#: (``_ESCAPING``); or, with a width or precision given by an argument (``*``) or of 100 or
+#: more, or a ``%c``, far larger than what it is counted by (``_WIDE``).
+_PLAIN, _ESCAPING, _WIDE = "plain", "escaping", "wide"
+#: Templates up to this long are remembered (``_remembered_kind``): a template is most often
+#: a constant of the program's.
 _MAX_TEMPLATE_CACHED = 256
 
 
-def _plain_template(msg: str) -> bool:
-    """Whether the message made of ``msg`` is bounded by it and its arguments' texts."""
+def _template_kind(msg: str) -> str:
     if len(msg) <= _MAX_TEMPLATE_CACHED:
-        return _plain(msg)
-    return _WIDE_CONVERSION.search(msg) is None
+        return _remembered_kind(msg)
+    return _kind_of_template(msg)
 
 
-@functools.lru_cache(maxsize=4096)
-def _plain(msg: str) -> bool:
-    return _WIDE_CONVERSION.search(msg) is None
+def _kind_of_template(msg: str) -> str:
+    kind = _PLAIN
+    for width, precision, conversion in _CONVERSION.findall(msg):
+        if conversion == "%":
+            continue
+        if "*" in (width, precision) or len(width) > 2 or len(precision) > 2 or conversion == "c":
+            return _WIDE  # %c: one character, maybe one that makes every other one wider
+        if conversion in "ra":
+            kind = _ESCAPING
+    return kind
+
+
+_remembered_kind = functools.lru_cache(maxsize=4096)(_kind_of_template)
 
 
 def _with_exception(

@@ -14,7 +14,7 @@ import threading
 import traceback
 import weakref
 from types import ModuleType
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 from faultserver import Action, FaultServer, sequence
@@ -848,6 +848,29 @@ def test_a_common_records_message_is_the_one_its_record_makes(msg: str, args: Li
     item, _ = queued(record)
     assert unpacked(item) == snapshot(record)
     assert WIRE_FIELDS(item) == to_fields(snapshot(record), ENRICH)
+
+
+@pytest.mark.parametrize("msg, args", [
+    ("%.99f" * 100, (-1e308,) * 100),
+    ("%f" * 100, (1e308,) * 100),
+    ("%d" * 100, (1e308,) * 100),
+    ("%#o" * 100, (2**512 - 1,) * 100),
+    ("%r", ("\x00" * 10**6,)),
+    ("%a", ("\u00e9" * 10**6,)),
+    ("%a" * 1000, ("\U0001f600" * 255,) * 1000),
+    ("A" * 10**6 + "%c", (0x10FFFF,)),
+    ("A" * 10**6 + "%s", ("\U0001f600",)),
+    ("%s %s", ("\u00e9" * 200, "x" * 100_000)),
+])
+def test_the_message_a_common_record_makes_on_the_worker_is_bounded_by_its_size(
+    msg: str, args: Tuple[Any, ...]
+) -> None:
+    """Made on the worker, it is not in the queue: but it may not be more than twice what the
+    record is counted for, and a bounded few hundred bytes a number."""
+    record = make_record(msg, args)
+    common = common_record(record)
+    if common is not None:
+        assert sys.getsizeof(record.getMessage()) <= 2 * common[1] + 512 * len(args)
 
 
 def test_a_common_record_whose_exception_is_kept_as_text_is_counted_with_its_message() -> None:
