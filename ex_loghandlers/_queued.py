@@ -44,6 +44,11 @@ SNAPSHOT_OVERHEAD = 960
 RECORD_OVERHEAD = 512
 FIELD_OVERHEAD = 48
 FRAME_OVERHEAD = 160
+#: Per argument of a common record (``common_record``): the object (a new text's header, an
+#: int below 2**512) and its place, which also covers the text a number's conversion writes
+#: (``NUMBER_TEXT`` characters at most) unless the message takes four bytes a character.
+ARG_OVERHEAD = 112
+NUMBER_TEXT = 410
 #: A string at least this long is checked for characters that take 2 or 4 bytes each.
 WIDE_TEXT_CHECK = 256
 
@@ -240,14 +245,13 @@ def common_record(record: logging.LogRecord) -> Optional[Tuple[Packed, int]]:
     """``record`` as the buffer keeps it, and its size, if it is of the common kind; else None.
 
     The common kind: a ``LogRecord`` with only the attributes ``logging`` gives every record
-    (in any order: they come back in logging's), a ``str`` message whose message cannot grow
-    far beyond its texts (see ``_template_kind``; no text of 256 characters or more for a
-    ``%r`` or ``%a``), arguments (if any) that are strings, numbers (ints below 2**512),
-    booleans or None, no stack, and no exception or one as ``logger.exception()`` gives it.
-    All but the exception is immutable, so the message is the same whenever it is made: it is
-    made on the worker, and this thread copies the values into a flat tuple, and of an
-    exception what ``capture_exception`` takes. Any other record takes ``snapshot`` and
-    ``packed``.
+    (in any order: they come back in logging's), a ``str`` message that formats without
+    failing into a message not far beyond its texts (see ``_conversions``), arguments (if
+    any) that are strings, numbers (ints below 2**512), booleans or None, no stack, and no
+    exception or one as ``logger.exception()`` gives it. All but the exception is immutable,
+    so the message is the same whenever it is made: it is made on the worker, and this thread
+    copies the values into a flat tuple, and of an exception what ``capture_exception``
+    takes. Any other record takes ``snapshot`` and ``packed``.
     """
     if type(record) is not _LogRecord or _LogRecord.getMessage is not _STDLIB_GET_MESSAGE:
         return None  # a program's own record class, or its own getMessage: the snapshot calls it
@@ -267,26 +271,33 @@ def common_record(record: logging.LogRecord) -> Optional[Tuple[Packed, int]]:
     ):
         return None
     if type(args) is tuple and args:
-        # What the queue keeps, and the message the worker makes of it: the texts' characters,
-        # each as wide as the widest of them takes (four bytes, if any is not ASCII).
-        template = _template_kind(msg)
-        if template == _WIDE:
-            return None
-        length, wide = len(msg), not msg.isascii()
-        for arg in args:
+        # What the queue keeps, and the message the worker makes of it: each argument and its
+        # text (ten characters a character for %r and %a), every character as wide as the
+        # widest takes (four bytes, if any is not ASCII; a number's text too, then).
+        conversions = _conversions(msg)
+        if conversions is None or len(conversions) != len(args):
+            return None  # a template that may outgrow its texts, or fail: the snapshot makes it
+        length, wide, numbers = len(msg), not msg.isascii(), 0
+        for arg, conversion in zip(args, conversions):
             kind = type(arg)
             if kind is str:
-                length += len(arg)
+                if conversion == "s":
+                    length += len(arg)
+                elif conversion in "ra":
+                    length += 10 * len(arg)
+                else:
+                    return None  # a number's conversion: it fails, and says so with the text
                 if not arg.isascii():
                     wide = True
-                if template == _ESCAPING and len(arg) >= WIDE_TEXT_CHECK:
-                    return None  # %r and %a may write ten characters for one
-            elif kind is int:
+                continue
+            if kind is int:
                 if not -_LARGE_INT < arg < _LARGE_INT:
                     return None
             elif kind not in _NATIVE:
                 return None
-        size = SNAPSHOT_OVERHEAD + FIELD_OVERHEAD * len(args) + (4 * length if wide else length)
+            numbers += 1
+        size = SNAPSHOT_OVERHEAD + ARG_OVERHEAD * len(args)
+        size += 4 * (length + NUMBER_TEXT * numbers) if wide else length
     elif args is None or type(args) is tuple:  # no arguments: the message is the template
         length = len(msg)
         size = SNAPSHOT_OVERHEAD + (
@@ -305,35 +316,42 @@ def common_record(record: logging.LogRecord) -> Optional[Tuple[Packed, int]]:
 _LARGE_INT = 1 << 512
 #: A conversion of a printf-style template: flags, width, precision, length, type.
 _CONVERSION = re.compile(r"%[-#0 +]*(\*|\d*)(?:\.(\*|\d*))?[hlL]?(.)", re.DOTALL)
-#: What a template's message may be, against the texts of its arguments: of about their size
-#: (``_PLAIN``); up to ten characters for one of a text, for ``%r`` and ``%a``
-#: (``_ESCAPING``); or, with a width or precision given by an argument (``*``) or of 100 or
-#: more, or a ``%c``, far larger than what it is counted by (``_WIDE``).
-_PLAIN, _ESCAPING, _WIDE = "plain", "escaping", "wide"
-#: Templates up to this long are remembered (``_remembered_kind``): a template is most often
-#: a constant of the program's.
+#: The conversions whose text is bounded by their argument's: a number's is 410 characters
+#: at most with a precision below 100 (``ARG_OVERHEAD`` covers it), a text's its own, ten
+#: characters a character for ``%r`` and ``%a``.
+_BOUNDED_CONVERSIONS = frozenset("diouxXeEfFgGsra")
+#: Templates up to this long are remembered (``_remembered_conversions``): a template is most
+#: often a constant of the program's.
 _MAX_TEMPLATE_CACHED = 256
 
 
-def _template_kind(msg: str) -> str:
+def _conversions(msg: str) -> Optional[Tuple[str, ...]]:
+    """The types of the conversions of template ``msg``, one an argument; None if its message
+    may be far larger than its texts (a width or precision given by an argument, ``*``, or
+    of 100 or more; a ``%c``, whose one character may widen every other) or it takes a
+    mapping."""
     if len(msg) <= _MAX_TEMPLATE_CACHED:
-        return _remembered_kind(msg)
-    return _kind_of_template(msg)
+        return _remembered_conversions(msg)
+    return _conversions_of(msg)
 
 
-def _kind_of_template(msg: str) -> str:
-    kind = _PLAIN
+def _conversions_of(msg: str) -> Optional[Tuple[str, ...]]:
+    found: List[str] = []
     for width, precision, conversion in _CONVERSION.findall(msg):
         if conversion == "%":
             continue
-        if "*" in (width, precision) or len(width) > 2 or len(precision) > 2 or conversion == "c":
-            return _WIDE  # %c: one character, maybe one that makes every other one wider
-        if conversion in "ra":
-            kind = _ESCAPING
-    return kind
+        if (
+            conversion not in _BOUNDED_CONVERSIONS
+            or "*" in (width, precision)
+            or len(width) > 2
+            or len(precision) > 2
+        ):
+            return None
+        found.append(conversion)
+    return tuple(found)
 
 
-_remembered_kind = functools.lru_cache(maxsize=4096)(_kind_of_template)
+_remembered_conversions = functools.lru_cache(maxsize=4096)(_conversions_of)
 
 
 def _with_exception(

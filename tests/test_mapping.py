@@ -737,7 +737,7 @@ COMMON_RECORDS = {
     "no arguments": make_record("no arguments", ()),
     "args None": make_record("args None", None),
     "every native kind": make_record("%s %d %.2f %r %s", ("text", 7, 2.5, True, None)),
-    "a format that fails": make_record("%d items", ("not a number",)),
+    "a format that fails": make_record("%d items", (None,)),
     "wide text": make_record("\u4e2d" * 300 + " %s", ("\u00e9" * 300,)),
     "an exception": make_record(exc_info=(ValueError, raised(ValueError("x")), None)),
     "an exception, args None": make_record(
@@ -795,6 +795,10 @@ OTHER_RECORDS = {
     "a subclass of LogRecord": OwnRecord("app", logging.INFO, "/src/app.py", 1, "m", (), None),
     "an attribute of logging's swapped for another": _swapped(),
     "a very large number": make_record("big %x %d", (10**5000, 1)),
+    "a text for a number's conversion": make_record("%d items", ("not a number",)),
+    "too few arguments": make_record("%s and %s", ("one",)),
+    "a template for a mapping": make_record("%(a)s", (1,)),
+    "a %c": make_record("%c", (0x10FFFF,)),
     "a width given by an argument": make_record("pad %*d", (5_000_000, 1)),
     "a width of 100 or more": make_record("pad %100000d", (1,)),
     "a precision of 100 or more": make_record("%.5000f", (1.0,)),
@@ -861,6 +865,13 @@ def test_a_common_records_message_is_the_one_its_record_makes(msg: str, args: Li
     ("A" * 10**6 + "%c", (0x10FFFF,)),
     ("A" * 10**6 + "%s", ("\U0001f600",)),
     ("%s %s", ("\u00e9" * 200, "x" * 100_000)),
+    ("\U0001f600" + "%.99f" * 50, (-1.7e308,) * 50),
+    ("\u20ac" + "%#o" * 50, (2**512 - 1,) * 50),
+    ("%#o" * 50 + "%s", (2**512 - 1,) * 50 + ("\U0001f600",)),
+    ("\U0001f600%a", ("\U000e0001" * 255,)),
+    ("\U0001f600" + "%r" * 5, ("\x00" * 255,) * 5),
+    ("%s %s", ("\x00" * 100_000,)),
+    ("%d", ("\U000e0001" * 100_000,)),
 ])
 def test_the_message_a_common_record_makes_on_the_worker_is_bounded_by_its_size(
     msg: str, args: Tuple[Any, ...]
@@ -870,7 +881,8 @@ def test_the_message_a_common_record_makes_on_the_worker_is_bounded_by_its_size(
     record = make_record(msg, args)
     common = common_record(record)
     if common is not None:
-        assert sys.getsizeof(record.getMessage()) <= 2 * common[1] + 512 * len(args)
+        message = WIRE_FIELDS(common[0])["message"]
+        assert sys.getsizeof(message) <= 2 * common[1] + 512 * len(args)
 
 
 def test_a_common_record_whose_exception_is_kept_as_text_is_counted_with_its_message() -> None:

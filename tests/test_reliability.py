@@ -510,6 +510,8 @@ SHAPES: Dict[str, Callable[[logging.Logger, int], None]] = {
     "a 10 kB argument": lambda log, i: log.info("%.10s", str(i) * 10_000),
     "wide text": lambda log, i: log.info("\u4e2d" * 5_000 + str(i)),
     "a chained exception": lambda log, i: _logged_exception(log, i),
+    "100 short arguments": lambda log, i: log.info("%s" * 100, *(f"{j}{i}" for j in range(100))),
+    "100 large numbers": lambda log, i: log.info("%d" * 100, *(2**511 + i + j for j in range(100))),
 }
 
 
