@@ -45,8 +45,9 @@ RECORD_OVERHEAD = 512
 FIELD_OVERHEAD = 48
 FRAME_OVERHEAD = 160
 #: Per argument of a common record (``common_record``): the object (a new text's header, an
-#: int below 2**512) and its place, which also covers the text a number's conversion writes
-#: (``NUMBER_TEXT`` characters at most) unless the message takes four bytes a character.
+#: int below 2**512) and its place. A number's conversion writes at most ``NUMBER_TEXT``
+#: characters into the message the worker makes: counted when the message takes four bytes a
+#: character; in ASCII, that message may exceed the count by as much, no more.
 ARG_OVERHEAD = 112
 NUMBER_TEXT = 410
 #: A string at least this long is checked for characters that take 2 or 4 bytes each.
@@ -316,9 +317,9 @@ def common_record(record: logging.LogRecord) -> Optional[Tuple[Packed, int]]:
 _LARGE_INT = 1 << 512
 #: A conversion of a printf-style template: flags, width, precision, length, type.
 _CONVERSION = re.compile(r"%[-#0 +]*(\*|\d*)(?:\.(\*|\d*))?[hlL]?(.)", re.DOTALL)
-#: The conversions whose text is bounded by their argument's: a number's is 410 characters
-#: at most with a precision below 100 (``ARG_OVERHEAD`` covers it), a text's its own, ten
-#: characters a character for ``%r`` and ``%a``.
+#: The conversions whose text is bounded by their argument's: a number's is ``NUMBER_TEXT``
+#: characters at most with a width and precision below 100, a text's its own, ten characters
+#: a character for ``%r`` and ``%a``.
 _BOUNDED_CONVERSIONS = frozenset("diouxXeEfFgGsra")
 #: Templates up to this long are remembered (``_remembered_conversions``): a template is most
 #: often a constant of the program's.
