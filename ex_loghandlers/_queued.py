@@ -416,16 +416,10 @@ def wire_fields_maker(
         last = item[-1] if type(item) is tuple and item else None
         if last is not _COMMON and last is not _NO_ARGS:
             return to_fields(unpacked(item), enrichment, exception_details)
-        msg = item[_MSG]
-        if last is _COMMON:
-            args: Optional[Tuple[Any, ...]] = item[_FIRST_ARG:-1]
-            fields = dict(
-                zip(COMMON_KEYS, (*item[:_ARGS], safe_str(args), *item[_ARGS:_FIRST_ARG]))
-            )
-            fields["message"] = _message(msg, args)
-        else:
-            fields = dict(zip(COMMON_KEYS, (*item[:_ARGS], None, *item[_ARGS:_FIRST_ARG])))
-            fields["message"] = msg
+        args = item[_FIRST_ARG:-1] if last is _COMMON else None
+        fields = _common_fields(item, args)
+        if args is not None:
+            fields["args"] = safe_str(args)  # as to_fields writes an args tuple
         fields[hostname_key] = hostname
         fields[username_key] = username
         pid = item[process]
