@@ -32,9 +32,8 @@ from ._lifecycle import register as register_live_handler
 from ._mapping import Enrichment, snapshot, to_fields
 from ._queued import (
     RECORD_OVERHEAD,
-    common_record,
     estimated_size,
-    queued_snapshot,
+    queued,
     unpacked,
     wire_fields_maker,
 )
@@ -278,7 +277,7 @@ class ExHTTPHandler(logging.Handler):
                     return item, estimated_size(fields_of(item))
                 except Exception:  # not fields: the worker counts it failed, saying what it was
                     return item, RECORD_OVERHEAD
-            return common_record(record) or queued_snapshot(record)
+            return queued(record)
         except RecursionError:
             raise
         except Exception as exc:
