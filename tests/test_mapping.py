@@ -758,9 +758,22 @@ def test_a_common_record_is_queued_as_it_is_and_gives_back_its_snapshot(
     back = unpacked(common[0])
     assert back == snapshot(record)
     assert list(back) == list(snapshot(record))  # the fields in the same order
-    sent = WIRE_FIELDS(common[0])
-    assert sent == to_fields(snapshot(record), ENRICH)
-    assert list(sent) == list(to_fields(snapshot(record), ENRICH))
+    for details in (False, True):
+        sent = wire_fields_maker(ENRICH, exception_details=details)(common[0])
+        expected = to_fields(snapshot(record), ENRICH, exception_details=details)
+        assert list(sent.items()) == list(expected.items())  # the same fields, in order
+
+
+def test_the_worker_writes_the_fields_to_fields_writes_whatever_the_prefix() -> None:
+    record = make_record(exc_info=(ValueError, raised(ValueError("x")), None))
+    common = common_record(record)
+    assert common is not None
+    for prefix in ("", "log.", "_ex_"):
+        enrichment = Enrichment(prefix=prefix, hostname="h", username="u", app="a")
+        for details in (False, True):
+            sent = wire_fields_maker(enrichment, exception_details=details)(common[0])
+            expected = to_fields(snapshot(record), enrichment, exception_details=details)
+            assert list(sent.items()) == list(expected.items())
 
 
 class OwnRecord(logging.LogRecord):
