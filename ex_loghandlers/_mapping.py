@@ -203,6 +203,7 @@ _UNQUALIFIED = (None, "builtins", "__main__")
     _MEMBERS,  # a group's captured exceptions, None for other exceptions
     _SUGGEST,  # what a "Did you mean" is worked out from, where done on the worker; or None
 ) = range(12)
+_NODE_SLOTS = _SUGGEST + 1
 _PLAIN, _SYNTAX_ERROR, _GROUP = 0, 1, 2
 _SYNTAX_ERROR_FIELDS = ("filename", "lineno", "end_lineno", "text", "offset", "end_offset", "msg")
 Node = Tuple[Any, ...]

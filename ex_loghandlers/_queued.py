@@ -20,7 +20,9 @@ from types import TracebackType
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from ._mapping import (
+    _FRAMES,
     _NATIVE,
+    _NODE_SLOTS,
     LARGE_FIELDS,
     SNAPSHOT_FIELDS,
     USER_ERRORS,
@@ -168,20 +170,49 @@ def packed(fields: Dict[str, Any]) -> Packed:
 def _inline_parts(capture: ExceptionCapture) -> Optional[Packed]:
     """The capture's parts as a packed record holds them after its values (``_captured``
     gives the capture back), or None for a capture that has text where a traceback's parts
-    would be."""
+    would be.
+
+    Flat: the exception's arguments (when the worker writes its ``repr()`` from them) and the
+    frames inline, each after its count, not tuples of their own. A tuple is untracked by a
+    collection that finds nothing tracked in it, and the collection reaches a tuple only after
+    the tuple that holds it: one level of nesting would keep every exception record tracked
+    until its second collection, in the generation a young collection promotes it to.
+    """
     exc_info, type_name, message, tree, text_length, frame_count = capture
     if type(exc_info) is not tuple or type(tree) is not tuple:
         return None
-    exc_type = exc_info[0]
+    exc_type, exc_repr, tb_id = exc_info
     if _is_tracked(exc_type):  # a class not built in: what exc_info_text needs of it
-        exc_type = _class_text(exc_type, deferred_repr=type(exc_info[1]) is tuple)
-    return (exc_type, *exc_info[1:], type_name, message, text_length, frame_count, *tree)
+        exc_type = _class_text(exc_type, deferred_repr=type(exc_repr) is tuple)
+    head = (exc_type, tb_id, type_name, message, text_length, frame_count,
+            *tree[:_FRAMES], *tree[_FRAMES + 1:])
+    if type(exc_repr) is tuple:
+        return (*head, len(exc_repr), *exc_repr, *tree[_FRAMES])
+    return (*head, -1, exc_repr, *tree[_FRAMES])
+
+
+#: In ``_inline_parts``: where the tree's slots begin, and where the count of the exception's
+#: arguments is (-1: one text, its ``repr()``), after the tree's slots but its frames.
+_TREE_AT = 6
+_REPR_COUNT_AT = _TREE_AT + _NODE_SLOTS - 1
 
 
 def _captured(parts: Packed) -> ExceptionCapture:
     """The capture whose ``_inline_parts`` are ``parts``."""
+    count = parts[_REPR_COUNT_AT]
+    if count >= 0:
+        frames_at = _REPR_COUNT_AT + 1 + count
+        exc_repr = parts[_REPR_COUNT_AT + 1:frames_at]
+    else:
+        frames_at = _REPR_COUNT_AT + 2
+        exc_repr = parts[_REPR_COUNT_AT + 1]
+    tree = (
+        *parts[_TREE_AT:_TREE_AT + _FRAMES], parts[frames_at:],
+        *parts[_TREE_AT + _FRAMES:_REPR_COUNT_AT],
+    )
+    exc_info = (parts[0], exc_repr, parts[1])
     return tuple.__new__(
-        ExceptionCapture, (parts[:3], parts[3], parts[4], parts[7:], parts[5], parts[6])
+        ExceptionCapture, (exc_info, parts[2], parts[3], tree, parts[4], parts[5])
     )
 
 
