@@ -6,7 +6,7 @@ from typing import Any, Dict, List
 
 from ex_loghandlers._placement import placed
 from ex_loghandlers._sizing import limited
-from ex_loghandlers._wire import elasticsearch_encoder, encode_form, encode_json
+from ex_loghandlers._wire import Payload, elasticsearch_encoder, encode_form, encode_json
 
 
 def batch() -> List[Dict[str, Any]]:
@@ -55,3 +55,13 @@ def test_records_sent_again_are_placed_again() -> None:
     given = [r for r, _ in again]
     places = placed(given, [place for _, place in again], encode(given))
     assert sorted(place for at in places for place in at) == [0, 2]
+
+
+def test_one_request_of_the_batch_as_given_is_placed_as_given() -> None:
+    records = batch()[1:3]
+    [payload] = encode_json(records)
+    assert placed(records, [4, 2], [payload]) == [[4, 2]]
+    copy = Payload(payload.body, payload.content_type, [records[0], dict(records[1])])
+    assert placed(records, [4, 2], [copy]) == [[4, 2]]
+    reordered = Payload(payload.body, payload.content_type, records[::-1])
+    assert placed(records, [4, 2], [reordered]) == [[2, 4]]
