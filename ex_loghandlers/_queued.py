@@ -144,9 +144,9 @@ def packed(fields: Dict[str, Any]) -> Packed:
     often the one that logs. A tuple is untracked by the first collection that finds everything
     in it untracked, one level of nesting per collection: flat, a plain record (its ``args``
     one level down) is untracked before it can reach the oldest generation, which only full
-    collections walk, and so is an exception's: its capture's parts inline, its frames a flat
-    tuple, and its class, unless built in (a class the garbage collector tracks), as the text
-    ``exc_info_text`` writes of it.
+    collections walk, and so is an exception's: its capture's parts, its arguments and its
+    frames inline (``_inline_parts``), and its class, unless built in (a class the garbage
+    collector tracks), as the text ``exc_info_text`` writes of it.
 
     ``fields`` is spent: its ``exc_info`` is replaced.
     """
