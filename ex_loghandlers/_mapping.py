@@ -846,6 +846,19 @@ def _stand_in_class(module: Optional[str], qualname: str, kind: int) -> type:
 # -- on the worker: the fields ---------------------------------------------------------------------
 
 
+def add_exception_fields(
+    fields: Dict[str, Any], capture: ExceptionCapture, prefix: str, exception_details: bool
+) -> None:
+    """What a captured exception adds to a record's fields: ``exc_info`` as the stdlib
+    ``HTTPHandler`` writes it (in its place), then the traceback text and, with
+    ``exception_details``, the exception's type and message."""
+    fields["exc_info"] = exc_info_text(capture)
+    fields[prefix + "traceback"] = traceback_text(capture)
+    if exception_details:
+        fields[prefix + "exc_type"] = capture.type_name
+        fields[prefix + "exc_message"] = capture.message
+
+
 def to_fields(
     snap: Mapping[str, Any], enrichment: Enrichment, exception_details: bool = False
 ) -> Dict[str, Any]:
@@ -862,21 +875,14 @@ def to_fields(
     if type(args) is tuple:
         fields["args"] = safe_str(args)
     capture = snap.get("exc_info")
-    if type(capture) is ExceptionCapture:
-        fields["exc_info"] = exc_info_text(capture)
-    else:
-        capture = None
     prefix = enrichment.prefix
     fields[prefix + "hostname"] = enrichment.hostname
     fields[prefix + "username"] = enrichment.username
     pid = snap.get("process")
     fields[prefix + "pid"] = pid if pid is not None else os.getpid()  # logProcesses = False
     fields[prefix + "app"] = enrichment.app
-    if capture is not None:
-        fields[prefix + "traceback"] = traceback_text(capture)
-        if exception_details:
-            fields[prefix + "exc_type"] = capture.type_name
-            fields[prefix + "exc_message"] = capture.message
+    if type(capture) is ExceptionCapture:
+        add_exception_fields(fields, capture, prefix, exception_details)
     elif snap.get("exc_info") and snap.get("exc_text"):
         fields[prefix + "traceback"] = safe_str(snap["exc_text"])
     stack = snap.get("stack_info")

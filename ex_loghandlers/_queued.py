@@ -28,14 +28,13 @@ from ._mapping import (
     USER_ERRORS,
     Enrichment,
     ExceptionCapture,
+    add_exception_fields,
     capture_exception,
-    exc_info_text,
     failed_message,
     safe_repr,
     safe_str,
     snapshot,
     to_fields,
-    traceback_text,
 )
 
 #: What a queued record holds beyond the characters of its strings, measured with tracemalloc
@@ -425,11 +424,17 @@ def _common_fields(item: Packed, args: Optional[Tuple[Any, ...]]) -> Dict[str, A
 
 def _exception_fields(item: Packed) -> Dict[str, Any]:
     """The snapshot of a common record with an exception."""
+    args, capture = _args_and_capture(item)
+    fields = _common_fields(item, args)
+    fields["exc_info"] = capture
+    return fields
+
+
+def _args_and_capture(item: Packed) -> Tuple[Optional[Tuple[Any, ...]], ExceptionCapture]:
+    """A common record with an exception: its ``args`` and its exception's capture."""
     count = item[-2]
     args = item[_FIRST_ARG:_FIRST_ARG + count] if count >= 0 else None
-    fields = _common_fields(item, args)
-    fields["exc_info"] = _captured(item[_FIRST_ARG + max(count, 0):-2])
-    return fields
+    return args, _captured(item[_FIRST_ARG + max(count, 0):-2])
 
 
 def wire_fields_maker(
@@ -470,9 +475,7 @@ def wire_fields_maker(
         elif last is _NO_ARGS:
             args_text, message, template = None, item[_MSG], plain
         elif last is _EXCEPTION:
-            count = item[-2]
-            args = item[_FIRST_ARG:_FIRST_ARG + count] if count >= 0 else None
-            capture = _captured(item[_FIRST_ARG + max(count, 0):-2])
+            args, capture = _args_and_capture(item)
             args_text = None if args is None else safe_str(args)
             message, template = _message(item[_MSG], args), with_exception
         else:
@@ -484,11 +487,7 @@ def wire_fields_maker(
             pid if pid is not None else getpid(),  # logProcesses = False
         )))
         if capture is not None:
-            fields["exc_info"] = exc_info_text(capture)
-            fields[traceback_key] = traceback_text(capture)
-            if exception_details:
-                fields[type_key] = capture.type_name
-                fields[text_key] = capture.message
+            add_exception_fields(fields, capture, prefix, exception_details)
         return fields
 
     return wire_fields
