@@ -416,7 +416,9 @@ class ExHTTPHandler(logging.Handler):
         else:
             reason = QUEUE_FULL
         self._counters.dropped(reason, 1, refused=True)
-        self._delivery.doorbell.set()  # let the worker report the loss
+        doorbell = self._delivery.doorbell
+        if not doorbell.is_set():  # let the worker report the loss (set: it will look)
+            doorbell.set()
 
     def _new_delivery(self, carried: Optional[Stats] = None) -> None:
         """Everything per process: buffer, counters, worker, HTTP session."""

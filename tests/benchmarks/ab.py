@@ -4,6 +4,7 @@
     .venv/bin/python tests/benchmarks/ab.py /tmp/before --kind info --format json
     .venv/bin/python tests/benchmarks/ab.py /tmp/before --kind exception --rounds 6
     .venv/bin/python tests/benchmarks/ab.py /tmp/before --kind throughput --format form --calls 4000
+    .venv/bin/python tests/benchmarks/ab.py /tmp/before --kind info --queue-full
 
 ``caller`` kinds (``info``, ``exception``) time each log call, as ``run.py`` does, for a
 ``NullHandler``, the old and the new handler in turn, round after round, and print the median
@@ -28,6 +29,7 @@ from types import ModuleType
 from typing import Any, Callable, Dict, List, Tuple
 
 from run import _depth1 as raise_five_calls_deep
+from run import free_port
 from sink import SinkProcess
 
 import ex_loghandlers
@@ -134,12 +136,19 @@ def main() -> None:
                         help="json is sent in batches of 500")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--queue-full", action="store_true",
+                        help="the caller's cost under overload: max_queue_size=1 and a server that "
+                             "refuses connections, so every record but the first is refused")
     args = parser.parse_args()
     old = import_old(args.old)
     options: Dict[str, Any] = {} if args.format == "form" else {
         "wire_format": "json", "batch_size": 500}
+    if args.queue_full:
+        options["max_queue_size"] = 1
     with SinkProcess() as sink:
         url = sink.url("/sink/AB/ab")
+        if args.queue_full:
+            url = f"http://127.0.0.1:{free_port()}/sink/AB/ab"
         makers: Dict[str, Callable[[], logging.Handler]] = {
             "null": logging.NullHandler,
             "old": lambda: old.ExHTTPHandler(url=url, shutdown_timeout=0.2, **options),
