@@ -416,10 +416,14 @@ def _with_exception(
 
 def _common_fields(item: Packed, args: Optional[Tuple[Any, ...]]) -> Dict[str, Any]:
     """The snapshot of a common record, from what ``common_record`` kept of it."""
-    fields = dict(zip(COMMON_KEYS, (*item[:_ARGS], args, *item[_ARGS:_FIRST_ARG])))
-    msg = item[_MSG]
-    fields["message"] = _message(msg, args)
+    fields = dict(zip(COMMON_KEYS, _attribute_values(item, args)))
+    fields["message"] = _message(item[_MSG], args)
     return fields
+
+
+def _attribute_values(item: Packed, args: Any) -> Packed:
+    """A common record's attributes, in ``COMMON_KEYS``' order, with ``args`` for its args."""
+    return (*item[:_ARGS], args, *item[_ARGS:_FIRST_ARG])
 
 
 def _exception_fields(item: Packed) -> Dict[str, Any]:
@@ -444,25 +448,21 @@ def wire_fields_maker(
     ``to_fields`` makes them of its snapshot: a common record straight, with no snapshot in
     between, as this runs on the worker for every record.
 
-    Its fields are a copy of a dict that holds every key already, in ``to_fields``' order, and
-    the enrichment's values: filling in the record's values costs half as much as inserting
-    them into an empty dict, which grows as it fills.
+    Its fields are a copy of a dict that holds the keys of every record already, in
+    ``to_fields``' order, and the enrichment's values: filling in the record's values costs half
+    as much as inserting them into an empty dict, which grows as it fills.
     """
     prefix = enrichment.prefix
-    hostname_key, username_key, pid_key, app_key, traceback_key, type_key, text_key = (
-        prefix + name
-        for name in ("hostname", "username", "pid", "app", "traceback", "exc_type", "exc_message")
+    hostname_key, username_key, pid_key, app_key = (
+        prefix + name for name in ("hostname", "username", "pid", "app")
     )
-    varying = (*COMMON_KEYS, "message", pid_key)
-    plain = dict.fromkeys((*COMMON_KEYS, "message", hostname_key, username_key, pid_key, app_key))
-    plain.update({
+    template = dict.fromkeys(
+        (*COMMON_KEYS, "message", hostname_key, username_key, pid_key, app_key)
+    )
+    template.update({
         hostname_key: enrichment.hostname, username_key: enrichment.username,
         app_key: enrichment.app,
     })
-    with_exception = dict.fromkeys(
-        (*plain, traceback_key, *((type_key, text_key) if exception_details else ()))
-    )
-    with_exception.update(plain)
     process = _OTHER_KEYS.index("process")
     getpid = os.getpid
 
@@ -470,23 +470,21 @@ def wire_fields_maker(
         last = item[-1] if type(item) is tuple and item else None
         capture: Optional[ExceptionCapture] = None
         if last is _COMMON:
-            args = item[_FIRST_ARG:-1]
-            args_text, message, template = safe_str(args), _message(item[_MSG], args), plain
+            args: Optional[Tuple[Any, ...]] = item[_FIRST_ARG:-1]
         elif last is _NO_ARGS:
-            args_text, message, template = None, item[_MSG], plain
+            args = None
         elif last is _EXCEPTION:
             args, capture = _args_and_capture(item)
-            args_text = None if args is None else safe_str(args)
-            message, template = _message(item[_MSG], args), with_exception
         else:
             return to_fields(unpacked(item), enrichment, exception_details)
-        pid = item[process]
         fields = template.copy()
-        fields.update(zip(varying, (
-            *item[:_ARGS], args_text, *item[_ARGS:_FIRST_ARG], message,
-            pid if pid is not None else getpid(),  # logProcesses = False
+        fields.update(zip(COMMON_KEYS, _attribute_values(
+            item, None if args is None else safe_str(args)  # as to_fields writes an args tuple
         )))
-        if capture is not None:
+        fields["message"] = _message(item[_MSG], args)
+        pid = item[process]
+        fields[pid_key] = pid if pid is not None else getpid()  # logProcesses = False
+        if capture is not None:  # its fields go after the enrichment's, as to_fields puts them
             add_exception_fields(fields, capture, prefix, exception_details)
         return fields
 
