@@ -477,10 +477,9 @@ def wire_fields_maker(
             args, capture = _args_and_capture(item)
         else:
             return to_fields(unpacked(item), enrichment, exception_details)
-        fields = template.copy()
-        fields.update(zip(COMMON_KEYS, _attribute_values(
-            item, None if args is None else safe_str(args)  # as to_fields writes an args tuple
-        )))
+        fields = template.copy()  # its keys in order: filled in any order
+        fields.update(zip(_OTHER_KEYS, item))
+        fields["args"] = None if args is None else safe_str(args)  # as to_fields writes it
         fields["message"] = _message(item[_MSG], args)
         pid = item[process]
         fields[pid_key] = pid if pid is not None else getpid()  # logProcesses = False
