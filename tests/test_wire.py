@@ -18,6 +18,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from ex_loghandlers import _wire
 from ex_loghandlers._wire import (
     UnusableFields,
+    encode_json,
     encoder_for,
     fields_of,
     form_body,
@@ -522,6 +523,12 @@ def test_the_fast_encoder_sends_the_same_documents(records: List[Dict[Any, Any]]
     for fmt in ("json", "ndjson", "otlp", "loki", "elasticsearch"):
         fast, standard = bodies_both_ways(fmt, batch)
         assert fast == standard, fmt
+    with pytest.MonkeyPatch.context() as patch:  # slices of one record, and of two
+        for size in (1, 2):
+            patch.setattr(_wire, "FAST_SLICE", size)
+            for fmt in ("json", "ndjson"):
+                fast, standard = bodies_both_ways(fmt, batch)
+                assert fast == standard, (fmt, size)
 
 
 @needs_orjson
@@ -542,3 +549,53 @@ def test_the_fast_encoder_is_used_for_an_ordinary_record(monkeypatch: pytest.Mon
     [payload] = encoder_for("json", False, "_ex_")([nan])
     assert json.loads(payload.body)[0]["odd"] == "nan"
     assert all(call["odd"] == "nan" for call in calls[1:])  # only its plain fields
+
+
+class DumpsSpy:
+    """orjson, recording what each ``dumps`` call was given: a slice (list) or one record."""
+
+    def __init__(self) -> None:
+        self.real = _wire._ORJSON
+        self.calls: List[Any] = []
+
+    def dumps(self, value: Any) -> bytes:
+        self.calls.append(value)
+        encoded: bytes = self.real.dumps(value)
+        return encoded
+
+
+@needs_orjson
+def test_a_batch_is_encoded_a_slice_a_call_and_an_odd_record_slows_only_its_slice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    size = _wire.FAST_SLICE
+    batch = [dict(RECORD, marker=f"r{i}") for i in range(3 * size)]
+    batch[size + 1]["odd"] = float("nan")  # orjson would write null: never given it
+    batch[2 * size + 3]["low"] = "\udc80"  # orjson refuses it: its slice goes record by record
+    fast, standard = bodies_both_ways("json", batch)
+    assert fast == standard
+    spy = DumpsSpy()
+    monkeypatch.setattr(_wire, "_ORJSON", spy)
+    [payload] = encode_json(batch)
+    assert [r["marker"] for r in json.loads(payload.body)] == [f"r{i}" for i in range(3 * size)]
+    assert json.loads(payload.body)[size + 1]["odd"] == "nan"  # as plain fields
+    sent_as_given = [i for i, (sent, given) in enumerate(zip(payload.records, batch))
+                     if sent is given]
+    assert sent_as_given == [i for i in range(3 * size) if i != size + 1]
+    slices = [call for call in spy.calls if isinstance(call, list)]
+    assert slices == [batch[:size], batch[2 * size :]]  # the second slice is never given whole
+    one_by_one = [call["marker"] for call in spy.calls if isinstance(call, dict)]
+    assert one_by_one == [f"r{i}" for i in range(size, 3 * size) if i != size + 1]
+
+
+@needs_orjson
+def test_ndjson_escapes_unicode_line_breaks_that_orjson_writes_raw() -> None:
+    batch = [dict(RECORD, message=f"a{ch}b", marker=str(i)) for i, ch in
+             enumerate("\x85\u2028\u2029\u00e9")]
+    fast, standard = bodies_both_ways("ndjson", batch)
+    assert fast == standard
+    [payload] = encoder_for("ndjson", False, "_ex_")(batch)
+    lines = payload.body.decode("utf-8").splitlines()
+    messages = [json.loads(line)["message"] for line in lines]
+    assert messages == ["a\x85b", "a\u2028b", "a\u2029b", "a\u00e9b"]
+    assert b"\\u2028" in payload.body and "\u00e9".encode() in payload.body
