@@ -267,20 +267,31 @@ def form_body(fields: Fields) -> bytes:
     """One record urlencoded as the stdlib ``HTTPHandler`` does: every value as ``str()``.
 
     The same bytes as ``urlencode``, faster: most keys and many values need no quoting, and
-    those that repeat are quoted once. Numbers need no quoting but a ``-``, ``.`` or ``e``.
-    ``FieldPairs`` are sent pair by pair, as ``urlencode`` sends a sequence of pairs.
+    those that repeat are quoted once (looked up here first: most are found). An int's text
+    needs no quoting at all; a float's may (``1e+16``). ``FieldPairs`` are sent pair by pair, as
+    ``urlencode`` sends a sequence of pairs.
     """
+    quoted = _QUOTED.get
     parts = []
     pairs = fields.pairs if isinstance(fields, FieldPairs) else fields.items()
     for key, value in pairs:
+        name = quoted(key) if type(key) is str else None
+        if name is None:
+            name = _quoted_cached(safe_text(key))
         kind = type(value)
         if kind is str:
-            text = _quoted_cached(value) if len(value) <= _MAX_QUOTED_LENGTH else _quoted(value)
-        elif kind is int or kind is float:
-            text = _quoted(str(value))  # "inf", "1e-05", "-3": all unquoted, but checked
+            text = quoted(value)
+            if text is None:
+                text = _quoted_cached(value) if len(value) <= _MAX_QUOTED_LENGTH else _quoted(value)
+        elif kind is int:
+            text = str(value)  # digits and "-"; past 4300 digits it raises: sent as plain fields
+        elif value is None:
+            text = "None"
+        elif kind is float:
+            text = _quoted(str(value))
         else:
             text = _quoted(safe_text(value))
-        parts.append(f"{_quoted_cached(safe_text(key))}={text}")
+        parts.append(f"{name}={text}")
     return "&".join(parts).encode("ascii")
 
 

@@ -139,7 +139,8 @@ def test_otlp_parses_with_the_official_message_types() -> None:
 
 
 @given(st.dictionaries(st.text(min_size=1), st.one_of(st.text(), st.integers(), st.floats(),
-                                                      st.none()), max_size=6))
+                                                      st.booleans(), st.none()), max_size=6))
+@example({"n": -(2**70), "f": 1e16, "g": -1e-07, "b": True, "s": "a b&c=d", "": None})
 def test_form_body_is_byte_for_byte_what_urlencode_gives(record: Dict[str, Any]) -> None:
     from urllib.parse import urlencode
 
