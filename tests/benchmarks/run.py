@@ -87,6 +87,7 @@ class Plan:
     stdlib_http_n: int  # timed calls for the stdlib HTTPHandler (one connection per record)
     exception_n: int  # timed logger.exception calls per run
     throughput_n: int  # records per json/ndjson throughput run
+    throughput_rounds: int  # json/ndjson runs, each right after a ceiling run; the median counts
     throughput_form_n: int  # records per form throughput run (one request per record)
     burst_n: int  # records in the default-options burst
     flaky_paced_n: int  # records logged at 1 per ms to a flaky server, then a normal exit
@@ -98,12 +99,14 @@ class Plan:
 
 FULL = Plan(
     quick=False, repeats=5, caller_n=20_000, warmup_n=2_000, stdlib_http_n=1_000,
-    exception_n=20_000, throughput_n=100_000, throughput_form_n=20_000, burst_n=100_000,
+    exception_n=20_000, throughput_n=100_000, throughput_rounds=3, throughput_form_n=20_000,
+    burst_n=100_000,
     flaky_paced_n=10_000, flaky_rate_n=5_000, latency_n=50, memory_n=200_000, exit_n=200_000,
 )
 QUICK = Plan(
     quick=True, repeats=3, caller_n=3_000, warmup_n=300, stdlib_http_n=200,
-    exception_n=1_500, throughput_n=20_000, throughput_form_n=2_000, burst_n=3_000,
+    exception_n=1_500, throughput_n=20_000, throughput_rounds=1, throughput_form_n=2_000,
+    burst_n=3_000,
     flaky_paced_n=2_000, flaky_rate_n=1_000, latency_n=10, memory_n=50_000, exit_n=20_000,
 )
 
@@ -563,17 +566,60 @@ def logging_ceiling(n: int) -> Dict[str, Any]:
     return {"records": n, "seconds": elapsed, "records_per_s": n / elapsed}
 
 
+def against_the_ceiling(
+    sink: SinkProcess, n: int, rounds: int, **options: Any
+) -> Dict[str, Any]:
+    """``ours_throughput``, ``rounds`` times, each run right after a ``logging_ceiling`` run
+    and taken as a share of it: this machine's speed drifts by half within seconds, so a run
+    is compared with the ceiling measured next to it. The run with the median share counts;
+    every share, and the most any run lost, go with it."""
+    runs = []
+    for _ in range(rounds):
+        ceiling = logging_ceiling(n)
+        ours = ours_throughput(sink, n, 120.0, **options)
+        ours["ceiling_records_per_s"] = ceiling["records_per_s"]
+        ours["of_ceiling"] = ours["records_per_s"] / ceiling["records_per_s"]
+        runs.append(ours)
+    runs.sort(key=lambda run: float(run["of_ceiling"]))
+    median = dict(runs[len(runs) // 2])
+    median["runs_of_ceiling"] = [run["of_ceiling"] for run in runs]
+    median["most_lost"] = max(run["lost"] for run in runs)
+    return median
+
+
+def form_against_the_trivial_client(
+    sink: SinkProcess, n: int, rounds: int, bodies: List[bytes]
+) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Form records/s, ours and the trivial client's, ``rounds`` pairs of runs one after the
+    other (the machine's speed drifts): the pair with the median share counts, with every
+    share and the most any of our runs lost."""
+    pairs = []
+    for _ in range(rounds):
+        ours = ours_throughput(sink, n, 120.0, wire_format="form")
+        trivial = trivial_throughput(sink, "form", n, bodies)
+        pairs.append((ours["records_per_s"] / trivial["records_per_s"], ours, trivial))
+    pairs.sort(key=lambda pair: float(pair[0]))
+    _, ours, trivial = pairs[len(pairs) // 2]
+    ours = dict(ours)
+    ours["runs_of_trivial"] = [share for share, _, _ in pairs]
+    ours["most_lost"] = max(run["lost"] for _, run, _ in pairs)
+    return ours, trivial
+
+
 def section_throughput(plan: Plan, sink: SinkProcess) -> Dict[str, Any]:
-    n, form_n = plan.throughput_n, plan.throughput_form_n
-    out: Dict[str, Any] = {"ceiling": logging_ceiling(n)}
+    n, form_n, rounds = plan.throughput_n, plan.throughput_form_n, plan.throughput_rounds
+    out: Dict[str, Any] = {}
     bodies = trivial_bodies(sink, n, ("json", "ndjson"))
-    out["ours json"] = ours_throughput(sink, n, 120.0, wire_format="json", batch_size=500)
+    out["ours json"] = against_the_ceiling(sink, n, rounds, wire_format="json", batch_size=500)
+    out["ceiling"] = {"records": n, "records_per_s": out["ours json"]["ceiling_records_per_s"]}
     out["trivial json"] = trivial_throughput(sink, "json", n, bodies.pop("json"), 5)
-    out["ours ndjson"] = ours_throughput(sink, n, 120.0, wire_format="ndjson", batch_size=500)
+    out["ours ndjson"] = against_the_ceiling(
+        sink, n, rounds, wire_format="ndjson", batch_size=500
+    )
     out["trivial ndjson"] = trivial_throughput(sink, "ndjson", n, bodies.pop("ndjson"), 5)
-    form_bodies = trivial_bodies(sink, form_n, ("form",))["form"]
-    out["ours form"] = ours_throughput(sink, form_n, 120.0, wire_format="form")
-    out["trivial form"] = trivial_throughput(sink, "form", form_n, form_bodies)
+    out["ours form"], out["trivial form"] = form_against_the_trivial_client(
+        sink, form_n, rounds, trivial_bodies(sink, form_n, ("form",))["form"]
+    )
     for fmt in ("json", "ndjson", "form"):
         out[f"ratio {fmt}"] = (
             out[f"ours {fmt}"]["records_per_s"] / out[f"trivial {fmt}"]["records_per_s"]
@@ -821,7 +867,8 @@ def throughput_rows(results: Dict[str, Any]) -> List[Row]:
         f"{ceiling['records_per_s']:,.0f} rec/s",
         f"{ceiling['records_per_s'] / results['trivial json']['records_per_s']:.0%}"
         " of trivial json",
-        note=f"{ceiling['records']:,} rec: the most any handler in this thread can reach",
+        note=f"{ceiling['records']:,} rec: the most any handler in this thread can reach;"
+             " the run right before the json run shown",
     )]
     for fmt in ("json", "ndjson", "form"):
         ours, trivial, ratio = (
@@ -836,7 +883,10 @@ def throughput_rows(results: Dict[str, Any]) -> List[Row]:
                  + (f", median of {len(trivial['runs_records_per_s'])}"
                     if len(trivial["runs_records_per_s"]) > 1 else ""),
         ))
-        of_ceiling = ours["records_per_s"] / ceiling["records_per_s"]
+        shares = ours.get("runs_of_ceiling", ours.get("runs_of_trivial", []))
+        against = "its own ceiling run" if fmt != "form" else "a trivial client's run"
+        of_ceiling = ours.get("of_ceiling", ours["records_per_s"] / ceiling["records_per_s"])
+        lost = ours.get("most_lost", ours["lost"])
         if fmt == "json":
             target_text = f">= {JSON_THROUGHPUT_TARGET:.0%} of ceiling, lost 0"
             ok = of_ceiling >= JSON_THROUGHPUT_TARGET
@@ -847,12 +897,16 @@ def throughput_rows(results: Dict[str, Any]) -> List[Row]:
             target_text, ok = "lost 0", True
         rows.append(Row(
             "3 records/s", f"ExHTTPHandler {fmt} (batch {batch})",
-            f"{ours['records_per_s']:,.0f} rec/s, lost {ours['lost']}",
+            f"{ours['records_per_s']:,.0f} rec/s, lost {lost}",
             f"{of_ceiling:.0%} of ceiling, {ratio:.0%} of trivial",
             target_text,
-            verdict(ok and ours["lost"] == 0),
+            verdict(ok and lost == 0),
             note=f"{ours['records']:,} rec, cpu {ours['cpu_us_per_record']:.1f} us/rec, "
-                 f"sink busy {ours['sink_busy']:.0%}",
+                 f"sink busy {ours['sink_busy']:.0%}"
+                 + (f"; its ceiling run {ours['ceiling_records_per_s']:,.0f} rec/s"
+                    if "ceiling_records_per_s" in ours else "")
+                 + (f"; median of {len(shares)} runs, each against {against}: "
+                    + " ".join(f"{share:.0%}" for share in shares) if len(shares) > 1 else ""),
         ))
     return rows
 
