@@ -534,22 +534,14 @@ def test_the_fast_encoder_sends_the_same_documents(records: List[Dict[Any, Any]]
 
 @needs_orjson
 def test_the_fast_encoder_is_used_for_an_ordinary_record(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: List[Any] = []
-    real = _wire._ORJSON
-
-    class Spy:
-        @staticmethod
-        def dumps(value: Any) -> bytes:
-            calls.append(value)
-            return real.dumps(value)
-
-    monkeypatch.setattr(_wire, "_ORJSON", Spy)
+    spy = DumpsSpy()
+    monkeypatch.setattr(_wire, "_ORJSON", spy)
     encoder_for("json", False, "_ex_")([RECORD])
-    assert len(calls) == 1
+    assert spy.calls == [[RECORD]]
     nan = dict(RECORD, odd=float("nan"))  # orjson would write null: never given it
     [payload] = encoder_for("json", False, "_ex_")([nan])
     assert json.loads(payload.body)[0]["odd"] == "nan"
-    assert all(call["odd"] == "nan" for call in calls[1:])  # only its plain fields
+    assert all(call["odd"] == "nan" for call in spy.calls[1:])  # only its plain fields
 
 
 class DumpsSpy:
