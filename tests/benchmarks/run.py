@@ -532,6 +532,7 @@ def _post_all(sink: SinkProcess, fmt: str, n: int, bodies: List[bytes]) -> Dict[
     bad = 0
     gc.collect()
     parts = urlsplit(url)
+    assert parts.hostname is not None  # the sink's own URL
     with urllib3.HTTPConnectionPool(parts.hostname, parts.port, maxsize=1) as pool:
         start = time.perf_counter()
         for body in bodies:
