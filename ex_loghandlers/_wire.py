@@ -386,40 +386,60 @@ def utf8(text: str) -> bytes:
         return text.encode("utf-8", _JSON_ERRORS)
 
 
-#: Records orjson encodes in one call: a slice of records with long tracebacks holds the
-#: interpreter about a fifth of a millisecond, and the application's threads get it in between.
+#: At most this many records go to orjson in one call, and about this many bytes of JSON come
+#: out of one: a call holds the interpreter for a few tenths of a millisecond, and the
+#: application's threads get it in between. A batch starts with one record a call and doubles
+#: while the records are small, so a batch of large records never holds it for long.
 FAST_SLICE = 32
+FAST_SLICE_BYTES = 256 * 1024
 
 
 def _in_slices(
     records: Sequence[Fields], fast: Callable[[Sequence[Fields]], bytes], separator: str
 ) -> Tuple[List[Fields], List[bytes], List[Payload]]:
-    """Records as JSON, ``FAST_SLICE`` at a time: (the records encoded, each slice's records
-    joined by ``separator``, failure payloads).
+    """Records as JSON, a slice at a time: (the records encoded, each slice's records joined
+    by ``separator``, failure payloads).
 
-    A slice goes in one orjson call (``fast``) when orjson is installed and writes each of its
-    records as ``record_json`` would: calling it record by record, decoding each text and
-    encoding the body again took three times as long. Any other slice goes record by record,
-    as ``_each_record`` encodes.
+    A slice goes in one orjson call (``fast``, see ``_fast_slice``): calling it record by
+    record, decoding each text and encoding the body again took about twice as long. Any other
+    slice goes record by record, as ``_each_record`` encodes. Slices grow from one record to
+    ``FAST_SLICE``, and shrink to what writes about ``FAST_SLICE_BYTES``.
     """
     kept: List[Fields] = []
     parts: List[bytes] = []
     failed: Dict[str, List[Fields]] = {}
-    for start in range(0, len(records), FAST_SLICE):
-        part = records[start:start + FAST_SLICE]
-        if _ORJSON is not None and all(map(_fast_enough, part)):
-            try:
-                parts.append(fast(part))
-            except Exception:  # lone surrogates, integers beyond 64 bits: record by record
-                pass
-            else:
-                kept.extend(part)
-                continue
+    start, size = 0, 1
+    while start < len(records):
+        part = records[start:start + size]
+        start += len(part)
+        encoded = _fast_slice(part, fast)
+        if encoded is not None:
+            parts.append(encoded)
+            kept.extend(part)
+            size = max(1, min(
+                FAST_SLICE, 2 * len(part), FAST_SLICE_BYTES * len(part) // max(1, len(encoded))
+            ))
+            continue
         texts: List[str] = []
         _encode_each(part, record_json, kept, texts, failed)
         if texts:
             parts.append(utf8(separator.join(texts)))
     return kept, parts, _failure_payloads(failed)
+
+
+def _fast_slice(
+    part: Sequence[Fields], fast: Callable[[Sequence[Fields]], bytes]
+) -> Optional[bytes]:
+    """orjson's JSON of a slice of records (``fast``), when orjson is installed and writes each
+    record as ``record_json`` would; else None, and the slice goes record by record. So does a
+    slice that cannot be checked or that orjson refuses (lone surrogates, integers beyond 64
+    bits, a dict that another thread changed meanwhile, a class that cannot be hashed)."""
+    if _ORJSON is None:
+        return None
+    try:
+        return fast(part) if all(map(_fast_enough, part)) else None
+    except Exception:
+        return None
 
 
 def _array_items(records: Sequence[Fields]) -> bytes:

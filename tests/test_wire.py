@@ -561,24 +561,65 @@ class DumpsSpy:
 def test_a_batch_is_encoded_a_slice_a_call_and_an_odd_record_slows_only_its_slice(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    size = _wire.FAST_SLICE
-    batch = [dict(RECORD, marker=f"r{i}") for i in range(3 * size)]
-    batch[size + 1]["odd"] = float("nan")  # orjson would write null: never given it
-    batch[2 * size + 3]["low"] = "\udc80"  # orjson refuses it: its slice goes record by record
+    assert _wire.FAST_SLICE == 32  # the slices below: 1, 2, 4, 8, 16, then 32 records a call
+    batch = [dict(RECORD, marker=f"r{i}") for i in range(200)]
+    batch[40]["odd"] = float("nan")  # orjson would write null: its slice, 31-62, is not given
+    batch[100]["low"] = "\udc80"  # orjson refuses it: its slice, 95-126, goes record by record
     fast, standard = bodies_both_ways("json", batch)
     assert fast == standard
     spy = DumpsSpy()
     monkeypatch.setattr(_wire, "_ORJSON", spy)
     [payload] = encode_json(batch)
-    assert [r["marker"] for r in json.loads(payload.body)] == [f"r{i}" for i in range(3 * size)]
-    assert json.loads(payload.body)[size + 1]["odd"] == "nan"  # as plain fields
+    assert [r["marker"] for r in json.loads(payload.body)] == [f"r{i}" for i in range(200)]
+    assert json.loads(payload.body)[40]["odd"] == "nan"  # as plain fields
     sent_as_given = [i for i, (sent, given) in enumerate(zip(payload.records, batch))
                      if sent is given]
-    assert sent_as_given == [i for i in range(3 * size) if i != size + 1]
+    assert sent_as_given == [i for i in range(200) if i != 40]
     slices = [call for call in spy.calls if isinstance(call, list)]
-    assert slices == [batch[:size], batch[2 * size :]]  # the second slice is never given whole
+    assert [len(part) for part in slices] == [1, 2, 4, 8, 16, 32, 32, 32, 32, 9]
+    assert [part[0]["marker"] for part in slices[5:]] == ["r63", "r95", "r127", "r159", "r191"]
     one_by_one = [call["marker"] for call in spy.calls if isinstance(call, dict)]
-    assert one_by_one == [f"r{i}" for i in range(size, 3 * size) if i != size + 1]
+    assert one_by_one == [f"r{i}" for i in [*range(31, 63), *range(95, 127)] if i != 40]
+
+
+@needs_orjson
+def test_a_slice_of_large_records_writes_about_fast_slice_bytes_a_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    text = "x" * (_wire.FAST_SLICE_BYTES // 3)
+    batch = [dict(RECORD, message=text, marker=f"r{i}") for i in range(40)]
+    spy = DumpsSpy()
+    monkeypatch.setattr(_wire, "_ORJSON", spy)
+    [payload] = encode_json(batch)
+    assert [r["marker"] for r in json.loads(payload.body)] == [f"r{i}" for i in range(40)]
+    sizes = [len(spy.real.dumps(call)) for call in spy.calls]
+    assert sum(len(call) for call in spy.calls) == 40
+    assert max(len(call) for call in spy.calls) == 2  # three would write more than the bound
+    assert all(size <= _wire.FAST_SLICE_BYTES for size in sizes)
+
+
+class HashlessMeta(type):
+    """A metaclass with ``__eq__`` and no ``__hash__``: its classes cannot be hashed."""
+
+    def __eq__(cls, other: object) -> bool:
+        return cls is other
+
+
+class Hashless(metaclass=HashlessMeta):
+    def __str__(self) -> str:
+        return "hashless"
+
+
+@needs_orjson
+def test_a_record_the_fast_check_cannot_read_slows_only_its_slice() -> None:
+    batch = [dict(RECORD, marker=f"r{i}") for i in range(6)]
+    batch[4]["odd"] = Hashless()  # its class cannot be looked up among the types orjson takes
+    fast, standard = bodies_both_ways("json", batch)
+    assert fast == standard
+    [(failure, document, count)] = fast
+    assert failure is None and count == 6
+    assert [r["marker"] for r in document] == [f"r{i}" for i in range(6)]
+    assert document[4]["odd"] == "hashless"
 
 
 @needs_orjson
