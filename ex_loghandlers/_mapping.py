@@ -33,6 +33,14 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Type, 
 _NATIVE = frozenset({str, int, float, bool, type(None)})
 
 
+def is_native(value: object) -> bool:
+    """Whether ``value`` is of a type in ``_NATIVE``. Never raises, and runs no code of the
+    application's: a class with a metaclass of its own is not native, and is not looked up (a
+    metaclass that defines ``__eq__`` and no ``__hash__`` makes its classes unhashable)."""
+    kind = type(value)
+    return type(kind) is type and kind in _NATIVE
+
+
 @dataclass(frozen=True)
 class Enrichment:
     """The constant fields added to every record: computed once per handler (and per fork)."""
@@ -103,21 +111,26 @@ def snapshot(record: logging.LogRecord) -> Dict[str, Any]:
         except KeyError:  # a filter took one away (and added another): the long way
             pass
         else:
-            if type(msg) not in _NATIVE:
+            if not is_native(msg):
                 fields["msg"] = safe_str(msg)
             if type(args) is tuple:
                 for arg in args:
-                    if type(arg) not in _NATIVE:
+                    if not is_native(arg):
                         fields["args"] = safe_str(args)
                         break
             elif args is not None:
                 fields["args"] = safe_str(args)
-            if exc_info is not None and type(exc_info) not in _NATIVE:
+            if exc_info is not None and not is_native(exc_info):
                 fields["exc_info"] = _frozen("exc_info", exc_info)
             return fields
-    for key, value in fields.items():
-        if type(value) not in _NATIVE:
-            fields[key] = _frozen(key, value)
+    try:
+        for key, value in fields.items():
+            if type(value) not in _NATIVE:
+                fields[key] = _frozen(key, value)
+    except TypeError:  # a class that cannot be hashed among the values: the careful way
+        for key, value in fields.items():
+            if not is_native(value):
+                fields[key] = _frozen(key, value)
     return fields
 
 
@@ -128,7 +141,8 @@ def _frozen(key: str, value: Any) -> Any:
             return capture_exception(value)
         if key == "args":
             for item in value:
-                if type(item) not in _NATIVE:
+                kind = type(item)
+                if type(kind) is not type or kind not in _NATIVE:  # is_native, inline
                     return safe_str(value)
             return value  # immutable all through: to_fields writes it out
     return safe_str(value)
@@ -347,7 +361,7 @@ def _deferred_repr(exc: BaseException) -> Optional[Tuple[Any, ...]]:
         return None
     args = exc.args
     for arg in args:
-        if type(arg) not in _NATIVE:
+        if not is_native(arg):
             return None
     return args
 
@@ -410,7 +424,7 @@ def _node(e: BaseException, tb: Any, limit: Optional[int], style: _Style) -> Lis
 
 
 def _native(value: Any) -> Any:
-    return value if type(value) in _NATIVE else safe_str(value)
+    return value if is_native(value) else safe_str(value)
 
 
 def _with_suggestion(e: BaseException, tb: Any, text: str) -> str:

@@ -326,7 +326,7 @@ def common_record(record: logging.LogRecord) -> Optional[Tuple[Packed, int]]:
             if kind is int:
                 if not -_LARGE_INT < arg < _LARGE_INT:
                     return None
-            elif kind not in _NATIVE:
+            elif type(kind) is not type or kind not in _NATIVE:  # see is_native
                 return None
             numbers += 1
         size = SNAPSHOT_OVERHEAD + ARG_OVERHEAD * len(args)

@@ -325,12 +325,15 @@ def _fast_enough(fields: Fields) -> bool:
     come only from a user's ``mapLogRecord``, and take the standard encoder."""
     if type(fields) is not dict:
         return False
-    for value in fields.values():
-        kind = type(value)
-        if kind in _SAME_EITHER_WAY:
-            continue
-        if kind is float and _isfinite(value):
-            continue
+    try:
+        for value in fields.values():
+            kind = type(value)
+            if kind in _SAME_EITHER_WAY:
+                continue
+            if kind is float and _isfinite(value):
+                continue
+            return False
+    except TypeError:  # a class that cannot be hashed (its metaclass has __eq__ alone)
         return False
     return True
 

@@ -20,6 +20,7 @@ import pytest
 from fakeclock import FakeClock
 from faultserver import Action, FaultServer, ReceivedRequest, fail_first, seeded_mix, sequence
 from google.protobuf import json_format
+from oddclasses import Hashless
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from ex_loghandlers import ExHTTPHandler
@@ -544,6 +545,7 @@ HOSTILE_EXTRAS: Dict[int, Dict[Any, Any]] = {
     30: {"ratio": math.nan, "limit": -math.inf},
     50: {"huge": 10**5000, "id": 2**64},
     70: {"bad \udcff key": "bad \udcff value"},
+    90: {"meta": Hashless()},  # its class cannot be looked up in a set of types
 }
 
 
@@ -562,6 +564,15 @@ def test_one_odd_record_takes_no_other_with_it(
         elif i == 95:
             logger.info("odd created")
             expected.append("odd created")
+        elif i == 85:
+            logger.info("odd %d %s", i, Hashless())
+            expected.append(f"odd {i} hashless")
+        elif i == 88:
+            try:
+                raise ValueError(Hashless())
+            except ValueError:
+                logger.exception("odd %d", i)
+            expected.append(f"odd {i}")
         else:
             logger.info("ok %d", i)
             expected.append(f"ok {i}")

@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Tuple
 
 import pytest
 from faultserver import Action, FaultServer, sequence
+from oddclasses import Hashless
 
 from ex_loghandlers import ExHTTPHandler, Stats, _spool_file
 from ex_loghandlers._buffer import Taken
@@ -584,3 +585,19 @@ def test_what_a_record_holds_survives_the_disk(tmp_path: Path, logger: logging.L
         assert plain.stats.sent == 2 and plain.stats.failed == 0
         logger.removeHandler(plain)
         plain.close()
+
+        class Odd(ExHTTPHandler):  # a value whose class cannot be looked up in a set of types
+            def mapLogRecord(self, record: logging.LogRecord) -> Any:
+                return {"message": record.getMessage(), "odd": Hashless()}
+
+        odd = Odd(url=server.url_for("/x"), spool_path=str(tmp_path / "odd"), wire_format="json")
+        logger.addHandler(odd)
+        said = io.StringIO()
+        with redirect_stderr(said):
+            logger.info("hashless")
+            assert odd.flush(WAIT)
+            logger.removeHandler(odd)
+            odd.close()
+        assert said.getvalue() == ""  # the spool went on: no "cannot write the spool" line
+        assert server.accepted_records()[-1] == {"message": "hashless", "odd": "hashless"}
+        assert (odd.stats.sent, odd.stats.failed) == (1, 0)

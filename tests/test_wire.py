@@ -13,6 +13,7 @@ import pytest
 from google.protobuf import json_format
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from oddclasses import Hashless
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from ex_loghandlers import _wire
@@ -596,18 +597,6 @@ def test_a_slice_of_large_records_writes_about_fast_slice_bytes_a_call(
     assert sum(len(call) for call in spy.calls) == 40
     assert max(len(call) for call in spy.calls) == 2  # three would write more than the bound
     assert all(size <= _wire.FAST_SLICE_BYTES for size in sizes)
-
-
-class HashlessMeta(type):
-    """A metaclass with ``__eq__`` and no ``__hash__``: its classes cannot be hashed."""
-
-    def __eq__(cls, other: object) -> bool:
-        return cls is other
-
-
-class Hashless(metaclass=HashlessMeta):
-    def __str__(self) -> str:
-        return "hashless"
 
 
 @needs_orjson
