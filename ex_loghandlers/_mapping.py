@@ -141,8 +141,7 @@ def _frozen(key: str, value: Any) -> Any:
             return capture_exception(value)
         if key == "args":
             for item in value:
-                kind = type(item)
-                if type(kind) is not type or kind not in _NATIVE:  # is_native, inline
+                if not is_native(item):
                     return safe_str(value)
             return value  # immutable all through: to_fields writes it out
     return safe_str(value)

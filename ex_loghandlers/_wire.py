@@ -452,6 +452,7 @@ def _array_items(records: Sequence[Fields]) -> bytes:
 
 
 def _lines(records: Sequence[Fields]) -> bytes:
+    """orjson's JSON of each of ``records``, one a line."""
     return b"\n".join(map(_ORJSON.dumps, records))
 
 
