@@ -198,10 +198,11 @@ def test_403_is_reported_once_and_the_queue_keeps_moving(logger: logging.Logger)
             lines_before_close = stderr.getvalue().splitlines()
             handler.close()
         assert messages(server) == [f"good {i}" for i in range(0, 10, 2)]
+        answered = [(r.answered, r.body[:60]) for r in server.requests()]  # says why, if not
         assert handler.stats.failed_by_reason == {
             "HTTP 403: the server rejected the API key": 5
-        }
-        assert len(server.requests()) == 10 + 1  # never retried; one notice of the loss
+        }, (handler.stats, answered)
+        assert len(server.requests()) == 10 + 1, answered  # never retried; one loss notice
         (notice,) = notices(server)  # at most one a minute, however many losses
         assert "1 failed (HTTP 403: the server rejected the API key)" in notice
         assert len(lines_before_close) == 1  # the first one, at once; the rest gathered
