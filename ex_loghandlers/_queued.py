@@ -326,7 +326,7 @@ def common_record(record: logging.LogRecord) -> Optional[Tuple[Packed, int]]:
             if kind is int:
                 if not -_LARGE_INT < arg < _LARGE_INT:
                     return None
-            elif type(kind) is not type or kind not in _NATIVE:  # see is_native
+            elif type(kind) is not type or kind not in _NATIVE:  # is_native, inline: hot
                 return None
             numbers += 1
         size = SNAPSHOT_OVERHEAD + ARG_OVERHEAD * len(args)
@@ -416,14 +416,9 @@ def _with_exception(
 
 def _common_fields(item: Packed, args: Optional[Tuple[Any, ...]]) -> Dict[str, Any]:
     """The snapshot of a common record, from what ``common_record`` kept of it."""
-    fields = dict(zip(COMMON_KEYS, _attribute_values(item, args)))
+    fields = dict(zip(COMMON_KEYS, (*item[:_ARGS], args, *item[_ARGS:_FIRST_ARG])))
     fields["message"] = _message(item[_MSG], args)
     return fields
-
-
-def _attribute_values(item: Packed, args: Any) -> Packed:
-    """A common record's attributes, in ``COMMON_KEYS``' order, with ``args`` for its args."""
-    return (*item[:_ARGS], args, *item[_ARGS:_FIRST_ARG])
 
 
 def _exception_fields(item: Packed) -> Dict[str, Any]:
