@@ -9,7 +9,6 @@ On the worker, ``unpacked`` gives back the snapshot ``to_fields`` reads.
 
 from __future__ import annotations
 
-import functools
 import gc
 import logging
 import operator
@@ -261,6 +260,8 @@ _COMMON_LENGTH = len(COMMON_KEYS)
 #: it holds nothing the garbage collector tracks: the first young collection untracks it.
 _COMMON = object()
 _NO_ARGS = object()
+_COMMON_END = (_COMMON,)
+_NO_ARGS_END = (_NO_ARGS,)
 #: One with an exception: ``_INLINE`` for ``exc_info``, then after the arguments the
 #: capture's ``_inline_parts``, how many arguments there are (-1: ``args`` is None), and
 #: ``_EXCEPTION``.
@@ -307,7 +308,10 @@ def common_record(record: logging.LogRecord) -> Optional[Tuple[Packed, int]]:
         # What the queue keeps, and the message the worker makes of it: each argument and its
         # text (ten characters a character for %r and %a), every character as wide as the
         # widest takes (four bytes, if any is not ASCII; a number's text too, then).
-        conversions = _conversions(msg)
+        try:
+            conversions = _known_conversions[msg]
+        except KeyError:
+            conversions = _conversions(msg)
         if conversions is None or len(conversions) != len(args):
             return None  # a template that may outgrow its texts, or fail: the snapshot makes it
         length, wide, numbers = len(msg), not msg.isascii(), 0
@@ -322,13 +326,14 @@ def common_record(record: logging.LogRecord) -> Optional[Tuple[Packed, int]]:
                     return None  # a number's conversion: it fails, and says so with the text
                 if not arg.isascii():
                     wide = True
-                continue
-            if kind is int:
-                if not -_LARGE_INT < arg < _LARGE_INT:
+            elif kind is int:
+                if not _LARGEST_NEGATIVE < arg < _LARGE_INT:
                     return None
-            elif type(kind) is not type or kind not in _NATIVE:  # is_native, inline: hot
+                numbers += 1
+            elif type(kind) is type and kind in _NATIVE:  # is_native, inline: hot
+                numbers += 1
+            else:
                 return None
-            numbers += 1
         size = SNAPSHOT_OVERHEAD + ARG_OVERHEAD * len(args)
         size += 4 * (length + NUMBER_TEXT * numbers) if wide else length
     elif args is None or type(args) is tuple:  # no arguments: the message is the template
@@ -340,32 +345,41 @@ def common_record(record: logging.LogRecord) -> Optional[Tuple[Packed, int]]:
         return None
     exc_info = others[_EXC_INFO]
     if exc_info is None:
-        return ((*others, *args, _COMMON) if args is not None else (*others, _NO_ARGS)), size
+        return (others + args + _COMMON_END if args is not None else others + _NO_ARGS_END), size
     return _with_exception(attributes, others, args, exc_info, size)
 
 
 #: An int this large or larger takes the snapshot: its digits, and the memory it keeps, would
 #: outweigh what a common record is counted for.
 _LARGE_INT = 1 << 512
+_LARGEST_NEGATIVE = -_LARGE_INT
 #: A conversion of a printf-style template: flags, width, precision, length, type.
 _CONVERSION = re.compile(r"%[-#0 +]*(\*|\d*)(?:\.(\*|\d*))?[hlL]?(.)", re.DOTALL)
 #: The conversions whose text is bounded by their argument's: a number's is ``NUMBER_TEXT``
 #: characters at most with a width and precision below 100, a text's its own, ten characters
 #: a character for ``%r`` and ``%a``.
 _BOUNDED_CONVERSIONS = frozenset("diouxXeEfFgGsra")
-#: Templates up to this long are remembered (``_remembered_conversions``): a template is most
+#: Templates up to this long are remembered (``_known_conversions``): a template is most
 #: often a constant of the program's.
 _MAX_TEMPLATE_CACHED = 256
+#: How many templates are remembered: a program that makes its templates (an f-string with
+#: arguments besides) starts the memory afresh each time it fills.
+_MAX_TEMPLATES = 4096
+#: A template's conversions, by template: ``common_record`` reads it without a call.
+_known_conversions: Dict[str, Optional[Tuple[str, ...]]] = {}
 
 
 def _conversions(msg: str) -> Optional[Tuple[str, ...]]:
     """The types of the conversions of template ``msg``, one an argument; None if its message
     may be far larger than its texts (a width or precision given by an argument, ``*``, or
     of 100 or more; a ``%c``, whose one character may widen every other) or it takes a
-    mapping."""
+    mapping. Remembered in ``_known_conversions`` if ``msg`` is short."""
+    found = _conversions_of(msg)
     if len(msg) <= _MAX_TEMPLATE_CACHED:
-        return _remembered_conversions(msg)
-    return _conversions_of(msg)
+        if len(_known_conversions) >= _MAX_TEMPLATES:
+            _known_conversions.clear()
+        _known_conversions[msg] = found
+    return found
 
 
 def _conversions_of(msg: str) -> Optional[Tuple[str, ...]]:
@@ -382,9 +396,6 @@ def _conversions_of(msg: str) -> Optional[Tuple[str, ...]]:
             return None
         found.append(conversion)
     return tuple(found)
-
-
-_remembered_conversions = functools.lru_cache(maxsize=4096)(_conversions_of)
 
 
 def _with_exception(

@@ -21,7 +21,7 @@ from faultserver import Action, FaultServer, sequence
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from ex_loghandlers import ExHTTPHandler
+from ex_loghandlers import ExHTTPHandler, _queued
 from ex_loghandlers._mapping import (
     Enrichment,
     format_traceback,
@@ -865,6 +865,22 @@ def test_a_common_records_message_is_the_one_its_record_makes(msg: str, args: Li
     item, _ = queued(record)
     assert unpacked(item) == snapshot(record)
     assert WIRE_FIELDS(item) == to_fields(snapshot(record), ENRICH)
+
+
+def test_templates_made_on_the_fly_are_remembered_within_a_bound() -> None:
+    """A program may make its templates (an f-string with arguments besides): each gives the
+    message its record makes, and what is remembered of them stays bounded."""
+    bound = _queued._MAX_TEMPLATES
+    for i in range(bound + 10):
+        record = make_record(f"request {i} took %d ms for %s", (i, "alice"))
+        item, _ = queued(record)
+        assert WIRE_FIELDS(item)["message"] == record.getMessage()
+        assert 0 < len(_queued._known_conversions) <= bound
+    assert len(_queued._known_conversions) < bound  # it filled, and started afresh
+    long_template = "x" * (_queued._MAX_TEMPLATE_CACHED + 1) + " %s"
+    item, _ = queued(make_record(long_template, ("y",)))
+    assert WIRE_FIELDS(item)["message"] == long_template % "y"
+    assert long_template not in _queued._known_conversions
 
 
 @pytest.mark.parametrize("msg, args", [
