@@ -15,7 +15,7 @@ import sys
 import threading
 import warnings
 from collections import deque
-from typing import Any, Deque, Dict, Optional, Tuple, Type, TypeVar, Union
+from typing import Any, Deque, Dict, Optional, Set, Tuple, Type, TypeVar, Union
 
 from ._buffer import RecordBuffer
 from ._clock import SYSTEM_CLOCK, Clock
@@ -127,8 +127,9 @@ class ExHTTPHandler(logging.Handler):
         #: A reopened handler that logging's lock kept out of logging's list of handlers:
         #: the next record tries again (see _known_to_logging_again).
         self._unlisted = False
-        #: Which threads are inside emit() now, and what a re-entered emit() set aside.
-        self._reentry = threading.local()
+        #: Which threads are inside emit() now (their idents: cheaper to ask than a
+        #: ``threading.local``), and what a re-entered emit() set aside.
+        self._inside: Set[int] = set()
         self._aside: Deque[Tuple[Any, int]] = deque()
         #: When the last flush(None) started and ended: close() soon after shares its budget.
         self._last_exit_flush: Optional[Tuple[float, float]] = None
@@ -218,11 +219,12 @@ class ExHTTPHandler(logging.Handler):
         lock, and this call, or the next one, moves it on: no call ever waits on a lock its
         own thread holds.
         """
-        reentry = self._reentry
-        if getattr(reentry, "active", False):
+        ident = _get_ident()
+        inside = self._inside
+        if ident in inside:
             self._set_aside(record)
             return
-        reentry.active = True
+        inside.add(ident)
         try:
             if self._closed:
                 self._reopen()
@@ -237,7 +239,7 @@ class ExHTTPHandler(logging.Handler):
         except Exception:  # a bug of ours: never out of emit()
             self.handleError(record)
         finally:
-            reentry.active = False
+            inside.discard(ident)
 
     def _reopen(self) -> None:
         """A record after ``close()``: work again, as the stdlib's ``FileHandler`` does.
@@ -304,14 +306,15 @@ class ExHTTPHandler(logging.Handler):
 
     def _move_aside_on(self) -> None:
         """Queue records a re-entered emit() set aside that no emit() moved on since."""
-        reentry = self._reentry
-        if not self._aside or getattr(reentry, "active", False):
+        ident = _get_ident()
+        inside = self._inside
+        if not self._aside or ident in inside:
             return
-        reentry.active = True
+        inside.add(ident)
         try:
             self._enqueue_aside()
         finally:
-            reentry.active = False
+            inside.discard(ident)
 
     def _enqueue(self, item: Any, size: int) -> None:
         try:
@@ -500,7 +503,7 @@ class ExHTTPHandler(logging.Handler):
         """
         self._close_lock = threading.RLock()
         self._close_busy = False
-        self._reentry = threading.local()
+        self._inside = set()
         self._aside = deque()
         self._last_exit_flush = None
         self._delivery.forget_after_fork()
