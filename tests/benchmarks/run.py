@@ -312,18 +312,31 @@ class Variant:
 def run_variants(
     variants: Sequence[Variant], plan: Plan, timed: Callable[[logging.Logger, range], Timing]
 ) -> Dict[str, Dict[str, Any]]:
-    """Each variant ``plan.repeats`` times, interleaved; the median of each statistic."""
+    """Each variant but the first ``plan.repeats`` times, each run right after a run of the
+    first (the baseline) of its own: the median of each statistic, and of each run's ratios to
+    its baseline run (``ratio_*``). A shared machine's speed drifts by a third within seconds:
+    a ratio to a baseline run made a round earlier measures the drift as much as the handler.
+    """
+    baseline, others = variants[0], variants[1:]
     runs: Dict[str, List[Timing]] = {v.label: [] for v in variants}
+    ratios: Dict[str, List[Dict[str, float]]] = {v.label: [] for v in others}
     stderr_lines: Dict[str, int] = {v.label: 0 for v in variants}
+
+    def one_run(variant: Variant) -> Timing:
+        handler = variant.make()
+        logger = bench_logger(handler)
+        try:
+            timed(logger, IDS.take(max(1, min(plan.warmup_n, variant.n // 2))))
+            timing = timed(logger, IDS.take(variant.n))
+        finally:
+            stderr_lines[variant.label] += len(close_quietly(handler).splitlines())
+        runs[variant.label].append(timing)
+        return timing
+
     for _ in range(plan.repeats):
-        for variant in variants:
-            handler = variant.make()
-            logger = bench_logger(handler)
-            try:
-                timed(logger, IDS.take(max(1, min(plan.warmup_n, variant.n // 2))))
-                runs[variant.label].append(timed(logger, IDS.take(variant.n)))
-            finally:
-                stderr_lines[variant.label] += len(close_quietly(handler).splitlines())
+        for variant in others:
+            base = one_run(baseline)
+            ratios[variant.label].append(ratios_to(one_run(variant), base))
     out: Dict[str, Dict[str, Any]] = {}
     for label, timings in runs.items():
         median = {
@@ -332,24 +345,29 @@ def run_variants(
                         "cpu_ns_per_call", "gc_ns_per_call", "gc_max_pause_ns", "gc_full",
                         "slow_calls", "slow_share")
         }
+        paired = ratios.get(label, [])
         out[label] = {
             "n": timings[0].n,
             "repeats": len(timings),
             **median,
+            **{key: statistics.median(r[key] for r in paired) if paired else 1.0
+               for key in RATIOS},
+            "ratio_mean_runs": [r["ratio_mean"] for r in paired],
             "runs": [asdict(t) for t in timings],
             "stderr_lines_at_close": stderr_lines[label],
         }
     return out
 
 
-def add_ratios(results: Dict[str, Dict[str, Any]], baseline: str) -> None:
-    base = results[baseline]
-    for figures in results.values():
-        figures["ratio_mean"] = figures["mean_ns"] / base["mean_ns"]
-        figures["ratio_p50"] = figures["p50_ns"] / base["p50_ns"]
-        figures["ratio_thread_cpu"] = (
-            figures["thread_cpu_ns_per_call"] / base["thread_cpu_ns_per_call"]
-        )
+RATIOS = ("ratio_mean", "ratio_p50", "ratio_thread_cpu")
+
+
+def ratios_to(timing: Timing, base: Timing) -> Dict[str, float]:
+    return {
+        "ratio_mean": timing.mean_ns / base.mean_ns,
+        "ratio_p50": timing.p50_ns / base.p50_ns,
+        "ratio_thread_cpu": timing.thread_cpu_ns_per_call / base.thread_cpu_ns_per_call,
+    }
 
 
 def ex_handler(sink: SinkProcess, **options: Any) -> Callable[[], logging.Handler]:
@@ -383,7 +401,6 @@ def section_caller(plan: Plan, sink: SinkProcess) -> Dict[str, Any]:
         Variant("ExHTTPHandler otlp", ex_handler(sink, wire_format="otlp"), plan.caller_n),
     ]
     results = run_variants(variants, plan, time_info)
-    add_ratios(results, "NullHandler")
     return results
 
 
@@ -400,7 +417,6 @@ def section_exception(plan: Plan, sink: SinkProcess) -> Dict[str, Any]:
                 ex_handler(sink, wire_format="json", batch_size=500), plan.exception_n),
     ]
     results = run_variants(variants, plan, time_exception)
-    add_ratios(results, "NullHandler")
     return results
 
 
@@ -657,7 +673,6 @@ def section_spool(plan: Plan, sink: SinkProcess) -> Dict[str, Any]:
                     plan.caller_n),
         ]
         caller = run_variants(variants, plan, time_info)
-        add_ratios(caller, "NullHandler")
         n = plan.throughput_n
         memory = ours_throughput(sink, n, 120.0, wire_format="json", batch_size=500)
         disk = ours_throughput(sink, n, 120.0, wire_format="json", batch_size=500,
@@ -857,7 +872,10 @@ def caller_rows(
             target=(f"mean <= x{target:g}" + (f", longest <= {LONGEST_CALL_TARGET_MS:g} ms"
                                                if longest else "")) if checked and target else "",
             result=verdict(ok) if checked and target else "",
-            note=(f"n={f['n']} x{f['repeats']}; longest call {longest_ms:.1f} ms"
+            note=(f"n={f['n']} x{f['repeats']}; "
+                  + ("" if baseline else "runs x" + " x".join(
+                      f"{r:.2f}" for r in f["ratio_mean_runs"]) + "; ")
+                  + f"longest call {longest_ms:.1f} ms"
                   f" (NullHandler {null_longest:.1f}); {f['slow_share']:.0%} of time in"
                   f" {f['slow_calls']:g} calls > 1 ms; gc {us(f['gc_ns_per_call'])}/call,"
                   f" longest {f['gc_max_pause_ns'] / 1e6:.1f} ms"),
