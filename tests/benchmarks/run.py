@@ -98,7 +98,7 @@ class Plan:
 
 
 FULL = Plan(
-    quick=False, repeats=5, caller_n=20_000, warmup_n=2_000, stdlib_http_n=1_000,
+    quick=False, repeats=9, caller_n=20_000, warmup_n=2_000, stdlib_http_n=1_000,
     exception_n=20_000, throughput_n=100_000, throughput_rounds=3, throughput_form_n=20_000,
     burst_n=100_000,
     flaky_paced_n=10_000, flaky_rate_n=5_000, latency_n=50, memory_n=200_000, exit_n=200_000,
