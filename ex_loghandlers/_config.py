@@ -338,7 +338,8 @@ def _is_ipv6(text: str) -> bool:
 
 
 def display_url(url: str) -> str:
-    """``url`` without what may be secret: user info, query, and the key of ``/sink/<key>/``."""
+    """``url`` as typed, without what may be secret: user info, query, and the key of
+    ``/sink/<key>/``. (``localhost:5000/sink/...`` stays so: its "scheme" is ``localhost``.)"""
     try:
         parts = urlsplit(url)
         netloc = parts.netloc.rpartition("@")[2]
@@ -347,7 +348,10 @@ def display_url(url: str) -> str:
             if segment == "sink" and i + 1 < len(segments) and segments[i + 1]:
                 segments[i + 1] = REDACTED
         query = f"?{REDACTED}" if parts.query else ""
-        origin = f"{parts.scheme}://{netloc}" if parts.scheme or netloc else ""
+        origin = f"{parts.scheme}:" if parts.scheme else ""
+        after_scheme = url.strip()[len(origin):]
+        if parts.netloc or after_scheme.startswith("//"):
+            origin += f"//{netloc}"
         return f"{origin}{'/'.join(segments)}{query}"
     except Exception:
         return "<url>"

@@ -334,7 +334,12 @@ def test_user_without_password_reads_it_from_the_environment(
     (["send", "ftp://u:pw@logs.example/sink/KEY/app", "m"],
      "error: URL must be a full http:// or https:// URL, e.g. http://localhost:5000/sink/TEST/"
      "myapp, not 'ftp://logs.example/sink/***/app'"),
-    (["send", "logs.example/sink/KEY/app", "m"], "error: URL must be a full http:// or https://"),
+    (["send", "logs.example/sink/KEY/app", "m"],
+     "error: URL must be a full http:// or https:// URL, e.g. http://localhost:5000/sink/TEST/"
+     "myapp, not 'logs.example/sink/***/app'"),
+    (["send", "localhost:5000/sink/KEY/app", "m"],
+     "error: URL must be a full http:// or https:// URL, e.g. http://localhost:5000/sink/TEST/"
+     "myapp, not 'localhost:5000/sink/***/app'"),
     (["check", "http://logs.example:99999/sink/KEY/app"],
      "error: URL: the port must be a whole number from 1 to 65535, not '99999', in"
      " http://logs.example:99999/sink/***/app"),

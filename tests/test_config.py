@@ -21,7 +21,7 @@ from pytest_httpserver import HTTPServer
 
 import ex_loghandlers
 from ex_loghandlers import ExHTTPHandler
-from ex_loghandlers._config import MAX_SECONDS
+from ex_loghandlers._config import MAX_SECONDS, display_url
 
 WAIT = 10.0  # a failure bound: a passing flush returns in milliseconds
 
@@ -458,6 +458,18 @@ def test_the_program_name_of_python_dash_m_is_the_package(
 
 
 # -- secrets stay out of repr() and display_url --------------------------------------------------
+
+
+@pytest.mark.parametrize(("typed", "shown"), [
+    ("http://u:pw@logs.example:5000/sink/KEY/app?k=v", "http://logs.example:5000/sink/***/app?***"),
+    ("localhost:5000/sink/KEY/myapp", "localhost:5000/sink/***/myapp"),
+    ("logs.example/sink/KEY/app", "logs.example/sink/***/app"),
+    ("//logs.example/sink/KEY/app", "//logs.example/sink/***/app"),
+    ("/sink/KEY/app", "/sink/***/app"),
+    ("ftp://u:pw@logs.example/x", "ftp://logs.example/x"),
+])
+def test_display_url_shows_the_url_as_typed_but_its_secrets(typed: str, shown: str) -> None:
+    assert display_url(typed) == shown
 
 
 @pytest.mark.parametrize(
