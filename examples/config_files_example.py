@@ -3,10 +3,11 @@
     python examples/logy_sink.py --port 5000      # in another terminal
     python examples/config_files_example.py examples/dictconfig.yaml
     python examples/config_files_example.py examples/dictconfig.toml
+    python examples/config_files_example.py examples/dictconfig.json
 
 YAML needs PyYAML (``yaml.safe_load``); TOML needs ``tomllib`` (Python 3.11+) or ``tomli``.
-The file holds plain values only, so one configuration serves all three formats and Django's
-``LOGGING`` alike.
+The files hold plain values only, so one configuration serves all three formats and Django's
+``LOGGING`` alike: the three here are the same.
 """
 
 from __future__ import annotations

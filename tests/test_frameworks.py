@@ -670,6 +670,7 @@ HAVE_TOML = sys.version_info >= (3, 11) or importlib.util.find_spec("tomli") is 
         pytest.param("dictconfig.yaml", marks=needs("yaml")),
         pytest.param("dictconfig.toml", marks=pytest.mark.skipif(
             not HAVE_TOML, reason="tomli not installed: pip install -e '.[frameworks]'")),
+        "dictconfig.json",
     ],
 )
 def test_a_dictconfig_file_configures_the_handler(name: str) -> None:
