@@ -291,6 +291,8 @@ def _send(options: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         else:
             interrupted = _log_lines(sys.stdin, logger, options.level, options.prog)
         handler.flush()
+    except KeyboardInterrupt:  # while it waits for the server: the report, as at any other end
+        interrupted = True
     finally:
         handler.close()
     status = _report(handler, options)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -23,7 +24,7 @@ from typing import Any, Iterator, List
 
 import pytest
 import trustme
-from faultserver import Action, FaultServer
+from faultserver import Action, FaultServer, sequence
 from recordingserver import RecordingServer
 
 from ex_loghandlers import Stats, __version__
@@ -295,6 +296,55 @@ def test_send_says_why_when_a_record_is_refused(cli: Any, sink: Any) -> None:
         " server does not know the key after /sink/"
     )
     assert "WRONG" not in run.out + run.err
+
+
+def interrupted_send(
+    server: FaultServer, *argv: str, stdin: bytes = b"", then: Any = lambda: None
+) -> Run:
+    """``send`` in a process of its own, given Ctrl-C (SIGINT) once the server has its first
+    request (the process is past what it read by then), and ``then()`` right after."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ex_loghandlers", "send", server.url_for("/sink/TEST/cron"), *argv],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        assert process.stdin is not None
+        process.stdin.write(stdin)
+        process.stdin.flush()  # left open: the input has not ended
+        assert server.wait_for_requests(1, timeout=WAIT)
+        process.send_signal(signal.SIGINT)
+        then()
+        out, err = process.communicate(timeout=WAIT)
+    finally:
+        process.kill()
+        process.wait()
+    return Run(process.returncode, out.decode(), err.decode())
+
+
+def test_ctrl_c_ends_the_input_delivers_what_was_read_and_exits_130() -> None:
+    held = threading.Event()
+    with FaultServer(sequence([Action.hang(held)])) as server:
+        # The server answers only after Ctrl-C: the record is delivered after it.
+        run = interrupted_send(server, stdin=b"read before Ctrl-C\n", then=held.set)
+        messages = [r["message"] for r in server.accepted_records()]
+    assert messages == ["read before Ctrl-C"]
+    assert (run.status, run.out) == (
+        130, f"1 sent, 0 dropped, 0 failed to {server.url}/sink/***/cron\n"
+    )
+    assert "Traceback" not in run.err
+
+
+def test_ctrl_c_while_it_waits_for_the_server_reports_and_exits_130() -> None:
+    """Not a traceback: what became of each record, within --timeout, as at the end of input."""
+    held = threading.Event()
+    with FaultServer(sequence([Action.hang(held)])) as server:
+        try:
+            run = interrupted_send(server, "one", "--timeout", "1")  # waits in flush() for it
+        finally:
+            held.set()
+    assert run.status == 130, run.err
+    assert run.out == f"0 sent, 1 dropped, 0 failed to {server.url}/sink/***/cron\n"
+    assert "Traceback" not in run.err and "KeyboardInterrupt" not in run.err
 
 
 def test_timeout_bounds_the_whole_run_against_a_server_that_is_down(closed_port: int) -> None:
