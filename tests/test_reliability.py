@@ -216,6 +216,52 @@ def test_after_an_outage_a_record_of_its_own_tells_what_was_lost(logger: logging
         assert stats.last_success is not None
 
 
+def test_loss_notices_come_at_most_once_a_minute_telling_only_new_losses_and_are_never_dropped(
+    logger: logging.Logger,
+) -> None:
+    clock = FakeClock()
+    with FaultServer() as server:
+        with redirect_stderr(io.StringIO()):
+            handler = ExHTTPHandler(
+                url=server.url_for("/sink/TEST/app"), max_queue_size=5, batch_size=5,
+                wire_format="json", flush_interval=3600, _clock=clock,
+            )
+            logger.addHandler(handler)
+
+            def outage(first: int) -> None:
+                """Record ``first`` held by the worker, the next 5 fill the buffer, 6 dropped."""
+                server.refuse_connections()
+                logger.info("record %d", first)
+                assert clock.wait_for_waiter(timeout=10, shorter_than=100)  # backing off
+                for i in range(first + 1, first + 12):
+                    logger.info("record %d", i)
+                server.accept_connections()
+
+            outage(0)
+            clock.advance(60)
+            # The first success queues the notice while the buffer is full: beyond its bounds.
+            assert handler.flush(timeout=10) and handler.flush(timeout=10)
+            assert len(own_records(server, "ex_loghandlers")) == 1
+            assert handler.stats.dropped_by_reason == {"queue full": 6}
+            outage(100)
+            clock.advance(30)  # half a minute after the first notice: no second one yet
+            assert handler.flush(timeout=10) and handler.flush(timeout=10)
+            assert len(own_records(server, "ex_loghandlers")) == 1
+            clock.advance(30)
+            logger.info("a minute after the first notice")
+            assert handler.flush(timeout=10) and handler.flush(timeout=10)
+        notices = [r["message"] for r in own_records(server, "ex_loghandlers")]
+        assert len(notices) == 2, notices
+        assert "6 log records were lost" in notices[0] and "6 dropped (queue full)" in notices[0]
+        assert "6 log records were lost" in notices[1] and "6 dropped (queue full)" in notices[1]
+        delivered = [r["message"] for r in own_records(server, logger.name)]
+        assert delivered == [
+            *(f"record {i}" for i in range(6)), *(f"record {i}" for i in range(100, 106)),
+            "a minute after the first notice",
+        ]
+        assert handler.stats.dropped_by_reason == {"queue full": 12}
+
+
 # -- bad input never escapes and never disappears -------------------------------------------------
 
 
@@ -432,7 +478,7 @@ def test_memory_stays_bounded_while_the_server_is_down(tmp_path: Any) -> None:
     figures = json.loads(result.stdout)
     assert figures["emitted"] == 200_001
     assert figures["dropped"] > 150_000  # the bound held: most records were refused, counted
-    assert figures["growth_mb"] <= 8 + 10, figures
+    assert figures["growth_mb"] <= 8 + 2, figures  # max_queue_bytes and about 2 MB, as promised
     assert "records dropped (queue full)" in result.stderr
 
 
