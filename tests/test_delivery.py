@@ -12,6 +12,7 @@ import logging
 import math
 import re
 import threading
+import time
 from contextlib import redirect_stderr
 from typing import Any, Dict, Iterator, List
 from urllib.parse import parse_qs, urlencode
@@ -331,6 +332,31 @@ def test_overflow_block_waits_for_room(logger: logging.Logger) -> None:
         assert handler.flush(timeout=10)
         assert messages(server) == [f"record {i}" for i in range(50)]
         assert handler.stats.dropped == 0
+
+
+def test_overflow_block_drops_after_waiting_timeout_and_says_so(logger: logging.Logger) -> None:
+    clock = FakeClock()  # the worker's: it backs off until the test says; the caller's wait is real
+    with FaultServer() as server:
+        stderr = io.StringIO()
+        with redirect_stderr(stderr):
+            handler = attach(logger, server, max_queue_size=1, batch_size=1, overflow="block",
+                             timeout=0.3, _clock=clock)
+            server.refuse_connections()
+            logger.info("record 0")
+            assert clock.wait_for_waiter(timeout=10, shorter_than=100)  # backing off, holding it
+            logger.info("record 1")  # fills the buffer
+            started = time.monotonic()
+            logger.info("record 2")  # no room comes: dropped after waiting
+            waited = time.monotonic() - started
+            server.accept_connections()
+            clock.advance(60)
+            assert handler.flush(timeout=10)
+            assert handler.flush(timeout=10)  # the loss notice queued after that success
+            handler.close()  # while the server is up: nothing left for the fake clock to wait on
+        assert waited >= 0.3
+        assert handler.stats.dropped_by_reason == {"queue full after waiting 0.3 s": 1}
+        assert "1 record dropped (queue full after waiting 0.3 s)" in stderr.getvalue()
+        assert messages(server) == ["record 0", "record 1"]
 
 
 def test_close_is_bounded_by_shutdown_timeout_when_the_server_is_down(

@@ -250,6 +250,7 @@ def test_loss_notices_come_at_most_once_a_minute_telling_only_new_losses_and_are
             clock.advance(30)
             logger.info("a minute after the first notice")
             assert handler.flush(timeout=10) and handler.flush(timeout=10)
+            handler.close()  # while the server is up: nothing left for the fake clock to wait on
         notices = [r["message"] for r in own_records(server, "ex_loghandlers")]
         assert len(notices) == 2, notices
         assert "6 log records were lost" in notices[0] and "6 dropped (queue full)" in notices[0]
