@@ -16,10 +16,11 @@ import socket
 import ssl
 import threading
 import time
-from typing import BinaryIO, Callable, Iterator, List, Optional, Tuple, Union
+from typing import Any, BinaryIO, Callable, Iterator, List, Optional, Tuple, Union
 
 import pytest
 import trustme
+from faultserver import FaultServer
 
 from ex_loghandlers import ExHTTPHandler
 from ex_loghandlers._elasticsearch import item_statuses
@@ -466,3 +467,44 @@ def test_the_handler_counts_a_200_with_an_endless_body_as_sent(logger: logging.L
         peer = server.peers[0]
         assert peer.done.wait(WAIT)
         assert peer.sent < ENDLESS_CAP // 4, peer.sent
+
+
+# -- what the environment says, as requests reads it ----------------------------------------------
+
+
+@pytest.fixture
+def no_proxy_settings(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY",
+                 "all_proxy", "NO_PROXY", "no_proxy", "NETRC"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_http_proxy_from_the_environment_carries_the_records(
+    logger: logging.Logger, no_proxy_settings: pytest.MonkeyPatch
+) -> None:
+    with FaultServer() as proxy:
+        no_proxy_settings.setenv("HTTP_PROXY", proxy.url)
+        handler = ExHTTPHandler(url="http://logs.example/sink/TEST/app")  # never resolved here
+        logger.addHandler(handler)
+        logger.info("through the proxy")
+        assert handler.flush(WAIT)
+        (request,) = proxy.requests()
+    assert (request.headers["host"], request.path) == ("logs.example", "/sink/TEST/app")
+    assert [r["message"] for r in request.records()] == ["through the proxy"]
+
+
+def test_netrc_credentials_are_sent_when_none_are_given(
+    logger: logging.Logger, no_proxy_settings: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    netrc = tmp_path / "netrc"
+    netrc.write_text(f"machine {HOST} login nu password np\n")
+    netrc.chmod(0o600)
+    no_proxy_settings.setenv("NETRC", str(netrc))
+    with FaultServer() as server:
+        handler = ExHTTPHandler(url=server.url_for("/sink/TEST/app"))
+        logger.addHandler(handler)
+        logger.info("with the netrc's credentials")
+        assert handler.flush(WAIT)
+        (request,) = server.requests()
+    assert request.headers["authorization"] == "Basic bnU6bnA="  # nu:np
