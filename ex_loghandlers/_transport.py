@@ -17,10 +17,12 @@ import errno
 import http.client
 import io
 import os
+import re
 import socket
 import ssl
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 from urllib.parse import urlsplit
@@ -94,6 +96,8 @@ class HTTPTransport:
 
     def __init__(self, options: TransportOptions) -> None:
         self._options = options
+        if not _verifies(options):
+            _no_warning_on_each_request(options.url)
         self._manager: Optional[urllib3.PoolManager] = None
         self._headers: Dict[str, str] = {}
         #: Without a proxy: the one pool for the server, and the request target on it.
@@ -399,6 +403,34 @@ def _tls_settings(options: TransportOptions) -> Dict[str, Any]:
     elif options.cert is not None:
         settings["cert_file"], settings["key_file"] = options.cert
     return settings
+
+
+def _verifies(options: TransportOptions) -> bool:
+    """Whether the server's certificate is verified: not with ``verify=False``, nor with a
+    ``context`` that verifies nothing."""
+    if options.context is not None:
+        return options.context.verify_mode != ssl.CERT_NONE
+    return options.verify is not False
+
+
+def _no_warning_on_each_request(url: str) -> None:
+    """Keep urllib3 from warning (``InsecureRequestWarning``) on every request to ``url``'s
+    host, which the user chose not to verify.
+
+    The warning would come on the worker's thread, once a request: noise on stderr, an error
+    for each request under ``python -W error``, and, with ``logging.captureWarnings(True)``
+    (Django's default), a record for this very handler, whose request warns again, for ever,
+    while ``getLogger()`` in logging's warning hook waits on the module lock that
+    ``dictConfig()`` holds. The filter names the host: a request to any other unverified server
+    still warns. Added when the handler is made, on the application's thread.
+    """
+    host = (urlsplit(url).hostname or "").rstrip(".")
+    if host:
+        warnings.filterwarnings(
+            "ignore",
+            message=rf"Unverified HTTPS request is being made to host '\[?{re.escape(host)}\]?'",
+            category=urllib3.exceptions.InsecureRequestWarning,
+        )
 
 
 def _proxy_for(url: str) -> Optional[str]:
