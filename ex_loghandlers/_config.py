@@ -83,6 +83,10 @@ class Config:
     collapse_repeats: Optional[float] = None
 
 
+#: The enrichment fields' prefix of the original ex_loghandlers 0.1, and the default.
+ORIGINAL_PREFIX = "_ex_"
+
+
 def build_config(
     host: Optional[str],
     url: str,
@@ -95,6 +99,15 @@ def build_config(
     """The validated options, and the warnings to give about them (what is ignored, what is
     sent in clear text)."""
     context = _context(context)
+    if isinstance(secure, str):  # ExHTTPHandler(host, url, method, prefix): the original 0.1's call
+        if options["prefix"] != ORIGINAL_PREFIX:
+            raise TypeError(
+                f"secure must be True or False, not {secure!r} (a string there is the prefix,"
+                " as in ex_loghandlers 0.1's ExHTTPHandler(host, url, method, prefix); prefix="
+                " is given as well)"
+            )
+        options = {**options, "prefix": secure}
+        secure = False
     use_https = _truthy("secure", secure)
     if host is not None and not use_https and context is not None:
         # The stdlib's HTTPHandler refuses this too ("context parameter only makes sense with

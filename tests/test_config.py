@@ -262,6 +262,27 @@ def test_nothing_is_warned_about_when_every_option_is_used(kwargs: Dict[str, Any
     assert [str(w.message) for w in _warnings_of(**kwargs)] == []
 
 
+def test_the_original_0_1_call_takes_a_string_in_fourth_place_as_the_prefix(
+    logger: logging.Logger,
+) -> None:
+    """``ExHTTPHandler(host, url, method, prefix)`` as ex_loghandlers 0.1 took it; the stdlib's
+    fourth argument, ``secure``, is a flag: a string there is no reason to switch to https."""
+    with FaultServer() as server:
+        handler = ExHTTPHandler(server.host, "/sink/TEST/app", "POST", "_log_")
+        logger.addHandler(handler)
+        logger.error("the 0.1 way")
+        assert handler.flush(timeout=WAIT) is True
+        [record] = server.accepted_records()
+    assert handler.url == f"http://{server.host}/sink/TEST/app"
+    assert record["message"] == "the 0.1 way"
+    assert record["_log_hostname"] and "_ex_hostname" not in record
+
+
+def test_a_string_in_fourth_place_and_prefix_too_is_refused() -> None:
+    with pytest.raises(TypeError, match=r"secure must be True or False, not '_log_'"):
+        ExHTTPHandler("localhost:5000", "/sink/TEST/app", "POST", "_log_", prefix="_my_")
+
+
 def test_a_user_and_password_in_the_url_are_sent_as_basic_auth() -> None:
     with FaultServer() as server:
         url = f"http://us%40er:p%3Ass@{server.host}/sink/SECRETKEY/app"
