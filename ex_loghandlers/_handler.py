@@ -319,9 +319,12 @@ class ExHTTPHandler(logging.Handler):
     def _enqueue(self, item: Any, size: int) -> None:
         try:
             delivery = self._delivery
-            refused, queued = delivery.buffer.put(item, size, self._block_timeout)
+            # overflow="block" makes the application's threads wait for room, never a worker:
+            # room comes only when a worker takes records (one set aside there: see handle()).
+            wait = 0.0 if _get_ident() in delivery.thread_idents else self._block_timeout
+            refused, queued = delivery.buffer.put(item, size, wait)
             if refused:
-                self._count_refused(size)
+                self._count_refused(size, waited=wait > 0)
             # Ring only when the buffer stops being empty (the worker may be idle) or a batch is
             # full: not once per record.
             if queued == 1 or queued >= self._batch_size:
@@ -408,13 +411,13 @@ class ExHTTPHandler(logging.Handler):
         """Whether the wire format carries the exception's type and message on their own."""
         return self._config.wire_format in EXCEPTION_DETAIL_FORMATS
 
-    def _count_refused(self, size: int) -> None:
+    def _count_refused(self, size: int, waited: bool) -> None:
         """The buffer refused a record (evictions it counts itself): say why."""
         if self._delivery.buffer.closed:
             reason = HANDLER_CLOSED
         elif size > self._config.max_queue_bytes:
             reason = "record larger than max_queue_bytes"
-        elif self._config.overflow == "block":
+        elif self._config.overflow == "block" and waited:
             reason = f"{QUEUE_FULL} after waiting {self._block_timeout:g} s"
         else:
             reason = QUEUE_FULL

@@ -359,6 +359,49 @@ def test_overflow_block_drops_after_waiting_timeout_and_says_so(logger: logging.
         assert messages(server) == ["record 0", "record 1"]
 
 
+class LogsWhenRead(Dict[str, Any]):
+    """Fields (a user's ``mapLogRecord`` may return any mapping) that, read on the worker, log a
+    record there, as a finalizer the garbage collector runs there would: for record "A", once
+    ``go`` is set."""
+
+    go = threading.Event()
+
+    def items(self) -> Any:
+        if self.get("msg") == "A":
+            assert self.go.wait(10.0)
+            logging.getLogger("tests.on_the_worker").warning("logged on the worker")
+        return super().items()
+
+
+def test_overflow_block_never_makes_the_worker_wait_for_room_it_alone_makes(
+    logger: logging.Logger,
+) -> None:
+    class Mapping(ExHTTPHandler):
+        def mapLogRecord(self, record: logging.LogRecord) -> Dict[str, Any]:
+            return LogsWhenRead(record.__dict__, message=record.getMessage())
+
+    on_the_worker = logging.getLogger("tests.on_the_worker")
+    with FaultServer() as server:
+        with redirect_stderr(io.StringIO()):
+            handler = Mapping(url=server.url_for("/sink/TEST/tests"), max_queue_size=1,
+                              batch_size=1, overflow="block", timeout=0.3)
+            logger.addHandler(handler)
+            on_the_worker.addHandler(handler)
+            LogsWhenRead.go.clear()
+            try:
+                logger.info("A")  # taken by the worker, which reads it once go is set
+                logger.info("B")  # fills the buffer
+                LogsWhenRead.go.set()  # the worker logs; after A, no room for its record
+                assert server.wait_for_requests(2, timeout=10.0)  # B: the worker went on
+                assert handler.flush(timeout=10.0) and handler.flush(timeout=10.0)
+            finally:
+                LogsWhenRead.go.set()
+                on_the_worker.removeHandler(handler)
+            handler.close()
+        assert handler.stats.dropped_by_reason == {"queue full": 1}  # no waiting for itself
+        assert messages(server) == ["A", "B"]
+
+
 def test_close_is_bounded_by_shutdown_timeout_when_the_server_is_down(
     logger: logging.Logger,
 ) -> None:
