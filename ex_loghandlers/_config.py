@@ -463,13 +463,33 @@ def _optional_seconds(name: str, value: Any) -> Optional[float]:
         raise ValueError(f"{exc} (or None, to turn it off)") from None
 
 
+#: An HTTP header's name (a token, RFC 9110), and what its value may not hold: what would end
+#: the header or the request, and what HTTP/1.1 cannot carry (its headers are Latin-1).
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_NOT_IN_A_HEADER = re.compile(r"[\r\n\x00]|[^\x00-\xff]")
+
+
 def _headers(value: Any) -> Mapping[str, str]:
+    """Checked here, not at the first request, where every record would fail: a name that is
+    not a token, a value with a line break or a character beyond Latin-1. The value is never
+    shown: it may be a secret."""
     if value is None:
         return {}
     if not isinstance(value, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     ):
         raise TypeError("headers must be a dict of str to str, e.g. {'Authorization': 'Bearer …'}")
+    for name, text in value.items():
+        if not _HEADER_NAME.match(name):
+            raise ValueError(
+                f"headers: {name!r} is not a header name (letters, digits and !#$%&'*+-.^_`|~)"
+            )
+        if _NOT_IN_A_HEADER.search(text):
+            raise ValueError(
+                f"headers: the value of {name!r} holds a line break, a NUL or a character"
+                " beyond Latin-1, which HTTP headers cannot carry (percent-encode it, or"
+                " base64 it, as the server expects)"
+            )
     return dict(value)
 
 

@@ -57,6 +57,10 @@ BAD_VALUES = [
     ("shutdown_timeout", {"shutdown_timeout": None}, ValueError),
     ("headers", {"headers": {"a": 1}}, TypeError),
     ("headers", {"headers": [("a", "b")]}, TypeError),
+    ("headers", {"headers": {"X-Tenant": "blue\r\nInjected: 1"}}, ValueError),
+    ("headers", {"headers": {"X-Team": "\u65e5\u672c"}}, ValueError),
+    ("headers", {"headers": {"": "x"}}, ValueError),
+    ("headers", {"headers": {"X Team": "x"}}, ValueError),
     ("verify", {"verify": 123}, TypeError),
     ("verify", {"verify": "/no/such/file"}, ValueError),
     ("cert", {"cert": ("a",)}, TypeError),
@@ -114,6 +118,22 @@ def test_a_bad_value_is_refused_with_an_error_naming_the_option(
         ExHTTPHandler(**{**BASE, **changes})
     assert type(info.value) is error
     assert re.search(rf"\b{option}\b", str(info.value)), str(info.value)
+
+
+def test_a_header_value_that_is_refused_is_never_shown() -> None:
+    with pytest.raises(ValueError, match="the value of 'Authorization'") as info:
+        ExHTTPHandler(**BASE, headers={"Authorization": "Bearer s3cret\n"})
+    assert "s3cret" not in str(info.value)
+
+
+def test_a_latin_1_header_value_is_sent(logger: logging.Logger) -> None:
+    with FaultServer() as server:
+        handler = ExHTTPHandler(url=server.url_for("/sink/TEST/app"), headers={"X-Team": "caf\xe9"})
+        logger.addHandler(handler)
+        logger.info("with a Latin-1 header")
+        assert handler.flush(timeout=WAIT) is True
+        [request] = server.requests()
+    assert request.headers["x-team"] == "caf\xe9"
 
 
 @pytest.mark.parametrize(
