@@ -99,7 +99,7 @@ def build_config(
     """The validated options, and the warnings to give about them (what is ignored, what is
     sent in clear text)."""
     context = _context(context)
-    if isinstance(secure, str):  # ExHTTPHandler(host, url, method, prefix): the original 0.1's call
+    if isinstance(secure, str) and secure:  # ExHTTPHandler(host, url, method, prefix), as in 0.1
         if options["prefix"] != ORIGINAL_PREFIX:
             raise TypeError(
                 f"secure must be True or False, not {secure!r} (a string there is the prefix,"

@@ -238,10 +238,12 @@ class Truthy:
 
 
 @pytest.mark.parametrize(
-    "secure", [True, 1, "yes", ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), Truthy()],
-    ids=["True", "1", "str", "SSLContext", "object"],
+    "secure", [True, 1, ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), Truthy()],
+    ids=["True", "1", "SSLContext", "object"],
 )
 def test_any_true_secure_means_https(secure: object) -> None:
+    """But a text: in that place it is the prefix of ex_loghandlers 0.1's
+    ``ExHTTPHandler(host, url, method, prefix)`` (``test_config.py``)."""
     handler = ExHTTPHandler("localhost:5000", "/frob", secure=secure)  # type: ignore[arg-type]
     try:
         assert handler.url == "https://localhost:5000/frob"
@@ -254,6 +256,7 @@ def test_any_false_secure_means_http(secure: object) -> None:
     handler = ExHTTPHandler("localhost:5000", "/frob", secure=secure)  # type: ignore[arg-type]
     try:
         assert handler.url == "http://localhost:5000/frob"
+        assert handler.config.prefix == "_ex_"
     finally:
         handler.close()
 
