@@ -424,8 +424,9 @@ def _no_warning_on_each_request(url: str) -> None:
     ``dictConfig()`` holds. The filter names the host: a request to any other unverified server
     still warns. Added when the handler is made, on the application's thread.
     """
-    host = (urlsplit(url).hostname or "").rstrip(".")
-    if host:
+    parts = urlsplit(url)
+    host = (parts.hostname or "").rstrip(".")
+    if parts.scheme == "https" and host:
         warnings.filterwarnings(
             "ignore",
             message=rf"Unverified HTTPS request is being made to host '\[?{re.escape(host)}\]?'",
