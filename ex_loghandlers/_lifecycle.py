@@ -81,20 +81,6 @@ if _register_at_thread_shutdown is not None:  # private (concurrent.futures uses
         _register_at_thread_shutdown(_close_all_in_a_multiprocessing_child)
 
 
-def flush_all() -> None:
-    """Flush every live handler, all of them within the longest ``shutdown_timeout``."""
-    handlers = live_handlers()
-    if not handlers:
-        return
-    deadline = time.monotonic() + max(h.config.shutdown_timeout for h in handlers)
-    for handler in handlers:
-        remaining = min(deadline - time.monotonic(), handler.config.shutdown_timeout)
-        if remaining <= 0:
-            break
-        with contextlib.suppress(Exception):
-            handler.flush(remaining)
-
-
 SignalHandler = Union[Callable[[int, Optional[FrameType]], Any], int, None]
 
 _MARK = "_ex_loghandlers_flushes"
@@ -109,6 +95,12 @@ def flush_on_sigterm(signals: Iterable[int] = (signal.SIGTERM,)) -> bool:
     signal stays ignored, and the default one still ends the process, with the same exit status,
     once the records are delivered or ``shutdown_timeout`` has passed. A second SIGTERM during
     the flush goes straight to that. Calling it again changes nothing.
+
+    Unless the signal is ignored, the handlers are closed, as at a normal exit: what could not
+    be delivered in time is counted and reported (the default action then ends the process
+    without ``atexit``, where ``logging.shutdown()`` would have said it), and the exit that a
+    Python handler may go on to does not wait a second ``shutdown_timeout`` (a record logged
+    meanwhile opens its handler again). An ignored signal only flushes them.
 
     Returns True when installed; False, with a ``RuntimeWarning``, when called from another
     thread (nothing is changed then).
@@ -135,7 +127,7 @@ def _flushing_then(previous: SignalHandler) -> Callable[[int, Optional[FrameType
         if not flushing.is_set():
             flushing.set()
             try:
-                _flush_off_this_thread()
+                _deliver_off_this_thread(close=previous != signal.SIG_IGN)
             finally:
                 flushing.clear()
         if callable(previous):
@@ -148,8 +140,9 @@ def _flushing_then(previous: SignalHandler) -> Callable[[int, Optional[FrameType
     return on_signal
 
 
-def _flush_off_this_thread() -> None:
-    """Flush on a thread of its own and wait for it within the time allowed.
+def _deliver_off_this_thread(close: bool) -> None:
+    """Flush or close every live handler, each on a thread of its own, and wait for them within
+    the longest ``shutdown_timeout``: each takes at most its own, all of them at once.
 
     The signal handler runs on the main thread between two of its bytecodes, perhaps while that
     thread holds a lock of a handler (inside ``emit()`` or ``stats``): flushing right here could
@@ -159,11 +152,25 @@ def _flush_off_this_thread() -> None:
     handlers = live_handlers()
     if not handlers:
         return
-    budget = max(h.config.shutdown_timeout for h in handlers) + 0.5
-    flusher = threading.Thread(target=flush_all, name="ex_loghandlers-sigterm", daemon=True)
-    try:
-        with threads_started_deaf():
-            flusher.start()
-    except RuntimeError:  # the interpreter is shutting down: no new threads
-        return
-    flusher.join(budget)
+    deadline = time.monotonic() + max(h.config.shutdown_timeout for h in handlers) + 0.5
+    threads = []
+    for handler in handlers:
+        thread = threading.Thread(
+            target=_deliver, args=(handler, close), name="ex_loghandlers-sigterm", daemon=True
+        )
+        try:
+            with threads_started_deaf():
+                thread.start()
+        except RuntimeError:  # the interpreter is shutting down: no new threads
+            break
+        threads.append(thread)
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _deliver(handler: LiveHandler, close: bool) -> None:
+    with contextlib.suppress(Exception):
+        if close:
+            handler.close()
+        else:
+            handler.flush(handler.config.shutdown_timeout)

@@ -2,8 +2,8 @@
 
 Each app runs in a fresh interpreter and is terminated with a real SIGTERM. The server holds the
 app's first request unanswered, so the app's last record is still queued when the signal comes;
-the handler announces on stdout when a flush starts, which is when the test lets the server
-answer. Without the opt-in the signal ends the process at once and the last record is lost.
+the handler announces on stdout when a flush or close starts, which is when the test lets the
+server answer. Without the opt-in the signal ends the process at once and the last record is lost.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Iterator, List
@@ -38,7 +39,11 @@ class Announcing(ex_loghandlers.ExHTTPHandler):
         print("flushing", flush=True)
         return super().flush(timeout)
 
-handler = Announcing(url=sys.argv[1], shutdown_timeout=15)
+    def close(self):
+        print("closing", flush=True)
+        super().close()
+
+handler = Announcing(url=sys.argv[1], shutdown_timeout={timeout})
 log = logging.getLogger("app")
 log.setLevel(logging.INFO)
 log.addHandler(handler)
@@ -53,9 +58,10 @@ print("still running", flush=True)
 
 
 class App:
-    def __init__(self, tmp_path: Path, url: str, setup: str) -> None:
+    def __init__(self, tmp_path: Path, url: str, setup: str, timeout: float = 15) -> None:
         script = tmp_path / "app.py"
-        script.write_text(APP.format(setup=textwrap.dedent(setup)), encoding="utf-8")
+        script.write_text(APP.format(setup=textwrap.dedent(setup), timeout=timeout),
+                          encoding="utf-8")
         env = dict(os.environ, PYTHONPATH=str(REPO), NO_PROXY="127.0.0.1", no_proxy="127.0.0.1")
         env.pop("PYTHONWARNINGS", None)
         self.proc = subprocess.Popen(
@@ -94,14 +100,14 @@ def held_server() -> Iterator[tuple[FaultServer, threading.Event]]:
 def terminate_with_the_last_record_queued(
     tmp_path: Path, server: FaultServer, release: threading.Event, setup: str
 ) -> tuple[int, List[str]]:
-    """Run the app, SIGTERM it with its last record queued, answer once a flush starts."""
+    """Run the app, SIGTERM it with its last record queued, answer once a delivery starts."""
     app = App(tmp_path, server.url_for("/sink/TEST/app"), setup)
     try:
         assert server.wait_for_requests(1, WAIT)
         app.say()
         assert app.next_line() == "logged"
         app.proc.send_signal(signal.SIGTERM)
-        first = app.next_line()  # "flushing" with the opt-in; "" (end of output) without
+        first = app.next_line()  # "closing" (or "flushing") with the opt-in; "" without
         release.set()
         rest = [first]
         while True:
@@ -135,7 +141,7 @@ def test_sigterm_delivers_the_queued_records_then_ends_as_before(
     setup = "assert ex_loghandlers.flush_on_sigterm() is True"
     status, output = terminate_with_the_last_record_queued(tmp_path, server, release, setup)
     assert status == -signal.SIGTERM  # the default action, once the records are out
-    assert output[0] == "flushing"
+    assert output[0] == "closing"
     assert messages(server) == ["on the wire", "the last record"]
 
 
@@ -153,7 +159,7 @@ def test_a_python_handler_installed_before_runs_after_the_flush(
     """
     status, output = terminate_with_the_last_record_queued(tmp_path, server, release, setup)
     assert status == 3
-    assert output[:2] == ["flushing", "graceful shutdown"]
+    assert output[:2] == ["closing", "graceful shutdown"]
     assert messages(server) == ["on the wire", "the last record"]
 
 
@@ -171,7 +177,7 @@ def test_an_ignored_sigterm_stays_ignored(
         app.say()
         assert app.next_line() == "logged"
         app.proc.send_signal(signal.SIGTERM)
-        assert app.next_line() == "flushing"
+        assert app.next_line() == "flushing"  # ignored: flushed, not closed
         release.set()
         app.say()  # still alive, reading its input
         assert app.next_line() == "still running"
@@ -191,12 +197,61 @@ def test_a_second_sigterm_during_the_flush_ends_the_process_at_once(
         app.say()
         assert app.next_line() == "logged"
         app.proc.send_signal(signal.SIGTERM)
-        assert app.next_line() == "flushing"  # waiting, up to shutdown_timeout (15 s)
+        assert app.next_line() == "closing"  # waiting, up to shutdown_timeout (15 s)
         app.proc.send_signal(signal.SIGTERM)
         status = app.proc.wait(WAIT)
     finally:
         app.finish()
     assert status == -signal.SIGTERM
+
+
+def terminated_with_the_server_holding_on(
+    tmp_path: Path, server: FaultServer, setup: str, timeout: float
+) -> tuple[int, float, str]:
+    """SIGTERM with the last record queued behind a request the server never answers: the exit
+    status, the seconds from the signal to the end, and stderr."""
+    app = App(tmp_path, server.url_for("/sink/TEST/app"), setup, timeout=timeout)
+    try:
+        assert server.wait_for_requests(1, WAIT)
+        app.say()
+        assert app.next_line() == "logged"
+        signalled = time.monotonic()
+        app.proc.send_signal(signal.SIGTERM)
+        status = app.proc.wait(WAIT)
+        ended = time.monotonic() - signalled
+        assert app.proc.stderr is not None
+        stderr = app.proc.stderr.read()
+    finally:
+        app.finish()
+    return status, ended, stderr
+
+
+def test_what_sigterm_could_not_deliver_is_counted_and_reported_before_the_end(
+    tmp_path: Path, held_server: tuple[FaultServer, threading.Event]
+) -> None:
+    server, _ = held_server  # never answers: not within shutdown_timeout
+    status, _, stderr = terminated_with_the_server_holding_on(
+        tmp_path, server, "ex_loghandlers.flush_on_sigterm()", timeout=1
+    )
+    assert status == -signal.SIGTERM
+    assert "1 record dropped (in flight at shutdown deadline)" in stderr, stderr
+    assert "1 record dropped (shutdown deadline)" in stderr, stderr
+
+
+def test_a_python_handler_that_exits_after_sigterm_adds_no_second_shutdown_timeout(
+    tmp_path: Path, held_server: tuple[FaultServer, threading.Event]
+) -> None:
+    """The graceful pattern: SIGTERM raises SystemExit, and logging.shutdown() runs at exit.
+    The handlers closed on the signal: the exit does not wait for the server again."""
+    server, _ = held_server
+    setup = """
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    ex_loghandlers.flush_on_sigterm()
+    """
+    status, ended, stderr = terminated_with_the_server_holding_on(tmp_path, server, setup, 2)
+    assert status == 0
+    assert ended < 2 + 1.5, ended  # one shutdown_timeout, not two (4 s and more)
+    assert stderr.count("record dropped") == 2, stderr  # said once, at the signal
 
 
 def test_off_the_main_thread_it_warns_and_changes_nothing() -> None:
