@@ -10,6 +10,7 @@ reads and deletes.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import sqlite3
 import threading
@@ -39,6 +40,19 @@ class Evicted:
 
 #: What ``append()`` hands its caller: counts the records written in, returns those evicted.
 Commit = Callable[[], Evicted]
+
+
+def _remove_run(seqs: List[int], gone: List[int]) -> None:
+    """Remove ``gone`` (ascending) from ``seqs`` (ascending). Found where it starts, as the run
+    of the oldest records an eviction takes, it costs what it removes, not a pass over every
+    record on disk: once the spool is full, every write evicts. Otherwise, one pass."""
+    start = bisect.bisect_left(seqs, gone[0])
+    end = start + len(gone)
+    if seqs[start:end] == gone:
+        del seqs[start:end]
+    else:
+        doomed = set(gone)
+        seqs[:] = [seq for seq in seqs if seq not in doomed]
 
 
 class Counting(Protocol):
@@ -285,8 +299,7 @@ class Spool:
         self._adopted_left -= evicted.adopted
         self._own_seqs.extend(own)
         if evicted.own:
-            gone = set(evicted.own)
-            self._own_seqs = [seq for seq in self._own_seqs if seq not in gone]
+            _remove_run(self._own_seqs, evicted.own)
         return evicted
 
     def take_batch(self, max_count: int) -> Taken:

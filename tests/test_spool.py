@@ -27,7 +27,7 @@ from oddclasses import Hashless
 
 from ex_loghandlers import ExHTTPHandler, Stats, _spool_file
 from ex_loghandlers._buffer import Taken
-from ex_loghandlers._spool import Spool
+from ex_loghandlers._spool import Spool, _remove_run
 from ex_loghandlers._spool_file import SCHEMA_MAGIC, SpoolError, describe, inspect, own_files
 
 REPO = Path(__file__).resolve().parent.parent
@@ -345,6 +345,18 @@ def test_the_cap_evicts_the_oldest_and_counts_them(tmp_path: Path, logger: loggi
         assert got[1:] == [f"record {i} {'x' * 200}" for i in range(full, 100)]  # the newest
         logger.removeHandler(handler)
         handler.close()
+
+
+@pytest.mark.parametrize(("seqs", "gone", "left"), [
+    ([1, 2, 3, 4, 5, 6], [3, 4], [1, 2, 5, 6]),  # a run: the oldest not in delivery
+    ([1, 2, 3, 4, 5, 6], [2, 4], [1, 3, 5, 6]),  # not a run: one pass
+    ([1, 2, 3], [1, 2, 3], []),
+])
+def test_the_sequence_numbers_of_evicted_records_are_forgotten(
+    seqs: List[int], gone: List[int], left: List[int]
+) -> None:
+    _remove_run(seqs, gone)
+    assert seqs == left
 
 
 def test_a_spool_that_cannot_be_written_falls_back_to_memory_and_says_so_once(
