@@ -539,6 +539,15 @@ def test_the_cli_inspects_and_ships_a_spool(tmp_path: Path) -> None:
     assert own_files(str(spool)) == []
 
 
+def test_the_cli_refuses_to_send_a_spool_that_is_not_there(tmp_path: Path) -> None:
+    typo = tmp_path / "lgos" / "logs"
+    sent = run("from ex_loghandlers.__main__ import main; import sys; sys.exit(main())",
+               "spool", "send", str(typo), "http://127.0.0.1:9/x")
+    assert sent.returncode == 2
+    assert f"error: PATH: no spool at {typo}" in sent.stderr
+    assert not typo.parent.exists()  # nothing made
+
+
 FULL_DISK_APP = """
 import logging, resource, signal, sys
 from ex_loghandlers import ExHTTPHandler
