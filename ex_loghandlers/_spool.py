@@ -374,12 +374,16 @@ class Spool:
             self._take_released()
             with contextlib.suppress(SpoolError):
                 self._delete_settled()  # what a full disk refused before: its last chance
-            empty = False
+            done_with = False  # nothing on disk the server does not have
             with contextlib.suppress(sqlite3.Error):
-                empty = not self._db.execute("SELECT 1 FROM records LIMIT 1").fetchall()
+                if self._settled:  # the disk still refuses to delete those: are they all left?
+                    (left,) = self._db.execute("SELECT COUNT(*) FROM records").fetchone()
+                    done_with = left <= len(self._settled)
+                else:
+                    done_with = not self._db.execute("SELECT 1 FROM records LIMIT 1").fetchall()
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
-            if empty:
+            if done_with:  # rather than have the next start send the settled ones again
                 remove_files(self.path)
         finally:
             self._lock_file.close()  # the lock goes with it: the next start adopts the file

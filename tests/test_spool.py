@@ -576,6 +576,9 @@ def test_a_disk_that_fills_up_falls_back_to_memory_and_loses_nothing(tmp_path: P
         lines = [line for line in done.stderr.splitlines() if line.startswith("ex_loghandlers")]
         assert len(lines) == 1, done.stderr
         assert "cannot write the spool" in lines[0] and "keeping records in memory" in lines[0]
+    # Every record on disk was delivered, though the full disk refused to delete some: the file
+    # goes, rather than have the next start send them again.
+    assert own_files(str(tmp_path / "logs")) == []
 
 
 def test_what_a_record_holds_survives_the_disk(tmp_path: Path, logger: logging.Logger) -> None:
