@@ -11,8 +11,9 @@ deadline (the write's records, not on disk when it returns, are counted dropped)
 
 If the spool cannot be opened or written (a read-only directory, a full disk), the handler
 carries on in memory and says so once; records already on disk stay there for the next start.
-A read the disk refuses (a passing "database is locked" or I/O error) is tried again after a
-pause that doubles; only ``READ_ATTEMPTS`` refused in a row make the handler carry on in memory.
+A write or a read the disk refuses (a passing "database is locked" or I/O error) is tried again
+after a pause that doubles; only ``WRITE_ATTEMPTS`` or ``READ_ATTEMPTS`` refused in a row make
+the handler carry on in memory.
 
 With ``collapse_repeats``, repeats are folded here, before the disk (``_collapse``): a storm
 fills neither the disk nor the server, and makes the spool evict nothing. The first of a kind is
@@ -42,6 +43,10 @@ Prepare = Callable[[Any, Optional[int]], Dict[str, Any]]
 #: about 7.5 s in all).
 READ_ATTEMPTS = 5
 READ_PAUSE = 0.5
+#: Writes of a batch the disk may refuse in a row, and the pause after the first refusal,
+#: doubled after each next one (0.25 s to 1 s: 1.75 s in all, while the batch waits in memory).
+WRITE_ATTEMPTS = 4
+WRITE_PAUSE = 0.25
 
 
 def prepare_each(
@@ -325,19 +330,38 @@ class Spooler:
             self._ledger.counters.dropped(SPOOL_FULL, len(evicted.own) + evicted.adopted)
             self._ledger.wake_flushers()
 
-        try:
-            spool.append(list(zip(prepared.seqs, prepared.items)), _CountingIn(self, count_in))
-        except Exception as exc:  # the disk, or anything else: the records stay in memory
-            with self._ledger.lock:
-                self._committing = None
-                if self._stopped:  # close() counted them (dropped, or in as committed)
-                    return False
-                self._count_unmappable(unmappable)
-                self.unwritten, self._writing = prepared, None
-            self._fail(f"cannot write the spool at {self.path}: {exc}")
-            return False
-        self._written.set()
-        return True
+        rows = list(zip(prepared.seqs, prepared.items))
+        refusals = 0
+        while True:
+            try:
+                spool.append(rows, _CountingIn(self, count_in))
+            except Exception as exc:  # the disk, or anything else: nothing written or counted
+                refusals += 1
+                with self._ledger.lock:
+                    self._committing = None
+                    if self._stopped:  # close() counted them (dropped, or in as committed)
+                        return False
+                    again = refusals < WRITE_ATTEMPTS and not self._stopping
+                    if not again:  # the records stay in memory
+                        self._count_unmappable(unmappable)
+                        self.unwritten, self._writing = prepared, None
+                if again:
+                    self._pause(WRITE_PAUSE * 2 ** (refusals - 1))
+                    continue
+                self._fail(f"cannot write the spool at {self.path}: {exc}")
+                return False
+            self._written.set()
+            return True
+
+    def _pause(self, seconds: float) -> None:
+        """Wait before a refused write is tried again; ``stop()`` cuts it short."""
+        until = self._clock.monotonic() + seconds
+        while True:
+            self.doorbell.clear()  # before the look at _stopping: stop() sets it, then rings
+            left = until - self._clock.monotonic()
+            if self._stopping or left <= 0:
+                return
+            self._clock.wait(self.doorbell, left)
 
     def _prepared(self, taken: Taken) -> Tuple[Taken, Dict[str, int]]:
         """The batch as wire fields, and how many could not be mapped, by reason."""

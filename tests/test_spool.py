@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import pytest
+from fakeclock import FakeClock
 from faultserver import Action, FaultServer, sequence
 from oddclasses import Hashless
 
@@ -357,6 +358,39 @@ def test_the_sequence_numbers_of_evicted_records_are_forgotten(
 ) -> None:
     _remove_run(seqs, gone)
     assert seqs == left
+
+
+def test_a_write_the_disk_refuses_for_a_moment_is_tried_again(
+    tmp_path: Path, logger: logging.Logger
+) -> None:
+    """Another program holds the file's write lock for a while ("database is locked"): the
+    writer pauses and writes the batch when the lock is gone, and the spool stays in use."""
+    clock = FakeClock()  # the writer's pause ends when the test says
+    with FaultServer() as server:
+        stderr = io.StringIO()
+        with redirect_stderr(stderr):
+            handler = spooled(server, tmp_path / "logs", flush_interval=3600, _clock=clock)
+            logger.addHandler(handler)
+            logger.info("before")
+            assert handler.flush(WAIT)
+            [path] = own_files(str(tmp_path / "logs"))
+            blocker = sqlite3.connect(path, isolation_level=None)
+            blocker.execute("BEGIN IMMEDIATE")  # its write lock
+            try:
+                logger.info("while the disk is locked")
+                # Refused once the busy timeout (1 s) is up: the writer pauses, not giving up.
+                assert clock.wait_for_waiter(WAIT, shorter_than=1.0)
+            finally:
+                blocker.execute("ROLLBACK")
+                blocker.close()
+            clock.advance(1.0)
+            assert handler.flush(WAIT)
+            logger.info("after")
+            assert handler.flush(WAIT)
+            logger.removeHandler(handler)
+            handler.close()
+        assert messages(server) == ["before", "while the disk is locked", "after"]
+        assert "cannot write the spool" not in stderr.getvalue(), stderr.getvalue()
 
 
 def test_a_spool_that_cannot_be_written_falls_back_to_memory_and_says_so_once(
