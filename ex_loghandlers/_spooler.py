@@ -115,6 +115,8 @@ class Spooler:
         #: A batch that could not be written when the disk failed, for the worker to send.
         self.unwritten: Optional[Taken] = None
         self._unwritten_taken = False
+        #: Deletes of settled rows the disk refused in a row (``tidy``).
+        self._delete_refusals = 0
         self._writing: Optional[Taken] = None
         self._stopping = False
         #: close() has counted what the spool holds (kept) and what this holds (dropped):
@@ -242,14 +244,20 @@ class Spooler:
             spool.close(timeout)
 
     def tidy(self) -> None:
-        """After a batch (without the ledger lock): delete from disk what it settled."""
+        """After a batch (without the ledger lock): delete from disk what it settled. Rows the
+        disk will not delete yet stay settled (never read again), for the next try: only
+        ``WRITE_ATTEMPTS`` refusals in a row make the handler carry on in memory."""
         spool = self.spool
         if spool is None:
             return
         try:
             spool.delete_settled()
         except SpoolError as exc:
-            self.cannot_write(exc)
+            self._delete_refusals += 1
+            if self._delete_refusals >= WRITE_ATTEMPTS:
+                self.cannot_write(exc)
+        else:
+            self._delete_refusals = 0
 
     def forget_after_fork(self) -> None:
         if self.spool is not None:
