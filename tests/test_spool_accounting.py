@@ -224,6 +224,12 @@ def mapping_to(fields: Callable[[Dict[str, Any]], PlainFields], server: FaultSer
                    wire_format="json", **options)
 
 
+def fail_over_at_the_first_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk's first refused write or delete makes the handler carry on in memory (not the
+    fourth): for the tests of what happens then."""
+    monkeypatch.setattr(_spooler, "WRITE_ATTEMPTS", 1)
+
+
 def two_held_on_the_writer(logger: logging.Logger, server: FaultServer,
                            mapping_two: threading.Event, disk: Disk) -> None:
     """"one" on the wire, "two" held on the spool's writer as it maps it, "three" in memory;
@@ -675,6 +681,7 @@ def test_a_sent_record_the_disk_refuses_to_delete_is_neither_kept_nor_sent_again
     tmp_path: Path, logger: logging.Logger, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    fail_over_at_the_first_refusal(monkeypatch)
     disk = Disk(monkeypatch)
     base = tmp_path / "logs"
     release = threading.Event()
@@ -703,11 +710,37 @@ def test_a_sent_record_the_disk_refuses_to_delete_is_neither_kept_nor_sent_again
         assert messages(server) == ["one", "two"]
 
 
+def test_a_delete_the_disk_refuses_once_is_tried_again_and_the_spool_stays_in_use(
+    tmp_path: Path, logger: logging.Logger, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    disk = Disk(monkeypatch)
+    base = tmp_path / "logs"
+    release = threading.Event()
+    with FaultServer(sequence([Action.hang(release)])) as server:
+        handler = spooled(server, base)
+        logger.addHandler(handler)
+        logger.info("one")
+        assert server.wait_for_requests(1, WAIT)
+        disk.refuse_next(DELETE)  # letting go of "one", once sent
+        release.set()
+        assert handler.flush(WAIT)
+        logger.info("two")  # to the disk still, and "one" deleted with it
+        assert handler.flush(WAIT)
+        assert disk.seen(INSERT) == 2
+        logger.removeHandler(handler)
+        handler.close()
+        assert capsys.readouterr().err == ""
+        assert _spool_file.own_files(str(base)) == []  # nothing left to send again
+        assert messages(server) == ["one", "two"]
+
+
 def test_once_the_disk_has_failed_records_are_sent_as_they_come(
     tmp_path: Path, logger: logging.Logger, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The disk refuses to delete a sent record: the spool's writer stops. A record logged
     after that is sent within milliseconds, without a flush(), as without a spool."""
+    fail_over_at_the_first_refusal(monkeypatch)
     disk = Disk(monkeypatch)
     release = threading.Event()
     with FaultServer(sequence([Action.hang(release)])) as server:
@@ -736,6 +769,7 @@ def test_a_record_from_memory_on_the_wire_at_close_is_counted_in_flight(
 ) -> None:
     """Once the disk has failed, a record sent from memory and not answered by the deadline
     of close() may or may not have arrived: it is counted so, as without a spool."""
+    fail_over_at_the_first_refusal(monkeypatch)
     disk = Disk(monkeypatch)
     first, second = threading.Event(), threading.Event()
     with FaultServer(sequence([Action.hang(first), Action.hang(second)])) as server:
@@ -781,6 +815,7 @@ def test_when_the_disk_fails_records_written_meanwhile_go_before_newer_ones(
     """The disk fails for the worker (it refuses to delete a sent record) while the spool's
     writer is between taking "two" from memory and writing it: "three", logged after it and
     waiting in memory, is not sent before "two"."""
+    fail_over_at_the_first_refusal(monkeypatch)
     disk = Disk(monkeypatch)
     clock = WorkerWaits()
     mapping_two = threading.Event()
@@ -824,6 +859,7 @@ def test_when_the_disk_fails_for_both_the_batch_it_refused_goes_before_newer_one
     """The disk fails for the worker (it refuses to delete a sent record), then for the
     spool's writer (it refuses to write "two") just as the worker decides where to take records
     from: "three", logged after "two" and waiting in memory, is not sent before it."""
+    fail_over_at_the_first_refusal(monkeypatch)
     disk = Disk(monkeypatch)
     mapping_two = threading.Event()
     go_two = threading.Event()
