@@ -382,7 +382,33 @@ class ExHTTPHandler(logging.Handler):
         finally:
             self._close_lock.release()
 
+    def _close_on_signal(self) -> None:
+        """``close()`` for ``flush_on_sigterm()``, off the main thread the signal interrupted,
+        which may hold a lock ``close()`` takes: this handler's own (inside a ``close()`` or
+        a reopening of its own), or logging's module lock (``Handler.close()`` takes it). Then
+        it only flushes, or closes without leaving logging's registry: the process ends next.
+        """
+        if not self._close_lock.acquire(blocking=False):
+            self.flush(self._config.shutdown_timeout)  # the interrupted close() goes on after
+            return
+        try:
+            if self._close_busy or self._closed:
+                return
+            self._close_busy = True
+            try:
+                self._close_delivery()
+            finally:
+                self._close_busy = False
+        finally:
+            self._close_lock.release()
+
     def _close_within_budget(self) -> None:
+        try:
+            self._close_delivery()
+        finally:
+            super().close()
+
+    def _close_delivery(self) -> None:
         self._closed = True
         self._move_aside_on()
         now = self._clock.monotonic()
@@ -392,10 +418,7 @@ class ExHTTPHandler(logging.Handler):
             started, ended = self._last_exit_flush
             if now - ended <= budget:  # close() follows flush() closely, as at exit
                 deadline = started + budget
-        try:
-            self._delivery.close(deadline)
-        finally:
-            super().close()
+        self._delivery.close(deadline)
 
     def __repr__(self) -> str:
         level = logging.getLevelName(self.level)

@@ -42,6 +42,8 @@ class LiveHandler(Protocol):
 
     def close(self) -> None: ...
 
+    def _close_on_signal(self) -> None: ...
+
     def _after_fork_in_child(self) -> None: ...
 
 
@@ -96,11 +98,12 @@ def flush_on_sigterm(signals: Iterable[int] = (signal.SIGTERM,)) -> bool:
     once the records are delivered or ``shutdown_timeout`` has passed. A second SIGTERM during
     the flush goes straight to that. Calling it again changes nothing.
 
-    Unless the signal is ignored, the handlers are closed, as at a normal exit: what could not
-    be delivered in time is counted and reported (the default action then ends the process
-    without ``atexit``, where ``logging.shutdown()`` would have said it), and the exit that a
-    Python handler may go on to does not wait a second ``shutdown_timeout`` (a record logged
-    meanwhile opens its handler again). An ignored signal only flushes them.
+    When the default action follows, the handlers are closed, as at a normal exit: what could
+    not be delivered in time is counted and reported (the process then ends without
+    ``atexit``, where ``logging.shutdown()`` would have said it), within what is left of a
+    ``shutdown_timeout`` a flush just before began (uvicorn's lifespan, then its re-raised
+    signal). Before a Python handler, or when the signal is ignored, they are flushed only:
+    the program may go on serving, and a closing handler would refuse its records meanwhile.
 
     Returns True when installed; False, with a ``RuntimeWarning``, when called from another
     thread (nothing is changed then).
@@ -127,7 +130,8 @@ def _flushing_then(previous: SignalHandler) -> Callable[[int, Optional[FrameType
         if not flushing.is_set():
             flushing.set()
             try:
-                _deliver_off_this_thread(close=previous != signal.SIG_IGN)
+                _deliver_off_this_thread(close=not callable(previous)
+                                         and previous != signal.SIG_IGN)
             finally:
                 flushing.clear()
         if callable(previous):
@@ -171,6 +175,6 @@ def _deliver_off_this_thread(close: bool) -> None:
 def _deliver(handler: LiveHandler, close: bool) -> None:
     with contextlib.suppress(Exception):
         if close:
-            handler.close()
+            handler._close_on_signal()
         else:
             handler.flush(handler.config.shutdown_timeout)
