@@ -85,6 +85,8 @@ class Config:
 
 #: The enrichment fields' prefix of the original ex_loghandlers 0.1, and the default.
 ORIGINAL_PREFIX = "_ex_"
+#: Texts meant as a flag (from a configuration file), never as 0.1's prefix in ``secure``'s place.
+FLAG_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "1", "0"})
 
 
 def build_config(
@@ -100,11 +102,10 @@ def build_config(
     sent in clear text)."""
     context = _context(context)
     if isinstance(secure, str) and secure:  # ExHTTPHandler(host, url, method, prefix), as in 0.1
-        if options["prefix"] != ORIGINAL_PREFIX:
+        if secure.strip().lower() in FLAG_WORDS or options["prefix"] != ORIGINAL_PREFIX:
             raise TypeError(
                 f"secure must be True or False, not {secure!r} (a string there is the prefix,"
-                " as in ex_loghandlers 0.1's ExHTTPHandler(host, url, method, prefix); prefix="
-                " is given as well)"
+                " as in ex_loghandlers 0.1's ExHTTPHandler(host, url, method, prefix))"
             )
         options = {**options, "prefix": secure}
         secure = False
@@ -354,6 +355,9 @@ def display_url(url: str) -> str:
     """``url`` as typed, without what may be secret: user info, query, and the key of
     ``/sink/<key>/``. (``localhost:5000/sink/...`` stays so: its "scheme" is ``localhost``.)"""
     try:
+        first, slash, rest = url.strip().partition("/")
+        if "@" in first and "//" not in url:  # "user:pw@host:port/...": urlsplit sees no user
+            return display_url(first.rpartition("@")[2] + slash + rest)
         parts = urlsplit(url)
         netloc = parts.netloc.rpartition("@")[2]
         segments = parts.path.split("/")

@@ -508,6 +508,7 @@ def test_the_program_name_of_python_dash_m_is_the_package(
     ("//logs.example/sink/KEY/app", "//logs.example/sink/***/app"),
     ("/sink/KEY/app", "/sink/***/app"),
     ("ftp://u:pw@logs.example/x", "ftp://logs.example/x"),
+    ("user:hunter2@localhost:5000/sink/KEY/app", "localhost:5000/sink/***/app"),
 ])
 def test_display_url_shows_the_url_as_typed_but_its_secrets(typed: str, shown: str) -> None:
     assert display_url(typed) == shown

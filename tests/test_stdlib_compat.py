@@ -251,6 +251,13 @@ def test_any_true_secure_means_https(secure: object) -> None:
         handler.close()
 
 
+@pytest.mark.parametrize("secure", ["true", "Yes", "1", "false", "off"])
+def test_a_flag_written_as_text_is_refused_rather_than_guessed(secure: str) -> None:
+    """Not https as the stdlib makes any text, nor 0.1's prefix: a mistake of a configuration."""
+    with pytest.raises(TypeError, match=rf"secure must be True or False, not '{secure}'"):
+        ExHTTPHandler("localhost:5000", "/frob", secure=secure)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("secure", [False, 0, "", None], ids=repr)
 def test_any_false_secure_means_http(secure: object) -> None:
     handler = ExHTTPHandler("localhost:5000", "/frob", secure=secure)  # type: ignore[arg-type]
