@@ -424,8 +424,8 @@ def _no_warning_on_each_request(url: str) -> None:
     ``dictConfig()`` holds. The filter names the host: a request to any other unverified server
     still warns. Added when the handler is made, on the application's thread.
     """
-    parts = urlsplit(url)
-    host = (parts.hostname or "").rstrip(".")
+    parts = urllib3.util.parse_url(url)  # the host as urllib3 names it: IDNA, zone id
+    host = (parts.host or "").strip("[]").rstrip(".")
     if parts.scheme == "https" and host:
         warnings.filterwarnings(
             "ignore",

@@ -26,6 +26,7 @@ from urllib.parse import parse_qs
 
 import pytest
 import trustme
+import urllib3
 from recordingserver import Received
 from recordingserver import RecordingServer as Server
 
@@ -230,6 +231,28 @@ def test_verify_false_warns_neither_on_each_request_nor_through_logging(server: 
         (["test_tls.unverified"], ["one"]), (["test_tls.unverified"], ["two"])
     ]
     assert handler.stats.emitted == 2
+
+
+@pytest.mark.parametrize(("url", "host"), [
+    ("https://LOGS.example/sink/K/a", "logs.example"),
+    ("https://logs.example./x", "logs.example"),
+    ("https://[::1]:8443/x", "::1"),
+    ("https://[fe80::1%25eth0]:8443/x", "fe80::1%eth0"),
+    ("https://b\u00fccher.example/x", "xn--bcher-kva.example"),
+])
+def test_the_unverified_warning_is_kept_off_for_the_host_as_urllib3_names_it(
+    url: str, host: str
+) -> None:
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        ExHTTPHandler(url=url, verify=False).close()
+        for named in (host, "other.example"):
+            warnings.warn(  # as urllib3 words it, on each request
+                f"Unverified HTTPS request is being made to host '{named}'. Adding certificate"
+                " verification is strongly advised.", urllib3.exceptions.InsecureRequestWarning,
+                stacklevel=1,
+            )
+    assert [str(w.message).split("'")[1] for w in seen] == ["other.example"]
 
 
 def test_default_verify_takes_the_ca_bundle_from_the_environment(
