@@ -369,8 +369,9 @@ def _spool_show(options: argparse.Namespace, parser: argparse.ArgumentParser) ->
 
 
 def _spool_send(options: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    if not inspect(options.path):  # a mistyped path: neither "0 sent" nor a directory made
-        parser.error(f"PATH: no spool at {options.path} (spool show PATH lists what is there)")
+    folder = os.path.dirname(os.path.abspath(options.path))
+    if not os.path.isdir(folder):  # a mistyped path: neither "0 sent" nor a directory made
+        parser.error(f"PATH: no spool at {options.path}: there is no directory {folder}")
     handler = _handler(options, parser, spool_path=options.path,
                        shutdown_timeout=options.timeout)
     try:

@@ -377,8 +377,8 @@ class Spool:
             done_with = False  # nothing on disk the server does not have
             with contextlib.suppress(sqlite3.Error):
                 if self._settled:  # the disk still refuses to delete those: are they all left?
-                    (left,) = self._db.execute("SELECT COUNT(*) FROM records").fetchone()
-                    done_with = left <= len(self._settled)
+                    left = self._db.execute("SELECT id FROM records")
+                    done_with = all(rowid in self._settled for (rowid,) in left)
                 else:
                     done_with = not self._db.execute("SELECT 1 FROM records LIMIT 1").fetchall()
             with contextlib.suppress(sqlite3.Error):

@@ -343,13 +343,15 @@ class Spooler:
         while True:
             try:
                 spool.append(rows, _CountingIn(self, count_in))
-            except Exception as exc:  # the disk, or anything else: nothing written or counted
+            except Exception as exc:  # the disk, or anything else: the records stay in memory
                 refusals += 1
                 with self._ledger.lock:
                     self._committing = None
                     if self._stopped:  # close() counted them (dropped, or in as committed)
                         return False
-                    again = refusals < WRITE_ATTEMPTS and not self._stopping
+                    # A refusal of the disk's (nothing written, nothing counted) may pass.
+                    again = (isinstance(exc, SpoolError) and refusals < WRITE_ATTEMPTS
+                             and not self._stopping)
                     if not again:  # the records stay in memory
                         self._count_unmappable(unmappable)
                         self.unwritten, self._writing = prepared, None

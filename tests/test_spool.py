@@ -578,8 +578,20 @@ def test_the_cli_refuses_to_send_a_spool_that_is_not_there(tmp_path: Path) -> No
     sent = run("from ex_loghandlers.__main__ import main; import sys; sys.exit(main())",
                "spool", "send", str(typo), "http://127.0.0.1:9/x")
     assert sent.returncode == 2
-    assert f"error: PATH: no spool at {typo}" in sent.stderr
+    assert f"error: PATH: no spool at {typo}: there is no directory {typo.parent}" in sent.stderr
     assert not typo.parent.exists()  # nothing made
+
+
+def test_the_cli_sends_nothing_from_a_spool_drained_already(tmp_path: Path) -> None:
+    """A spool whose records were all delivered leaves no file: a cron job that drains it
+    again finds nothing to send, and that is a success."""
+    spool = tmp_path / "logs"
+    with FaultServer() as server:
+        sent = run("from ex_loghandlers.__main__ import main; import sys; sys.exit(main())",
+                   "spool", "send", str(spool), server.url_for("/x"))
+        assert (sent.returncode, sent.stdout.split(",")[0]) == (0, "0 sent"), sent.stderr
+        assert server.requests() == []
+    assert own_files(str(spool)) == []
 
 
 FULL_DISK_APP = """
