@@ -15,7 +15,7 @@ import sys
 import threading
 import warnings
 from collections import deque
-from typing import Any, Deque, Dict, Optional, Set, Tuple, Type, TypeVar, Union
+from typing import Any, Callable, Deque, Dict, Optional, Set, Tuple, Type, TypeVar, Union
 
 from ._buffer import RecordBuffer
 from ._clock import SYSTEM_CLOCK, Clock
@@ -369,18 +369,8 @@ class ExHTTPHandler(logging.Handler):
         (a signal handler) returns at once. Records that race with it are refused and counted
         (``handler closed``); records after it open the handler again (see ``_reopen``).
         """
-        if not self._close_lock.acquire(timeout=self._config.shutdown_timeout):
-            return  # another thread's close() holds on past the deadline: it counts the records
-        try:
-            if self._close_busy or self._closed:
-                return
-            self._close_busy = True
-            try:
-                self._close_within_budget()
-            finally:
-                self._close_busy = False
-        finally:
-            self._close_lock.release()
+        # Not had in time: another thread's close() holds on past the deadline, and counts.
+        self._close_once(self._close_within_budget, self._config.shutdown_timeout)
 
     def _close_on_signal(self) -> None:
         """``close()`` for ``flush_on_sigterm()``, off the main thread the signal interrupted,
@@ -388,19 +378,25 @@ class ExHTTPHandler(logging.Handler):
         a reopening of its own), or logging's module lock (``Handler.close()`` takes it). Then
         it only flushes, or closes without leaving logging's registry: the process ends next.
         """
-        if not self._close_lock.acquire(blocking=False):
+        if not self._close_once(self._close_delivery, 0.0):
             self.flush(self._config.shutdown_timeout)  # the interrupted close() goes on after
-            return
+
+    def _close_once(self, close: Callable[[], None], wait: float) -> bool:
+        """Run ``close`` under the close lock, had within ``wait`` seconds, unless the handler
+        is closed, or closing on this very thread; False if the lock was not had in time."""
+        if not self._close_lock.acquire(timeout=wait):
+            return False
         try:
             if self._close_busy or self._closed:
-                return
+                return True
             self._close_busy = True
             try:
-                self._close_delivery()
+                close()
             finally:
                 self._close_busy = False
         finally:
             self._close_lock.release()
+        return True
 
     def _close_within_budget(self) -> None:
         try:
