@@ -186,21 +186,34 @@ def test_loss_lines_are_rate_limited_per_cause() -> None:
     assert stream.getvalue().splitlines()[-1].startswith("ex_loghandlers: 4 records dropped")
 
 
+def five_in_memory(server: FaultServer, clock: FakeClock) -> ExHTTPHandler:
+    """A handler whose buffer holds 5 records, whose worker's time is the test's."""
+    return ExHTTPHandler(
+        url=server.url_for("/sink/TEST/app"), max_queue_size=5, batch_size=5,
+        wire_format="json", flush_interval=3600, _clock=clock,
+    )
+
+
+def outage_dropping_six(
+    logger: logging.Logger, server: FaultServer, clock: FakeClock, first: int
+) -> None:
+    """The server down: record ``first`` held by the worker, backing off, the next 5 fill the
+    buffer, 6 more are dropped (queue full); then the server is back."""
+    server.refuse_connections()
+    logger.info("record %d", first)
+    assert clock.wait_for_waiter(timeout=10, shorter_than=100)  # backing off
+    for i in range(first + 1, first + 12):
+        logger.info("record %d", i)
+    server.accept_connections()
+
+
 def test_after_an_outage_a_record_of_its_own_tells_what_was_lost(logger: logging.Logger) -> None:
     clock = FakeClock()
     with FaultServer() as server:
         with redirect_stderr(io.StringIO()):
-            handler = ExHTTPHandler(
-                url=server.url_for("/sink/TEST/app"), max_queue_size=5, batch_size=5,
-                wire_format="json", flush_interval=3600, _clock=clock,
-            )
+            handler = five_in_memory(server, clock)
             logger.addHandler(handler)
-            server.refuse_connections()
-            logger.info("record 0")
-            assert clock.wait_for_waiter(timeout=10, shorter_than=100)  # backing off
-            for i in range(1, 12):
-                logger.info("record %d", i)  # 1-5 fit in the buffer behind record 0
-            server.accept_connections()
+            outage_dropping_six(logger, server, clock, 0)
             clock.advance(60)
             assert handler.flush(timeout=10)
             assert handler.flush(timeout=10)  # and the notice queued after the recovery
@@ -222,28 +235,15 @@ def test_loss_notices_come_at_most_once_a_minute_telling_only_new_losses_and_are
     clock = FakeClock()
     with FaultServer() as server:
         with redirect_stderr(io.StringIO()):
-            handler = ExHTTPHandler(
-                url=server.url_for("/sink/TEST/app"), max_queue_size=5, batch_size=5,
-                wire_format="json", flush_interval=3600, _clock=clock,
-            )
+            handler = five_in_memory(server, clock)
             logger.addHandler(handler)
-
-            def outage(first: int) -> None:
-                """Record ``first`` held by the worker, the next 5 fill the buffer, 6 dropped."""
-                server.refuse_connections()
-                logger.info("record %d", first)
-                assert clock.wait_for_waiter(timeout=10, shorter_than=100)  # backing off
-                for i in range(first + 1, first + 12):
-                    logger.info("record %d", i)
-                server.accept_connections()
-
-            outage(0)
+            outage_dropping_six(logger, server, clock, 0)
             clock.advance(60)
             # The first success queues the notice while the buffer is full: beyond its bounds.
             assert handler.flush(timeout=10) and handler.flush(timeout=10)
             assert len(own_records(server, "ex_loghandlers")) == 1
             assert handler.stats.dropped_by_reason == {"queue full": 6}
-            outage(100)
+            outage_dropping_six(logger, server, clock, 100)
             clock.advance(30)  # half a minute after the first notice: no second one yet
             assert handler.flush(timeout=10) and handler.flush(timeout=10)
             assert len(own_records(server, "ex_loghandlers")) == 1

@@ -230,6 +230,18 @@ def fail_over_at_the_first_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_spooler, "WRITE_ATTEMPTS", 1)
 
 
+def one_sent_and_its_delete_refused(
+    logger: logging.Logger, server: FaultServer, disk: Disk, answer: threading.Event,
+    statement: str = DELETE,
+) -> None:
+    """"one" on the wire, held until ``answer`` is set, which it is once the disk is to refuse
+    its next ``statement``: letting go of "one", once sent."""
+    logger.info("one")
+    assert server.wait_for_requests(1, WAIT)
+    disk.refuse_next(statement)
+    answer.set()
+
+
 def two_held_on_the_writer(logger: logging.Logger, server: FaultServer,
                            mapping_two: threading.Event, disk: Disk) -> None:
     """"one" on the wire, "two" held on the spool's writer as it maps it, "three" in memory;
@@ -688,10 +700,7 @@ def test_a_sent_record_the_disk_refuses_to_delete_is_neither_kept_nor_sent_again
     with FaultServer(sequence([Action.hang(release)])) as server:
         handler = spooled(server, base)
         logger.addHandler(handler)
-        logger.info("one")
-        assert server.wait_for_requests(1, WAIT)
-        disk.refuse_next()  # the worker's next statement: letting go of "one", once sent
-        release.set()
+        one_sent_and_its_delete_refused(logger, server, disk, release, statement="")
         assert handler.flush(WAIT)
         stats = handler.stats
         assert (stats.emitted, stats.sent, stats.queued) == (1, 1, 0), stats
@@ -720,10 +729,7 @@ def test_a_delete_the_disk_refuses_once_is_tried_again_and_the_spool_stays_in_us
     with FaultServer(sequence([Action.hang(release)])) as server:
         handler = spooled(server, base)
         logger.addHandler(handler)
-        logger.info("one")
-        assert server.wait_for_requests(1, WAIT)
-        disk.refuse_next(DELETE)  # letting go of "one", once sent
-        release.set()
+        one_sent_and_its_delete_refused(logger, server, disk, release)
         assert handler.flush(WAIT)
         logger.info("two")  # to the disk still, and "one" deleted with it
         assert handler.flush(WAIT)
@@ -746,10 +752,7 @@ def test_once_the_disk_has_failed_records_are_sent_as_they_come(
     with FaultServer(sequence([Action.hang(release)])) as server:
         handler = spooled(server, tmp_path / "logs")
         logger.addHandler(handler)
-        logger.info("one")
-        assert server.wait_for_requests(1, WAIT)
-        disk.refuse_next(DELETE)  # letting go of "one", once sent
-        release.set()
+        one_sent_and_its_delete_refused(logger, server, disk, release)
         assert handler.flush(WAIT)
         logger.info("two")
         assert server.wait_for_accepted_records(2, WAIT)
@@ -776,10 +779,7 @@ def test_a_record_from_memory_on_the_wire_at_close_is_counted_in_flight(
         handler = spooled(server, tmp_path / "logs", shutdown_timeout=0.5)
         logger.addHandler(handler)
         try:
-            logger.info("one")
-            assert server.wait_for_requests(1, WAIT)
-            disk.refuse_next(DELETE)  # letting go of "one", once sent
-            first.set()
+            one_sent_and_its_delete_refused(logger, server, disk, first)
             assert handler.flush(WAIT)
             logger.info("two")  # sent from memory
             assert server.wait_for_requests(2, WAIT)
