@@ -105,6 +105,12 @@ def unix_nanos(created: Any) -> str:
     return "0"
 
 
+#: Enrichment fields the document carries in places of their own (the resource, the
+#: exception's and the stack's attributes); every other field is an attribute as it is named
+#: (``<prefix>seq``, ``<prefix>repeats``, ``<prefix>truncated``, extras).
+PLACED = ("app", "hostname", "pid", EXC_TYPE, EXC_MESSAGE, "traceback", "stack")
+
+
 def log_record(fields: Mapping[Any, Any], prefix: str) -> Dict[str, Any]:
     nanos = unix_nanos(fields.get("created"))
     pairs: List[Tuple[str, Any]] = [
@@ -119,10 +125,11 @@ def log_record(fields: Mapping[Any, Any], prefix: str) -> Dict[str, Any]:
     ]
     if fields.get(prefix + "stack"):
         pairs.append(("code.stacktrace", fields[prefix + "stack"]))
+    placed = {prefix + name for name in PLACED}
     pairs.extend(
         (key, value) if type(key) is str else (safe_text(key), value)
         for key, value in fields.items()
-        if key not in STANDARD_ATTRIBUTES and not (type(key) is str and key.startswith(prefix))
+        if key not in STANDARD_ATTRIBUTES and key not in placed
     )
     levelno = fields.get("levelno")
     return {

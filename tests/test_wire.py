@@ -139,6 +139,32 @@ def test_otlp_parses_with_the_official_message_types() -> None:
     assert attrs["user_id"].int_value == 7
 
 
+@pytest.mark.parametrize("prefix", ["_ex_", ""])
+def test_otlp_carries_every_field_it_does_not_place_elsewhere_as_an_attribute(prefix: str) -> None:
+    """The sequence number (for a server to drop duplicates), a summary's count of repeats and
+    the time of the first, what was cut, the user, and extras that begin with the prefix."""
+    record = {k: v for k, v in RECORD.items() if not k.startswith("_ex_")}
+    record.update({
+        prefix + "app": "myapp", prefix + "hostname": "h", prefix + "pid": 4242,
+        prefix + "traceback": "Traceback...", prefix + "username": "alice",
+        prefix + "seq": 41, prefix + "repeats": 5, prefix + "repeats_first": 1700000000.5,
+        prefix + "truncated": 300, prefix + "order": "extra", "order_id": 42,
+    })
+    (payload,) = encoder_for("otlp", False, prefix)([record])
+    message = json_format.Parse(payload.body, ExportLogsServiceRequest())
+    (log,) = message.resource_logs[0].scope_logs[0].log_records
+    attrs = {a.key: a.value for a in log.attributes}
+    assert attrs[prefix + "seq"].int_value == 41
+    assert attrs[prefix + "repeats"].int_value == 5
+    assert attrs[prefix + "repeats_first"].double_value == 1700000000.5
+    assert attrs[prefix + "truncated"].int_value == 300
+    assert attrs[prefix + "username"].string_value == "alice"
+    assert attrs[prefix + "order"].string_value == "extra"
+    assert attrs["order_id"].int_value == 42
+    # Placed elsewhere, not again as attributes: the resource, the exception.
+    assert not {prefix + name for name in ("app", "hostname", "pid", "traceback")} & set(attrs)
+
+
 @given(st.dictionaries(st.text(min_size=1), st.one_of(st.text(), st.integers(), st.floats(),
                                                       st.booleans(), st.none()), max_size=6))
 @example({"n": -(2**70), "f": 1e16, "g": -1e-07, "b": True, "s": "a b&c=d", "": None})
