@@ -159,6 +159,9 @@ def handler_from_env(
             f"env_prefix must be a non-empty str such as 'EX_LOG_', not {env_prefix!r}"
         )
     found = _variables(env_prefix, os.environ if environ is None else environ)
+    if "credentials" in overrides:  # given: the variables they would come from are not asked
+        found.pop(USER, None)
+        found.pop(PASSWORD, None)
     options, sources = _options(env_prefix, found)
     level = _level(env_prefix + LEVEL, found[LEVEL]) if LEVEL in found else None
     if "url" not in options and "url" not in overrides and "host" not in overrides:

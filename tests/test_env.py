@@ -223,6 +223,18 @@ def test_a_variable_with_the_prefix_that_is_none_of_ours_is_refused(
         ExHTTPHandler.from_env()
 
 
+def test_credentials_given_win_over_a_password_set_for_the_command_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """EX_LOG_PASSWORD alone serves the command line's --user; credentials= wins over it."""
+    setenv(monkeypatch, EX_LOG_URL=URL, EX_LOG_PASSWORD="forcli")
+    handler = ExHTTPHandler.from_env(credentials=("u", "p"))
+    try:
+        assert handler.config.credentials == ("u", "p")
+    finally:
+        handler.close()
+
+
 @pytest.mark.parametrize("given", ["EX_LOG_USER", "EX_LOG_PASSWORD"])
 def test_user_and_password_go_together(monkeypatch: pytest.MonkeyPatch, given: str) -> None:
     setenv(monkeypatch, EX_LOG_URL=URL, **{given: "s3cret"})
