@@ -321,7 +321,9 @@ class ExHTTPHandler(logging.Handler):
             delivery = self._delivery
             # overflow="block" makes the application's threads wait for room, never a worker:
             # room comes only when a worker takes records (one set aside there: see handle()).
-            wait = 0.0 if _get_ident() in delivery.thread_idents else self._block_timeout
+            wait = self._block_timeout
+            if wait and _get_ident() in delivery.thread_idents:
+                wait = 0.0
             refused, queued = delivery.buffer.put(item, size, wait)
             if refused:
                 self._count_refused(size, waited=wait > 0)
