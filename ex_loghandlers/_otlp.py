@@ -9,9 +9,10 @@ doubles (or the ``"NaN"``/``"Infinity"`` strings proto3 JSON uses), bounded nest
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Set, Tuple
 
 from ._text import safe_text
 
@@ -111,6 +112,12 @@ def unix_nanos(created: Any) -> str:
 PLACED = ("app", "hostname", "pid", EXC_TYPE, EXC_MESSAGE, "traceback", "stack")
 
 
+@functools.lru_cache(maxsize=16)
+def _placed(prefix: str) -> FrozenSet[str]:
+    """``PLACED`` with ``prefix``: made once, not for every record."""
+    return frozenset(prefix + name for name in PLACED)
+
+
 def log_record(fields: Mapping[Any, Any], prefix: str) -> Dict[str, Any]:
     nanos = unix_nanos(fields.get("created"))
     pairs: List[Tuple[str, Any]] = [
@@ -125,7 +132,7 @@ def log_record(fields: Mapping[Any, Any], prefix: str) -> Dict[str, Any]:
     ]
     if fields.get(prefix + "stack"):
         pairs.append(("code.stacktrace", fields[prefix + "stack"]))
-    placed = {prefix + name for name in PLACED}
+    placed = _placed(prefix)
     pairs.extend(
         (key, value) if type(key) is str else (safe_text(key), value)
         for key, value in fields.items()
