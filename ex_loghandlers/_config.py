@@ -355,7 +355,8 @@ def display_url(url: str) -> str:
     """``url`` as typed, without what may be secret: user info, query, and the key of
     ``/sink/<key>/``. (``localhost:5000/sink/...`` stays so: its "scheme" is ``localhost``.)"""
     try:
-        first, slash, rest = url.strip().partition("/")
+        typed = url.strip()
+        first, slash, rest = typed.partition("/")
         if "@" in first and "//" not in url:  # "user:pw@host:port/...": urlsplit sees no user
             return display_url(first.rpartition("@")[2] + slash + rest)
         parts = urlsplit(url)
@@ -366,7 +367,7 @@ def display_url(url: str) -> str:
                 segments[i + 1] = REDACTED
         query = f"?{REDACTED}" if parts.query else ""
         origin = f"{parts.scheme}:" if parts.scheme else ""
-        after_scheme = url.strip()[len(origin):]
+        after_scheme = typed[len(origin):]
         if parts.netloc or after_scheme.startswith("//"):
             origin += f"//{netloc}"
         return f"{origin}{'/'.join(segments)}{query}"
