@@ -172,12 +172,14 @@ class Delivery:
         if self.thread is None and not self._closing:
             self._start(closing=False)
 
-    def _start(self, closing: bool) -> None:
+    def _start(self, closing: bool) -> bool:
         """Start the worker once; ``close()`` starts one for what is left, nothing else may
-        after it began, or a worker would outlive the ``close()`` that never saw it."""
+        after it began, or a worker would outlive the ``close()`` that never saw it. False
+        when the interpreter refuses new threads (3.12, at exit): without a spool, ``close()``
+        then sends what is left on its own thread; otherwise it is dropped and counted."""
         with self._start_lock:
             if self.thread is not None or self._closing != closing:
-                return
+                return True
             quiet_http_libraries()
             thread = threading.Thread(target=self._run, name=self._options.thread_name, daemon=True)
             try:
@@ -186,10 +188,13 @@ class Delivery:
                         self._spooler.start()
                     thread.start()
                     self.thread = thread
-            except RuntimeError:  # Python 3.12+ refuses new threads at interpreter shutdown
+            except RuntimeError:  # Python 3.12 refuses new threads at interpreter shutdown
                 if self.thread is not None:
                     raise  # not start()'s: a signal handler's, run as the mask was put back
-                self.ledger.drop_buffered(NO_WORKER)
+                if not closing or self._spooler is not None:
+                    self.ledger.drop_buffered(NO_WORKER)
+                return False
+        return True
 
     def snapshot(self) -> Stats:
         return self.ledger.snapshot()
@@ -249,8 +254,9 @@ class Delivery:
             spooler.stop()
         self.doorbell.set()
         self._bell.set()
-        if self.thread is None and (self.buffer.pending() or spooler is not None):
-            self._start(closing=True)
+        needs_worker = self.thread is None and (self.buffer.pending() or spooler is not None)
+        if needs_worker and not self._start(closing=True) and spooler is None:
+            self._run()  # no thread may start: this one sends, within the deadline
         for thread in (self.thread, spooler.thread if spooler is not None else None):
             if thread is not None and thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - self._clock.monotonic()))

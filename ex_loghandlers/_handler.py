@@ -28,6 +28,7 @@ from ._config import (
 )
 from ._delivery import Delivery, DeliveryOptions
 from ._env import DEFAULT_ENV_PREFIX, handler_from_env
+from ._lifecycle import exiting
 from ._lifecycle import register as register_live_handler
 from ._mapping import Enrichment, snapshot, to_fields
 from ._queued import (
@@ -133,6 +134,9 @@ class ExHTTPHandler(logging.Handler):
         self._aside: Deque[Tuple[Any, int]] = deque()
         #: When the last flush(None) started and ended: close() soon after shares its budget.
         self._last_exit_flush: Optional[Tuple[float, float]] = None
+        #: Reopened at exit, after logging.shutdown(): each record is delivered, and the
+        #: handler closed again, before emit() returns (see _reopen).
+        self._close_in_emit = False
         # A subclass that overrides mapLogRecord gets it called on the caller's thread, as in the
         # stdlib, and its dict is sent as it is; otherwise mapping happens on the worker.
         self._user_mapping = type(self).mapLogRecord is not ExHTTPHandler.mapLogRecord
@@ -236,6 +240,8 @@ class ExHTTPHandler(logging.Handler):
                 self._enqueue(item, size)
             if self._aside:
                 self._enqueue_aside()
+            if self._close_in_emit:
+                self.close()
         except Exception:  # a bug of ours: never out of emit()
             self.handleError(record)
         finally:
@@ -249,6 +255,12 @@ class ExHTTPHandler(logging.Handler):
         logger before it, and leaves it there): refusing its records from then on would lose
         them all in silence. The counts go on where they were. Not while the interpreter
         finalizes: no worker could deliver then, and the record is counted as refused.
+
+        At exit, after ``logging.shutdown()`` (an ``atexit`` callback registered before
+        ``logging`` was imported logs), nothing would close the handler again and its worker
+        would die with the process: ``emit()`` closes it, delivering the record, before it
+        returns. Such records share one ``shutdown_timeout``, the exit flush's while it lasts,
+        so the process still ends in time when the server is down.
         """
         if sys.is_finalizing() or not self._close_lock.acquire(blocking=False):
             return  # a close() under way: this record races with it, and is refused
@@ -259,15 +271,25 @@ class ExHTTPHandler(logging.Handler):
             try:
                 carried = self._delivery.snapshot()
                 self._closed = False
-                self._last_exit_flush = None
+                self._close_in_emit = exiting()
+                self._last_exit_flush = self._late_budget() if self._close_in_emit else None
                 self._new_delivery(carried)
                 self._unlisted = not _known_to_logging_again(self)
-                if self._config.spool_path is not None:
+                if self._config.spool_path is not None and not self._close_in_emit:
                     self._delivery.ensure_started()
             finally:
                 self._close_busy = False
         finally:
             self._close_lock.release()
+
+    def _late_budget(self) -> Tuple[float, float]:
+        """For records after ``logging.shutdown()``: the exit flush's budget while it lasts,
+        else one that starts now, for them all."""
+        now = self._clock.monotonic()
+        last = self._last_exit_flush
+        if last is not None and now - last[1] <= self._config.shutdown_timeout:
+            return last
+        return (now, now)
 
     def _prepared(self, record: logging.LogRecord) -> Optional[Tuple[Any, int]]:
         """What the buffer keeps of ``record``, and its size; None if it could not be made."""
@@ -333,7 +355,7 @@ class ExHTTPHandler(logging.Handler):
                 doorbell = delivery.doorbell
                 if not doorbell.is_set():
                     doorbell.set()
-            if delivery.thread is None:
+            if delivery.thread is None and not self._close_in_emit:
                 delivery.ensure_started()
         except Exception as exc:
             self._emit_failed(None, exc)
@@ -530,6 +552,7 @@ class ExHTTPHandler(logging.Handler):
         self._inside = set()
         self._aside = deque()
         self._last_exit_flush = None
+        self._close_in_emit = False
         self._delivery.forget_after_fork()
         self._new_delivery()
 

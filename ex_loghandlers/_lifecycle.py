@@ -11,6 +11,10 @@ handler came through ``fork()`` or was made in the child (a pool's initializer, 
 ``forkserver`` child). So threading's shutdown closes the handlers in such children, and only
 there: elsewhere it would come before ``atexit`` and refuse what the program logs there.
 
+A record logged after ``logging.shutdown()`` (by an ``atexit`` callback registered before
+``logging`` was imported, which runs after it) reopens its handler, and nothing would close it
+again: the handler delivers such a record before ``emit()`` returns (see ``exiting()``).
+
 SIGTERM is what ``docker stop``, systemd, Kubernetes and ``multiprocessing.Pool.terminate()``
 send. Python's default reaction ends the process at once, without ``atexit`` and so without
 ``logging.shutdown()``: whatever was queued is lost. A library must not take over a signal on its
@@ -19,6 +23,7 @@ own, so ``flush_on_sigterm()`` is an explicit opt-in.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -65,6 +70,23 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+_EXITING = threading.Event()
+
+
+def exiting() -> bool:
+    """True once the exiting interpreter has reached this module's ``atexit`` callback.
+
+    Callbacks run last registered first: those registered after this module was imported have
+    run, ``logging.shutdown()``'s (registered when ``logging`` was imported, before) has not.
+    So a handler closed while this is True was closed by it, or after it, and nothing will
+    close it again.
+    """
+    return _EXITING.is_set()
+
+
+atexit.register(_EXITING.set)
 
 
 def _close_all_in_a_multiprocessing_child() -> None:

@@ -42,7 +42,9 @@ class LossReporter:
         self._interval = interval
         self._stream = stream
         self._lock = threading.RLock()
-        self._reported: Dict[Cause, int] = {}
+        #: What the counters hold already (a reopened handler's) was reported by the reporter
+        #: before this one, when the handler closed.
+        self._reported: Dict[Cause, int] = counters.losses()
         self._last_line_at: Dict[Cause, float] = {}
         self._noticed: Dict[Cause, int] = {}
         self._noticed_total = 0

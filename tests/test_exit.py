@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List
 
+import pytest
 import requests
 from conftest import BLOG_MESSAGES
 from faultserver import Action, FaultServer
 
+import ex_loghandlers._handler
 from ex_loghandlers import ExHTTPHandler
 
 REPO = Path(__file__).resolve().parent.parent
@@ -272,3 +274,96 @@ def test_a_handler_closed_by_dictconfig_and_used_again_is_flushed_at_exit(
         assert done.returncode == 0, done.stderr
         assert [r["message"] for r in server.accepted_records()] == ["logged just before the end"]
     assert done.loss_lines() == []
+
+
+# -- records logged after logging.shutdown() ------------------------------------------------------
+
+LATE_APP = """
+import atexit
+
+
+def log_after_logging_shutdown():
+    import logging
+    for i in range(2):
+        logging.getLogger("late").warning("after logging.shutdown() %d", i)
+
+
+atexit.register(log_after_logging_shutdown)  # before logging's own: runs after its shutdown()
+
+import logging
+from ex_loghandlers import ExHTTPHandler
+
+logging.getLogger().addHandler(
+    ExHTTPHandler(url="{url}", wire_format="{wire_format}", shutdown_timeout={timeout})
+)
+logging.getLogger("app").warning("before the end")
+"""
+
+
+@pytest.mark.parametrize("wire_format", ["form", "json"])
+def test_records_logged_after_logging_shutdown_are_delivered_before_the_end(
+    tmp_path: Path, wire_format: str
+) -> None:
+    with FaultServer() as server:
+        app = LATE_APP.format(
+            url=server.url_for("/sink/TEST/app"), wire_format=wire_format, timeout=5
+        )
+        done = run_app(tmp_path, app)
+        assert done.returncode == 0, done.stderr
+        assert [r["message"] for r in server.accepted_records()] == [
+            "before the end", "after logging.shutdown() 0", "after logging.shutdown() 1",
+        ]
+    assert done.loss_lines() == []
+
+
+def test_records_logged_after_logging_shutdown_share_its_deadline_and_are_reported(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    app = LATE_APP.format(
+        url=f"http://127.0.0.1:{port}/sink/TEST/app", wire_format="json",
+        timeout=SHUTDOWN_TIMEOUT,
+    )
+    done = run_app(tmp_path, app)
+    assert done.returncode == 0, done.stderr
+    assert done.seconds <= SHUTDOWN_TIMEOUT + EXIT_MARGIN, done  # one budget for all three
+    # Each close says what it lost, not what the handler lost since it was made.
+    assert [line.split(" for ")[0] for line in done.loss_lines()[1:]] == [
+        "ex_loghandlers: 1 record dropped (shutdown deadline)"
+    ] * 3, done.stderr
+
+
+def test_where_no_thread_may_start_at_exit_the_logging_thread_sends_the_late_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Python 3.12 refuses new threads while ``atexit`` callbacks run: the record logged after
+    ``logging.shutdown()`` is then sent by the thread that logged it, before ``emit()`` returns.
+    """
+    start = threading.Thread.start
+
+    def refused_to_the_handler(thread: threading.Thread) -> None:
+        if thread.name.startswith("ex_loghandlers"):
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+        start(thread)
+
+    logger = logging.getLogger("test.exit.no_thread")
+    logger.propagate = False
+    with FaultServer() as server:
+        handler = ExHTTPHandler(url=server.url_for("/sink/TEST/app"), wire_format="json")
+        logger.addHandler(handler)
+        try:
+            logger.warning("before logging.shutdown()")
+            assert handler.flush(WAIT)
+            handler.close()  # as logging.shutdown() does
+            monkeypatch.setattr(ex_loghandlers._handler, "exiting", lambda: True)
+            monkeypatch.setattr(threading.Thread, "start", refused_to_the_handler)
+            logger.warning("after logging.shutdown()")
+            # Sent, not queued: nothing is waited for here.
+            assert [r["message"] for r in server.accepted_records()] == [
+                "before logging.shutdown()", "after logging.shutdown()",
+            ]
+            assert (handler.stats.sent, handler.stats.dropped) == (2, 0)
+        finally:
+            monkeypatch.undo()
+            logger.removeHandler(handler)
+            handler.close()
