@@ -47,6 +47,10 @@ READ_PAUSE = 0.5
 #: doubled after each next one (0.25 s to 1 s: 1.75 s in all, while the batch waits in memory).
 WRITE_ATTEMPTS = 4
 WRITE_PAUSE = 0.25
+#: The most records one write takes, unless ``batch_size`` is larger: a write is a transaction,
+#: and one a record (``batch_size=1``) kept a burst of 20,000 off the disk for 4 s after its last
+#: record, where up to 500 a write take 0.4 s.
+RECORDS_PER_WRITE = 500
 
 
 def prepare_each(
@@ -101,6 +105,7 @@ class Spooler:
         self._written = written  # rung after each write: the delivery worker's doorbell
         self._clock = clock
         self._batch_size = batch_size
+        self._write_size = max(batch_size, RECORDS_PER_WRITE)
         self._thread_name = thread_name
         self.doorbell = threading.Event()
         self.thread: Optional[threading.Thread] = None
@@ -112,9 +117,10 @@ class Spooler:
         self.failed = False
         #: Reading failed too: what is on disk stays there for the next start.
         self.unreadable = False
-        #: A batch that could not be written when the disk failed, for the worker to send.
+        #: What the worker has not taken yet of the batch that could not be written when the
+        #: disk failed; and what it has taken, and not settled yet (at most ``batch_size``).
         self.unwritten: Optional[Taken] = None
-        self._unwritten_taken = False
+        self._unwritten_in_flight: Optional[Taken] = None
         #: Deletes of settled rows the disk refused in a row (``tidy``).
         self._delete_refusals = 0
         self._writing: Optional[Taken] = None
@@ -158,10 +164,8 @@ class Spooler:
         return min(found) if found else None
 
     def _in_memory(self) -> List[Taken]:
-        batches = [self._writing]
-        if not self._unwritten_taken:
-            batches.append(self.unwritten)
-        return [t for t in batches if t is not None]
+        """What only memory holds here (what the worker took, the ledger counts in flight)."""
+        return [t for t in (self._writing, self.unwritten) if t is not None]
 
     def memory_is_next(self) -> bool:
         """Writing failed, and no batch of the writer's is on its way to disk: the worker takes
@@ -188,16 +192,26 @@ class Spooler:
     # -- the worker's view of a batch the disk refused ------------------------------------------
 
     def take_batch(self, max_count: int) -> Taken:
-        taken = self.unwritten
-        if taken is None or self._unwritten_taken:
+        """The oldest ``max_count`` records of the refused batch: a write takes more records
+        than a request may carry."""
+        rest = self.unwritten
+        if rest is None or self._unwritten_in_flight is not None:
             return Taken([], [])
-        self._unwritten_taken = True
+        taken = rest
+        if len(rest) > max_count:
+            taken = Taken(rest.items[:max_count], rest.seqs[:max_count], prepared=rest.prepared)
+            self.unwritten = Taken(
+                rest.items[max_count:], rest.seqs[max_count:], prepared=rest.prepared
+            )
+        else:
+            self.unwritten = None
+        self._unwritten_in_flight = taken
         return taken
 
     def release(self, taken: Taken, settled: Sequence[int]) -> None:
-        """The worker has settled the refused batch (or given up on it at close)."""
-        self.unwritten = None
-        self._unwritten_taken = False
+        """The worker has settled what it took of the refused batch (or given up on it at
+        close)."""
+        self._unwritten_in_flight = None
 
     # -- control ---------------------------------------------------------------------------------
 
@@ -284,7 +298,8 @@ class Spooler:
         """Something the writer did not expect: what it holds goes to the worker, and flush()
         no longer waits for the spool to open."""
         with self._ledger.lock:
-            if not self._stopped and self._writing is not None and self.unwritten is None:
+            if (not self._stopped and self._writing is not None and self.unwritten is None
+                    and self._unwritten_in_flight is None):
                 self.unwritten, self._writing = self._writing, None
             self.ready = True
             self._ledger.wake_flushers()
@@ -314,7 +329,7 @@ class Spooler:
         with self._ledger.lock:
             if self.failed:  # the worker takes from the buffer now
                 return False
-            taken = self._buffer.take_batch(self._batch_size)
+            taken = self._buffer.take_batch(self._write_size)
             took = bool(taken.items)
             taken = self._ledger.fold(taken)
             self._writing = taken if taken.items else None

@@ -261,6 +261,7 @@ def old_records_behind_one_in_flight(logger: logging.Logger, server: FaultServer
     logger.info("in flight")
     assert server.wait_for_requests(1, WAIT)  # the worker waits on the server
     logger.info("old 0")
+    assert disk.wait_for(INSERT, 2)  # a write of its own, as each of them
     logger.info("old 1")
     assert disk.wait_for(INSERT, 3)
     disk.hold(EVICTION_QUERY)
@@ -912,3 +913,54 @@ def test_when_the_disk_fails_for_both_the_batch_it_refused_goes_before_newer_one
         assert widened
         assert messages(server) == ["one", "two", "three"]
         assert handler.stats.sent == 3
+
+
+# -- how many records one write takes --------------------------------------------------------------
+
+
+def test_a_write_takes_every_record_waiting_not_batch_size_of_them(
+    tmp_path: Path, logger: logging.Logger, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each write is a transaction: 49 records that waited for the disk go in one, whatever
+    ``batch_size`` (one write each kept a burst off the disk for seconds)."""
+    disk = Disk(monkeypatch)
+    disk.hold(INSERT)
+    with FaultServer() as server:
+        handler = spooled(server, tmp_path / "logs", batch_size=1)
+        logger.addHandler(handler)
+        logger.info("first")
+        assert disk.reached.wait(WAIT)  # the writer is inside the write of "first"
+        for i in range(49):
+            logger.info("r%d", i)
+        disk.let_go()
+        assert handler.flush(WAIT)
+        assert disk.seen(INSERT) == 2
+        assert messages(server) == ["first"] + [f"r{i}" for i in range(49)]
+        assert max(len(request.records()) for request in server.accepted()) == 1
+
+
+def test_a_write_the_disk_refuses_is_sent_batch_size_records_a_request(
+    tmp_path: Path, logger: logging.Logger, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The 10 records of a refused write stay in memory and go to the server 3 at a time, as
+    ``batch_size`` says, in order, each once."""
+    fail_over_at_the_first_refusal(monkeypatch)
+    disk = Disk(monkeypatch)
+    disk.hold(INSERT)
+    with FaultServer() as server:
+        handler = spooled(server, tmp_path / "logs", batch_size=3)
+        logger.addHandler(handler)
+        logger.info("first")
+        assert disk.reached.wait(WAIT)
+        for i in range(10):
+            logger.info("r%d", i)
+        disk.let_go_and_hold(INSERT)  # "first" is written; the next write takes the 10
+        assert disk.reached.wait(WAIT)
+        disk.refuse_next(INSERT)
+        disk.let_go()
+        assert handler.flush(WAIT)
+        assert disk.seen(INSERT) == 1
+        assert messages(server) == ["first"] + [f"r{i}" for i in range(10)]
+        assert [len(request.records()) for request in server.accepted()][-4:] == [3, 3, 3, 1]
+        stats = handler.stats
+        assert (stats.sent, stats.dropped, stats.failed) == (11, 0, 0), stats
