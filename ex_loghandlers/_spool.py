@@ -138,7 +138,7 @@ class Spool:
     def open(cls, base: str, max_bytes: int, say: Say) -> Spool:
         """Make this process's file beside ``base`` and adopt the files of dead processes
         (``_spool_file.open_file``: a ``SpoolError`` if the disk refuses)."""
-        opened = open_file(base, say)
+        opened = open_file(base, say, max_bytes)
         spool = cls(opened.path, opened.connection, opened.lock, max_bytes)
         spool._bytes, spool._count = opened.bytes, opened.records
         spool._adopted_left = opened.records

@@ -47,6 +47,10 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 #: A row's bytes on disk beyond its body.
 ROW_OVERHEAD = 64
+#: The most SQLite's write-ahead log is left with after a checkpoint (an eighth of the spool's
+#: ``max_bytes``, if less), and the fewest pages it takes before one.
+WAL_LIMIT = 4 << 20
+MIN_CHECKPOINT_PAGES = 16
 
 #: How long a spool being opened waits for a file of this same process that is being closed
 #: (a handler's ``close()`` left it to a read or write still under way) before adopting it.
@@ -76,7 +80,7 @@ class Opened:
     bytes: int
 
 
-def open_file(base: str, say: Say) -> Opened:
+def open_file(base: str, say: Say, max_bytes: int) -> Opened:
     """Make this process's file beside ``base`` and adopt the files of dead processes.
 
     A ``SpoolError`` if the disk refuses anything on the way: what was opened is closed, and
@@ -93,6 +97,7 @@ def open_file(base: str, say: Say) -> Opened:
             path = stem + ".db"
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
             connection = _connect(path)
+            _limit_the_log(connection, max_bytes)
             with connection:
                 connection.executescript(_SCHEMA)
                 connection.execute(f"PRAGMA user_version = {SCHEMA_MAGIC}")
@@ -287,6 +292,17 @@ def _connect(path: str) -> sqlite3.Connection:
     connection.execute("PRAGMA synchronous = NORMAL")
     connection.execute("PRAGMA busy_timeout = 1000")
     return connection
+
+
+def _limit_the_log(connection: sqlite3.Connection, max_bytes: int) -> None:
+    """Keep SQLite's write-ahead log (the ``-wal`` file beside the spool) to an eighth of
+    ``max_bytes``, 4 MiB at most, and a write: left alone it keeps the size of the largest it
+    ever was (4 MB and more), which nearly doubled a 5 MB spool on disk."""
+    limit = min(WAL_LIMIT, max_bytes // 8)
+    page_size = connection.execute("PRAGMA page_size").fetchone()[0]
+    connection.execute(f"PRAGMA journal_size_limit = {limit}")
+    pages = max(MIN_CHECKPOINT_PAGES, limit // page_size)
+    connection.execute(f"PRAGMA wal_autocheckpoint = {pages}")
 
 
 def _hold_lock(path: str) -> IO[bytes]:

@@ -141,6 +141,22 @@ def test_over_max_bytes_the_oldest_records_not_in_flight_are_evicted(tmp_path: P
     spool.close()
 
 
+def test_the_write_ahead_log_stays_within_an_eighth_of_max_bytes_and_a_write(
+    tmp_path: Path,
+) -> None:
+    """SQLite's ``-wal`` file beside the spool is part of what the spool takes on disk: left
+    alone it grew to all that was written (4 MB before its first checkpoint)."""
+    max_bytes = 400_000
+    spool = Spool.open(str(tmp_path / "logs"), max_bytes=max_bytes, say=print)
+    text = "x" * 1000
+    for write in range(100):  # 1 MB in all, 10 kB a write; the oldest evicted past 400 kB
+        spool.append([(write * 10 + i, {"message": text, "created": 1700000000.0 + i})
+                      for i in range(10)])
+    log_size = os.path.getsize(spool.path + "-wal")
+    spool.close()
+    assert log_size <= max_bytes // 8 + 64 * 1024, log_size
+
+
 def test_a_dead_process_file_is_adopted_first_in_order_and_deleted(tmp_path: Path) -> None:
     base = str(tmp_path / "logs")
     earlier = Spool.open(base, max_bytes=1 << 20, say=print)
