@@ -151,45 +151,52 @@ class HTTPTransport:
         """
         _REQUEST.deadline = time.monotonic() + timeout
         try:
-            if self._manager is None:
-                self._connect()
-            headers = dict(self._headers)
-            if extra_headers:
-                headers.update(extra_headers)
-            target: str = self._target
-            body: Optional[bytes] = payload.body
-            if method == "GET":
-                target += ("&" if "?" in target else "?") + payload.body.decode("ascii")
-                body = None
-            else:
-                headers["Content-Type"] = payload.content_type
-                if payload.gzipped:
-                    headers["Content-Encoding"] = "gzip"
-            if self._timeout.connect_timeout != timeout:
-                self._timeout = urllib3.Timeout(connect=timeout, read=timeout)
-            opener = self._pool or self._manager
-            assert opener is not None
-            response = opener.urlopen(
-                method, target, body=body, headers=headers, timeout=self._timeout,
-                retries=False, redirect=False, preload_content=False, decode_content=False,
-            )
-            outcome = Outcome(
-                status=response.status, retry_after=response.headers.get("Retry-After")
-            )
-            if payload.read_answer is not None and outcome.ok:
+            try:
+                response = self._open(payload, method, timeout, extra_headers)
+            except urllib3.exceptions.SSLError as exc:
+                return Outcome(error=TLS_ERROR, detail=describe_tls_error(exc))
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                return Outcome(error=UNREACHABLE, detail=describe_network_error(exc))
+            except Exception as exc:
+                return Outcome(error=OTHER_ERROR, detail=type(exc).__name__)
+            # The status is the server's verdict: however its body ends (too slow, cut short),
+            # it stands. Sent again, a record the server stored would be stored twice.
+            status, retry_after = response.status, response.headers.get("Retry-After")
+            if payload.read_answer is not None and 200 <= status < 300:
                 body = _read_whole(response, answer_limit(len(payload.records)))
-                outcome = Outcome(status=outcome.status, retry_after=outcome.retry_after, body=body)
-            else:
-                _finish(response)
-        except urllib3.exceptions.SSLError as exc:
-            return Outcome(error=TLS_ERROR, detail=describe_tls_error(exc))
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            return Outcome(error=UNREACHABLE, detail=describe_network_error(exc))
-        except Exception as exc:
-            return Outcome(error=OTHER_ERROR, detail=type(exc).__name__)
+                return Outcome(status=status, retry_after=retry_after, body=body)
+            _finish(response)
+            return Outcome(status=status, retry_after=retry_after)
         finally:
             _REQUEST.deadline = None
-        return outcome
+
+    def _open(
+        self, payload: Payload, method: str, timeout: float,
+        extra_headers: Optional[Mapping[str, str]],
+    ) -> urllib3.BaseHTTPResponse:
+        """Send the request; the response with its status and headers read, its body not."""
+        if self._manager is None:
+            self._connect()
+        headers = dict(self._headers)
+        if extra_headers:
+            headers.update(extra_headers)
+        target: str = self._target
+        body: Optional[bytes] = payload.body
+        if method == "GET":
+            target += ("&" if "?" in target else "?") + payload.body.decode("ascii")
+            body = None
+        else:
+            headers["Content-Type"] = payload.content_type
+            if payload.gzipped:
+                headers["Content-Encoding"] = "gzip"
+        if self._timeout.connect_timeout != timeout:
+            self._timeout = urllib3.Timeout(connect=timeout, read=timeout)
+        opener = self._pool or self._manager
+        assert opener is not None
+        return opener.urlopen(
+            method, target, body=body, headers=headers, timeout=self._timeout,
+            retries=False, redirect=False, preload_content=False, decode_content=False,
+        )
 
     def close(self) -> None:
         manager, self._manager, self._pool = self._manager, None, None
@@ -200,30 +207,31 @@ class HTTPTransport:
 
 def _finish(response: urllib3.BaseHTTPResponse) -> None:
     """Read at most ``BODY_LIMIT`` bytes of the body, then give the connection back to the pool:
-    ready for the next request if the body ended within that, closed if it did not."""
+    ready for the next request if the body ended within that, closed if it did not, or if
+    reading it failed (the request's time ran out, the server closed the connection)."""
     try:
         response.read(BODY_LIMIT)  # when this reads the end, urllib3 releases the connection
         if not response.closed:  # more is coming: never read on, never reuse the connection
             response.close()
-    except BaseException:
+    except Exception:
         response.close()
-        raise
     finally:
         response.release_conn()
 
 
 def _read_whole(response: urllib3.BaseHTTPResponse, limit: int) -> Optional[bytes]:
-    """The whole body, decoded, if it is at most ``limit`` bytes (None if longer: the rest is
-    left unread and the connection closed); the connection goes back to the pool."""
+    """The whole body, decoded, if it is at most ``limit`` bytes; None if it is longer (the rest
+    is left unread) or could not be read (the connection is closed then). The connection goes
+    back to the pool."""
     try:
         body = response.read(limit + 1, decode_content=True)
         if len(body) > limit:
             response.close()
             return None
         return body
-    except BaseException:
+    except Exception:
         response.close()
-        raise
+        return None
     finally:
         response.release_conn()
 

@@ -388,13 +388,34 @@ def test_a_trickling_answer_cannot_stretch_a_request_past_its_timeout(
     with ScriptedServer(trickling_on_first_connection(head, slow)) as server:
         transport = transports(server.url())
         started = time.monotonic()
-        assert transport.send(PAYLOAD, "POST", TIMEOUT) == TIMED_OUT
+        # Once the status is in, it is the server's verdict: a 2xx is a record stored, and
+        # sending it again (as for a timeout) would store it twice.
+        expected = Outcome(status=200) if part == "body" else TIMED_OUT
+        assert transport.send(PAYLOAD, "POST", TIMEOUT) == expected
         assert time.monotonic() - started < TIMEOUT + 5.0  # only a hang fails this
         first = server.peers[0]
         assert first.done.wait(WAIT)  # the client closed the connection it gave up on
         assert first.sent - len(head) < TRICKLE_BOUND, first.sent
         assert transport.send(PAYLOAD, "POST", TIMEOUT) == Outcome(status=200)
         assert len(server.peers) == 2
+
+
+@pytest.mark.parametrize(("payload", "status", "expected"), [
+    (PAYLOAD, b"403 Forbidden", Outcome(status=403)),
+    (BULK, b"200 OK", Outcome(status=200, body=None)),  # an answer that says nothing
+    (BULK, b"503 Service Unavailable", Outcome(status=503)),
+], ids=["an error", "a bulk answer", "a bulk error"])
+def test_the_status_stands_however_slowly_the_body_follows(
+    transports: Callable[..., HTTPTransport], payload: Payload, status: bytes,
+    expected: Outcome,
+) -> None:
+    head = b"HTTP/1.1 %s\r\nContent-Length: %d\r\n\r\n" % (status, TRICKLE)
+    with ScriptedServer(trickling_on_first_connection(head, b"b" * TRICKLE)) as server:
+        transport = transports(server.url("/logs/_bulk"))
+        started = time.monotonic()
+        assert transport.send(payload, "POST", TIMEOUT) == expected
+        assert time.monotonic() - started < TIMEOUT + 5.0  # only a hang fails this
+        assert server.peers[0].done.wait(WAIT)  # the connection given up on is closed
 
 
 def test_a_trickling_answer_over_tls_cannot_stretch_a_request(
@@ -467,6 +488,22 @@ def test_the_handler_counts_a_200_with_an_endless_body_as_sent(logger: logging.L
         peer = server.peers[0]
         assert peer.done.wait(WAIT)
         assert peer.sent < ENDLESS_CAP // 4, peer.sent
+
+
+def test_the_handler_sends_a_record_once_when_the_body_of_its_200_stalls(
+    logger: logging.Logger,
+) -> None:
+    """The body of the ``200`` stops coming: the request ends at ``timeout`` and the record is
+    sent, not sent again (it was sent again for each timeout, and stored each time)."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % TRICKLE
+    with ScriptedServer(trickling_on_first_connection(head, b"b" * TRICKLE)) as server:
+        handler = ExHTTPHandler(url=server.url(), wire_format="json", timeout=TIMEOUT)
+        logger.addHandler(handler)
+        logger.info("stored once")
+        assert handler.flush(WAIT)
+        stats = handler.stats
+        assert (stats.sent, stats.failed, stats.dropped, stats.retried) == (1, 0, 0, 0), stats
+        assert len(server.peers) == 1
 
 
 # -- what the environment says, as requests reads it ----------------------------------------------
