@@ -34,7 +34,17 @@ from ._ledger import Ledger, Source
 from ._placement import placed
 from ._quiet import quiet_http_libraries, worker_thread
 from ._report import LossReporter
-from ._retry import FAIL, ITEMS, RETRY, SENT, SPLIT, Items, RetryPolicy, ServerHealth
+from ._retry import (
+    FAIL,
+    ITEMS,
+    RETRY,
+    SENT,
+    SPLIT,
+    Items,
+    RetryBudget,
+    RetryPolicy,
+    ServerHealth,
+)
 from ._spool import Spool
 from ._spool_codec import UNREADABLE, Unreadable
 from ._spool_file import SpoolError
@@ -428,10 +438,10 @@ class Delivery:
             self.ledger.failed(reason, len(records), at)
             return
         method = self._method()
-        batch_started = self._clock.monotonic()  # max_retry_time is per batch
+        budget = RetryBudget()  # max_retry_time is per batch
         while pending:
             payload, at = pending.popleft()
-            if not self._deliver(payload, at, method, pending, batch_started):
+            if not self._deliver(payload, at, method, pending, budget):
                 if self._spooler is None or not taken.rowids:  # no disk keeps them
                     self.ledger.rest_of_batch(
                         lambda n: self._counters.dropped(SHUTDOWN_DEADLINE, n)
@@ -448,7 +458,7 @@ class Delivery:
 
     def _deliver(
         self, payload: Payload, at: List[Optional[int]], method: str, pending: Deque[Placed],
-        batch_started: float,
+        budget: RetryBudget,
     ) -> bool:
         """Send one payload (its records at positions ``at`` of the batch) until it is sent,
         failed or split; False if the deadline passed.
@@ -463,7 +473,7 @@ class Delivery:
             self.ledger.failed(payload.failure, count, at)
             self._reporter.report()
             return True
-        schedule = self._policy.schedule(self._health, batch_started)
+        schedule = self._policy.schedule(self._health, budget)
         key = idempotency_key(payload)
         while True:
             if not self._wait_until(self._health.resume_at):

@@ -72,9 +72,18 @@ class RetryPolicy:
     immediate_retries: int = 5
     server_error_retries: int = 4
 
-    def schedule(self, health: ServerHealth, started: float) -> RetrySchedule:
-        """Follow one payload; ``started`` is when its batch's ``max_retry_time`` began."""
-        return RetrySchedule(self, health, started)
+    def schedule(
+        self, health: ServerHealth, budget: Optional[RetryBudget] = None
+    ) -> RetrySchedule:
+        """Follow one payload; ``budget``: its batch's ``max_retry_time`` (its own if None)."""
+        return RetrySchedule(self, health, RetryBudget() if budget is None else budget)
+
+    @property
+    def longest_retry_after(self) -> float:
+        """The longest a ``Retry-After`` is waited for: a batch gets a try at the end of its
+        ``max_retry_time`` whatever the server asks, and a garbled huge value (or one for the
+        next day) cannot stop delivery for longer than the backoff's cap or that."""
+        return max(self.backoff_max, self.max_retry_time)
 
     @functools.cached_property
     def backoff_start(self) -> Retry:
@@ -121,9 +130,24 @@ class ServerHealth:
                 step = self._steps.get_backoff_time()
             wait = step * self._draw()
         if retry_after is not None:
-            wait = max(wait, retry_after)
+            wait = max(wait, min(retry_after, self._policy.longest_retry_after))
         self.resume_at = now + wait
         return wait
+
+
+@dataclass
+class RetryBudget:
+    """One batch's ``max_retry_time``, shared by its payloads (``form``: one a record). It
+    starts with the first answer that asks for another try: time the server was unreachable
+    before that (retried for as long as it takes) does not use it up."""
+
+    started: Optional[float] = None
+
+    def spent(self, now: float, delay: float, max_retry_time: float) -> bool:
+        """Whether a try ``delay`` seconds from ``now`` would come after the budget ends."""
+        if self.started is None:
+            self.started = now
+        return now + delay - self.started > max_retry_time
 
 
 @dataclass(frozen=True)
@@ -151,10 +175,10 @@ def status_reason(status: int) -> str:
 class RetrySchedule:
     """One payload through its attempts: final, or worth another try after how long."""
 
-    def __init__(self, policy: RetryPolicy, health: ServerHealth, started: float) -> None:
+    def __init__(self, policy: RetryPolicy, health: ServerHealth, budget: RetryBudget) -> None:
         self._policy = policy
         self._health = health
-        self._started = started
+        self._budget = budget
         self._server_errors = 0
 
     def decide(
@@ -192,7 +216,7 @@ class RetrySchedule:
             self._server_errors += 1
             if self._server_errors > self._policy.server_error_retries:
                 return exhausted
-        if now + delay - self._started > self._policy.max_retry_time:
+        if self._budget.spent(now, delay, self._policy.max_retry_time):
             return exhausted
         return Decision(RETRY, delay, status_reason(status))
 
@@ -236,7 +260,7 @@ class RetrySchedule:
         if any(statuses[p][0] == SERVER_ERROR for p in retry):
             self._server_errors += 1
         if (self._server_errors > self._policy.server_error_retries
-                or now + delay - self._started > self._policy.max_retry_time):
+                or self._budget.spent(now, delay, self._policy.max_retry_time)):
             failed.setdefault(f"retries exhausted: {first}", []).extend(retry)
             retry = []
         return Decision(ITEMS, delay, reason, _items(sent, failed, retry))

@@ -185,6 +185,44 @@ def test_retries_end_at_max_retry_time_and_the_queue_moves_on(logger: logging.Lo
         assert stats.sent == 2
 
 
+def test_time_the_server_was_unreachable_does_not_use_up_max_retry_time(
+    logger: logging.Logger,
+) -> None:
+    """A deploy: connections refused for longer than ``max_retry_time``, then one 503. The
+    record is tried again, not failed at the first answer."""
+    clock = FakeClock()
+    script = sequence([Action.reset()] * 8 + [Action.status(503)], then=Action.ok())
+    with FaultServer(script) as server:
+        handler = attach(logger, server, _clock=clock, max_retry_time=2)
+        logger.warning("after the deploy")
+        assert not handler.flush(timeout=0)  # sends the partial batch now
+        for _ in range(4):  # the backoff's waits after the 6th, 7th and 8th failure, and the 9th
+            assert clock.wait_for_waiter(timeout=10, shorter_than=60)
+            clock.advance(1)
+        assert handler.flush(timeout=10)
+        assert messages(server) == ["after the deploy"]
+        assert handler.stats.failed == 0
+
+
+@pytest.mark.parametrize("retry_after", ["120", "99999999999"])
+def test_a_retry_after_beyond_max_retry_time_holds_delivery_no_longer_than_it(
+    logger: logging.Logger, retry_after: str,
+) -> None:
+    """The batch is tried again once ``max_retry_time`` is over, and the records behind it go
+    on: a Retry-After of a day, or a garbled one, stopped all delivery for that long."""
+    clock = FakeClock()
+    with FaultServer(fail_first(1, Action.status(503, retry_after=retry_after))) as server:
+        handler = attach(logger, server, _clock=clock, max_retry_time=30)
+        logger.warning("patience")
+        assert not handler.flush(timeout=0)
+        assert clock.wait_for_waiter(timeout=10)
+        assert clock.timed_waits[-1] == pytest.approx(30)
+        clock.advance(30)
+        logger.warning("behind it")
+        assert handler.flush(timeout=10)
+        assert messages(server) == ["patience", "behind it"]
+
+
 def test_403_is_reported_once_and_the_queue_keeps_moving(logger: logging.Logger) -> None:
     def script(index: int, request: ReceivedRequest) -> Action:
         # By message, not by the body's bytes: the loss notice's thread name holds a hex id,

@@ -11,7 +11,17 @@ from typing import List, Optional, Tuple
 import pytest
 
 from ex_loghandlers._elasticsearch import item_statuses
-from ex_loghandlers._retry import FAIL, ITEMS, RETRY, SENT, SPLIT, Items, RetryPolicy, ServerHealth
+from ex_loghandlers._retry import (
+    FAIL,
+    ITEMS,
+    RETRY,
+    SENT,
+    SPLIT,
+    Items,
+    RetryBudget,
+    RetryPolicy,
+    ServerHealth,
+)
 from ex_loghandlers._transport import TLS_ERROR, UNREACHABLE, Outcome
 
 POLICY = RetryPolicy(max_retry_time=60.0)
@@ -24,26 +34,26 @@ def no_jitter() -> float:
 
 def test_2xx_is_sent() -> None:
     health = ServerHealth(POLICY, no_jitter)
-    assert POLICY.schedule(health, 0.0).decide(Outcome(status=204), 0.0, 1).action == SENT
+    assert POLICY.schedule(health).decide(Outcome(status=204), 0.0, 1).action == SENT
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 405, 301, 302, 501])
 def test_other_statuses_are_permanent(status: int) -> None:
     health = ServerHealth(POLICY, no_jitter)
-    decision = POLICY.schedule(health, 0.0).decide(Outcome(status=status), 0.0, 1)
+    decision = POLICY.schedule(health).decide(Outcome(status=status), 0.0, 1)
     assert decision.action == FAIL
     assert f"HTTP {status}" in decision.reason
 
 
 def test_403_names_the_api_key() -> None:
     health = ServerHealth(POLICY, no_jitter)
-    decision = POLICY.schedule(health, 0.0).decide(Outcome(status=403), 0.0, 1)
+    decision = POLICY.schedule(health).decide(Outcome(status=403), 0.0, 1)
     assert "the server rejected the API key" in decision.reason
 
 
 def test_413_splits_a_batch_but_fails_a_single_record() -> None:
     health = ServerHealth(POLICY, no_jitter)
-    payload = POLICY.schedule(health, 0.0)
+    payload = POLICY.schedule(health)
     assert payload.decide(Outcome(status=413), 0.0, 10).action == SPLIT
     assert payload.decide(Outcome(status=413), 0.0, 1).action == FAIL
 
@@ -76,7 +86,7 @@ def test_the_wait_grows_across_payloads_not_per_payload() -> None:
     health = ServerHealth(POLICY, no_jitter)
     waits = []
     for _ in range(POLICY.immediate_retries + 2):
-        fresh = POLICY.schedule(health, 0.0)  # a new payload each time
+        fresh = POLICY.schedule(health)  # a new payload each time
         decision = fresh.decide(Outcome(status=503), 0.0, 1)
         assert decision.action == RETRY
         waits.append(decision.delay)
@@ -87,7 +97,7 @@ def test_the_wait_grows_across_payloads_not_per_payload() -> None:
 def test_a_final_answer_from_the_server_resets_its_health() -> None:
     health = ServerHealth(POLICY, no_jitter)
     failure_waits(health, 10)
-    POLICY.schedule(health, 0.0).decide(Outcome(status=404), 0.0, 1)
+    POLICY.schedule(health).decide(Outcome(status=404), 0.0, 1)
     assert health.failures == 0
 
 
@@ -108,7 +118,7 @@ def test_the_history_stops_growing_at_the_cap() -> None:
 @pytest.mark.parametrize("status", [408, 429, 502, 503, 504])
 def test_overload_statuses_are_retried_for_max_retry_time_not_a_count(status: int) -> None:
     health = ServerHealth(POLICY, no_jitter)
-    payload = POLICY.schedule(health, 0.0)
+    payload = POLICY.schedule(health)
     now, attempts = 0.0, 0
     while True:
         decision = payload.decide(Outcome(status=status), now, 1)
@@ -124,7 +134,7 @@ def test_overload_statuses_are_retried_for_max_retry_time_not_a_count(status: in
 
 def test_a_500_may_be_about_the_record_and_gets_a_bounded_number_of_retries() -> None:
     health = ServerHealth(POLICY, no_jitter)
-    payload = POLICY.schedule(health, 0.0)
+    payload = POLICY.schedule(health)
     actions = [payload.decide(Outcome(status=500), 0.0, 1).action for _ in range(6)]
     assert actions == [RETRY] * POLICY.server_error_retries + [FAIL] * 2
 
@@ -132,7 +142,7 @@ def test_a_500_may_be_about_the_record_and_gets_a_bounded_number_of_retries() ->
 def test_retry_after_seconds_is_honoured_and_never_shortens_the_backoff() -> None:
     policy = RetryPolicy(max_retry_time=3600.0)
     health = ServerHealth(policy, no_jitter)
-    payload = policy.schedule(health, 0.0)
+    payload = policy.schedule(health)
     now, delays = 0.0, []
     for _ in range(20):
         decision = payload.decide(Outcome(status=503, retry_after="2"), now, 1)
@@ -146,7 +156,7 @@ def test_retry_after_seconds_is_honoured_and_never_shortens_the_backoff() -> Non
 
 def test_retry_after_zero_still_backs_off_once_failures_persist() -> None:
     health = ServerHealth(POLICY, no_jitter)
-    payload = POLICY.schedule(health, 0.0)
+    payload = POLICY.schedule(health)
     delays = [payload.decide(Outcome(status=429, retry_after="0"), 0.0, 1).delay
               for _ in range(POLICY.immediate_retries + 3)]
     assert delays[-3:] == pytest.approx([0.05, 0.1, 0.2])  # never a tight loop
@@ -155,28 +165,47 @@ def test_retry_after_zero_still_backs_off_once_failures_persist() -> None:
 def test_retry_after_http_date_is_honoured() -> None:
     when = email.utils.formatdate(time.time() + 30, usegmt=True)
     health = ServerHealth(POLICY, no_jitter)
-    decision = POLICY.schedule(health, 0.0).decide(Outcome(status=429, retry_after=when), 0.0, 1)
+    decision = POLICY.schedule(health).decide(Outcome(status=429, retry_after=when), 0.0, 1)
     assert decision.action == RETRY
     assert 25 <= decision.delay <= 31
 
 
-def test_max_retry_time_bounds_a_batch() -> None:
+def test_max_retry_time_bounds_a_batch_from_its_first_answer_asking_for_another_try() -> None:
     health = ServerHealth(POLICY, no_jitter)
-    payload = POLICY.schedule(health, 100.0)
-    assert payload.decide(Outcome(status=503, retry_after="30"), 120.0, 1).action == RETRY
-    decision = payload.decide(Outcome(status=503, retry_after="30"), 140.0, 1)
+    budget = RetryBudget()
+    first = POLICY.schedule(health, budget)
+    assert first.decide(REFUSED, 100.0, 1).action == RETRY  # unreachable: the budget waits
+    assert first.decide(Outcome(status=503, retry_after="30"), 120.0, 1).action == RETRY
+    assert first.decide(Outcome(status=503, retry_after="30"), 140.0, 1).action == RETRY
+    second = POLICY.schedule(health, budget)  # the batch's next payload (form: its next record)
+    decision = second.decide(Outcome(status=503, retry_after="30"), 160.0, 1)
     assert decision.action == FAIL and "retries exhausted: HTTP 503" in decision.reason
+
+
+@pytest.mark.parametrize("retry_after", ["120", "99999999999"])
+def test_a_retry_after_beyond_max_retry_time_gets_a_try_at_its_end(retry_after: str) -> None:
+    """Not failed at once while the whole delivery waits for the server's time (for ever, if
+    the value is garbled): the batch is tried again when its budget ends, and after that, the
+    next one waits no longer than that either."""
+    health = ServerHealth(POLICY, no_jitter)
+    payload = POLICY.schedule(health)
+    decision = payload.decide(Outcome(status=503, retry_after=retry_after), 0.0, 1)
+    assert (decision.action, decision.delay) == (RETRY, POLICY.max_retry_time)
+    assert health.resume_at == POLICY.max_retry_time
+    decision = payload.decide(Outcome(status=503, retry_after=retry_after), 60.0, 1)
+    assert decision.action == FAIL
+    assert health.resume_at == 60.0 + POLICY.max_retry_time
 
 
 def test_a_garbled_retry_after_falls_back_to_the_health() -> None:
     health = ServerHealth(POLICY, no_jitter)
-    decision = POLICY.schedule(health, 0.0).decide(Outcome(status=503, retry_after="soon"), 0, 1)
+    decision = POLICY.schedule(health).decide(Outcome(status=503, retry_after="soon"), 0, 1)
     assert (decision.action, decision.delay) == (RETRY, 0.0)
 
 
 def test_unreachable_retries_without_a_time_limit_up_to_the_backoff_cap() -> None:
     health = ServerHealth(POLICY, no_jitter)
-    payload = POLICY.schedule(health, 0.0)
+    payload = POLICY.schedule(health)
     decisions = [payload.decide(REFUSED, 1e6, 1) for _ in range(30)]
     assert {d.action for d in decisions} == {RETRY}
     assert decisions[-1].delay == POLICY.backoff_max
@@ -186,7 +215,7 @@ def test_unreachable_retries_without_a_time_limit_up_to_the_backoff_cap() -> Non
 def test_tls_errors_are_permanent() -> None:
     outcome = Outcome(error=TLS_ERROR, detail="TLS certificate verification failed: self-signed")
     health = ServerHealth(POLICY, no_jitter)
-    decision = POLICY.schedule(health, 0.0).decide(outcome, 0.0, 1)
+    decision = POLICY.schedule(health).decide(outcome, 0.0, 1)
     assert decision.action == FAIL and "certificate" in decision.reason
 
 
@@ -208,7 +237,7 @@ def bulk_answer(*statuses: Tuple[int, Optional[str]]) -> Outcome:
 def test_a_2xx_whose_answer_says_all_were_stored_is_sent() -> None:
     health = ServerHealth(POLICY, no_jitter)
     health.failed(0.0)
-    decision = POLICY.schedule(health, 0.0).decide(
+    decision = POLICY.schedule(health).decide(
         bulk_answer((201, None), (201, None)), 0.0, 2, item_statuses
     )
     assert decision.action == SENT
@@ -221,7 +250,7 @@ def test_records_the_answer_refuses_fail_alone_and_those_it_asks_for_again_are_r
         (201, None), (400, "document_parsing_exception"), (429, "es_rejected_execution_exception"),
         (201, None), (400, "document_parsing_exception"), (503, "unavailable_shards_exception"),
     )
-    decision = POLICY.schedule(health, 0.0).decide(outcome, 0.0, 6, item_statuses)
+    decision = POLICY.schedule(health).decide(outcome, 0.0, 6, item_statuses)
     assert decision.action == ITEMS
     assert decision.items == Items(
         sent=(0, 3),
@@ -236,7 +265,7 @@ def test_records_the_answer_refuses_fail_alone_and_those_it_asks_for_again_are_r
 
 def test_records_refused_again_and_again_back_off_and_fail_when_the_batch_time_is_spent() -> None:
     health = ServerHealth(POLICY, no_jitter)
-    schedule = POLICY.schedule(health, 0.0)
+    schedule = POLICY.schedule(health)
     now, delays = 0.0, []
     while True:
         decision = schedule.decide(
@@ -261,7 +290,7 @@ def test_records_refused_again_and_again_back_off_and_fail_when_the_batch_time_i
 
 def test_a_record_the_answer_gives_500_gets_a_bounded_number_of_retries() -> None:
     health = ServerHealth(POLICY, no_jitter)
-    schedule = POLICY.schedule(health, 0.0)
+    schedule = POLICY.schedule(health)
     retried = []
     for _ in range(POLICY.server_error_retries + 1):
         decision = schedule.decide(bulk_answer((500, "exception")), 0.0, 1, item_statuses)
@@ -277,7 +306,7 @@ def test_a_2xx_whose_answer_does_not_say_counts_every_record_failed_as_unknown(
 ) -> None:
     """None: the answer was longer than the transport reads, or had no body."""
     health = ServerHealth(POLICY, no_jitter)
-    decision = POLICY.schedule(health, 0.0).decide(
+    decision = POLICY.schedule(health).decide(
         Outcome(status=200, body=body), 0.0, 3, item_statuses
     )
     assert decision.action == ITEMS
@@ -291,14 +320,14 @@ def test_a_reader_that_raises_counts_as_an_answer_that_does_not_say() -> None:
         raise RecursionError
 
     health = ServerHealth(POLICY, no_jitter)
-    decision = POLICY.schedule(health, 0.0).decide(Outcome(status=200, body=b"{}"), 0.0, 1, broken)
+    decision = POLICY.schedule(health).decide(Outcome(status=200, body=b"{}"), 0.0, 1, broken)
     assert decision.action == ITEMS and decision.items is not None
     assert list(decision.items.failed.values()) == [(0,)]
 
 
 def test_a_non_2xx_to_a_payload_that_reads_its_answer_is_decided_by_its_status() -> None:
     health = ServerHealth(POLICY, no_jitter)
-    schedule = POLICY.schedule(health, 0.0)
+    schedule = POLICY.schedule(health)
     assert schedule.decide(Outcome(status=429), 0.0, 2, item_statuses).action == RETRY
     assert schedule.decide(Outcome(status=413), 0.0, 2, item_statuses).action == SPLIT
     assert schedule.decide(Outcome(status=401), 0.0, 2, item_statuses).action == FAIL
