@@ -26,7 +26,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 from urllib3.util.retry import RequestHistory, Retry
 
-from ._transport import TLS_ERROR, UNREACHABLE, Outcome
+from ._transport import TLS_CLOSED, TLS_ERROR, UNREACHABLE, Outcome
 from ._wire import AnswerReader, ItemStatus
 
 #: Statuses worth another try: the server is overloaded, restarting, or timed out.
@@ -197,6 +197,13 @@ class RetrySchedule:
         if outcome.error == UNREACHABLE:
             # Unbounded in time: the buffer's bounds decide what is kept meanwhile.
             return Decision(RETRY, self._health.failed(now), outcome.detail)
+        if outcome.error == TLS_CLOSED:
+            # A TLS terminator restarting, or a server refusing the client's certificate
+            # without an alert (TLS 1.3 may): retried as a 503 is, then failed.
+            delay = self._health.failed(now)
+            if self._budget.spent(now, delay, self._policy.max_retry_time):
+                return Decision(FAIL, reason=f"retries exhausted: {outcome.detail}")
+            return Decision(RETRY, delay, outcome.detail)
         if outcome.error == TLS_ERROR:
             return Decision(FAIL, reason=outcome.detail or "TLS error")
         return Decision(FAIL, reason=outcome.detail or "request failed")

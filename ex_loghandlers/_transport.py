@@ -39,6 +39,9 @@ from ._wire import Payload
 
 UNREACHABLE = "unreachable"
 TLS_ERROR = "tls"
+#: The connection ended in the TLS handshake without an alert: a server going away (retried),
+#: or one that refused the client's certificate and did not say so (failed, in the end).
+TLS_CLOSED = "tls closed"
 OTHER_ERROR = "error"
 
 #: At most this much of a response's body is read. The status and ``Retry-After`` are all the
@@ -63,7 +66,7 @@ class Outcome:
 
     status: Optional[int] = None
     retry_after: Optional[str] = None
-    error: Optional[str] = None  # UNREACHABLE | TLS_ERROR | OTHER_ERROR when no response
+    error: Optional[str] = None  # UNREACHABLE | TLS_ERROR | TLS_CLOSED | OTHER_ERROR: no response
     detail: str = ""
     #: A 2xx answer's whole body, for a payload that reads its answer; None for any other, and
     #: for one longer than ``answer_limit()``.
@@ -154,6 +157,8 @@ class HTTPTransport:
             try:
                 response = self._open(payload, method, timeout, extra_headers)
             except urllib3.exceptions.SSLError as exc:
+                if _cut_short(exc):
+                    return Outcome(error=TLS_CLOSED, detail=TLS_CUT_SHORT)
                 return Outcome(error=TLS_ERROR, detail=describe_tls_error(exc))
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 return Outcome(error=UNREACHABLE, detail=describe_network_error(exc))
@@ -473,6 +478,17 @@ def _causes(exc: BaseException) -> list[BaseException]:
                 stack.append(nxt)
         stack.extend(arg for arg in current.args if isinstance(arg, BaseException))
     return seen
+
+
+#: What a ``TLS_CLOSED`` outcome says.
+TLS_CUT_SHORT = "connection closed during the TLS handshake"
+_CUT_SHORT = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+
+
+def _cut_short(exc: BaseException) -> bool:
+    """The connection ended in the handshake without an alert: no verdict on the certificates
+    or the settings (those are permanent)."""
+    return any(isinstance(cause, _CUT_SHORT) for cause in _causes(exc))
 
 
 def describe_tls_error(exc: BaseException) -> str:

@@ -22,7 +22,7 @@ from ex_loghandlers._retry import (
     RetryPolicy,
     ServerHealth,
 )
-from ex_loghandlers._transport import TLS_ERROR, UNREACHABLE, Outcome
+from ex_loghandlers._transport import TLS_CLOSED, TLS_ERROR, UNREACHABLE, Outcome
 
 POLICY = RetryPolicy(max_retry_time=60.0)
 REFUSED = Outcome(error=UNREACHABLE, detail="connection refused")
@@ -217,6 +217,20 @@ def test_tls_errors_are_permanent() -> None:
     health = ServerHealth(POLICY, no_jitter)
     decision = POLICY.schedule(health).decide(outcome, 0.0, 1)
     assert decision.action == FAIL and "certificate" in decision.reason
+
+
+def test_a_tls_handshake_cut_short_is_retried_for_max_retry_time_then_failed() -> None:
+    outcome = Outcome(error=TLS_CLOSED, detail="connection closed during the TLS handshake")
+    health = ServerHealth(POLICY, no_jitter)
+    payload = POLICY.schedule(health)
+    now, decision = 0.0, payload.decide(outcome, 0.0, 1)
+    while decision.action == RETRY:
+        now += decision.delay
+        decision = payload.decide(outcome, now, 1)
+    assert health.failures > POLICY.immediate_retries  # with the backoff, not in a tight loop
+    assert now <= POLICY.max_retry_time
+    assert decision.action == FAIL
+    assert decision.reason == "retries exhausted: connection closed during the TLS handshake"
 
 
 # -- a 2xx answer that says what became of each record (Elasticsearch's bulk API) -----------------
