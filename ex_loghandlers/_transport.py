@@ -385,28 +385,29 @@ USER_AGENT = "ex_loghandlers"
 
 
 def basic_auth(user: str, password: str) -> str:
-    """An ``Authorization: Basic`` value (Latin-1 as browsers and requests do, else UTF-8)."""
-    pair = f"{user}:{password}"
-    try:
-        raw = pair.encode("latin-1")
-    except UnicodeEncodeError:
-        raw = pair.encode("utf-8")
+    """An ``Authorization: Basic`` value, UTF-8 as the stdlib's ``HTTPHandler`` sends it (and
+    RFC 7617 asks)."""
+    raw = f"{user}:{password}".encode()
     return "Basic " + base64.b64encode(raw).decode("ascii")
 
 
 def _tls_settings(options: TransportOptions) -> Dict[str, Any]:
-    """urllib3 pool settings for ``verify``/``cert``/``context``, as requests would make them."""
+    """urllib3 pool settings for ``verify``/``cert``/``context``, as requests would make them
+    (but for what ``verify=True`` trusts: ``_trusted_by_default``)."""
     if options.context is not None:
-        # The stdlib's context=, used as it is: urllib3 then reads its verify mode from it.
-        return {"ssl_context": options.context}
+        # The stdlib's context=, used as it is: urllib3 then reads its verify mode from it, but
+        # would check the server's name itself where the context does not.
+        if options.context.check_hostname:
+            return {"ssl_context": options.context}
+        return {"ssl_context": options.context, "assert_hostname": False}
     settings: Dict[str, Any] = {}
     verify = options.verify
     if verify is True:
-        verify = (
-            os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-            or DEFAULT_CA_BUNDLE_PATH
-        )
-    if verify is False:
+        verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    if verify is True:
+        settings["ssl_context"] = _trusted_by_default()
+        settings["cert_reqs"] = "CERT_REQUIRED"
+    elif verify is False:
         settings["cert_reqs"] = "CERT_NONE"
     else:
         settings["cert_reqs"] = "CERT_REQUIRED"
@@ -416,6 +417,16 @@ def _tls_settings(options: TransportOptions) -> Dict[str, Any]:
     elif options.cert is not None:
         settings["cert_file"], settings["key_file"] = options.cert
     return settings
+
+
+def _trusted_by_default() -> ssl.SSLContext:
+    """What ``verify=True`` trusts: the system's certificate authorities (as the stdlib's
+    ``HTTPHandler`` does: an organisation's own CA is often installed there, or named by
+    ``SSL_CERT_FILE``), and the bundle ``requests`` ships (certifi's), as ``requests`` does."""
+    context = ssl.create_default_context()
+    with contextlib.suppress(OSError):
+        context.load_verify_locations(DEFAULT_CA_BUNDLE_PATH)
+    return context
 
 
 def _verifies(options: TransportOptions) -> bool:

@@ -17,6 +17,7 @@ import base64
 import contextlib
 import io
 import logging
+import logging.handlers
 import socket
 import ssl
 import threading
@@ -306,6 +307,31 @@ def test_a_context_that_trusts_nothing_fails_with_certificate(server: Server) ->
     assert _context_state(context) == before
 
 
+def test_a_context_that_does_not_check_the_name_is_honoured(tmp_path: Any) -> None:
+    """The stdlib's HTTPHandler delivers with such a context to a trusted certificate issued
+    for another name (an internal service reached by its address): so does this handler."""
+    ca = trustme.CA()
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("logs.internal").configure_cert(server_context)
+    ca_file = str(tmp_path / "ca.pem")
+    ca.cert_pem.write_to_path(ca_file)
+    context = ssl.create_default_context(cafile=ca_file)
+    context.check_hostname = False
+    with Server(server_context) as server:
+        run = _send_one(host=f"127.0.0.1:{server.port}", url="/log", secure=True,
+                        context=context)
+        _assert_delivered(run, server)
+    assert _context_state(context) == (ssl.CERT_REQUIRED, False)
+
+
+def test_default_verify_trusts_the_systems_authorities_as_the_stdlib_does(
+    server: Server, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An organisation's own CA, where OpenSSL looks (here named by ``SSL_CERT_FILE``)."""
+    monkeypatch.setenv("SSL_CERT_FILE", pki.ca_file)
+    _assert_delivered(_send_one(url=f"{server.origin}/log"), server)
+
+
 def test_a_context_that_verifies_nothing_is_honoured_and_not_changed(server: Server) -> None:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
@@ -432,6 +458,26 @@ def test_credentials_over_https_send_basic_auth_and_do_not_warn(
     [request] = server.received
     expected = "Basic " + base64.b64encode(b"user:pa55word").decode("ascii")
     assert request.headers["authorization"] == expected
+
+
+def test_credentials_beyond_ascii_are_sent_as_the_stdlib_sends_them(plain_server: Server) -> None:
+    credentials = ("jürgen", "pässwörd")
+    stdlib = logging.handlers.HTTPHandler(
+        f"127.0.0.1:{plain_server.port}", "/stdlib", method="POST", credentials=credentials,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # credentials over plain http: said, and meant here
+        ours = ExHTTPHandler(f"127.0.0.1:{plain_server.port}", "/ours", method="POST",
+                             credentials=credentials)
+    try:
+        stdlib.handle(logging.LogRecord("t", logging.INFO, __file__, 0, "x", None, None))
+        _log(ours)
+        assert ours.flush(timeout=WAIT) is True
+    finally:
+        ours.close()
+    by_path = {r.path: r.headers["authorization"] for r in plain_server.received}
+    assert by_path["/ours"] == by_path["/stdlib"]
+    assert base64.b64decode(by_path["/ours"].split()[1]) == "jürgen:pässwörd".encode()
 
 
 @pytest.mark.parametrize("form", ["host", "url"])
