@@ -405,8 +405,9 @@ def _tls_settings(options: TransportOptions) -> Dict[str, Any]:
     if verify is True:
         verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
     if verify is True:
-        settings["ssl_context"] = _trusted_by_default()
         settings["cert_reqs"] = "CERT_REQUIRED"
+        if urlsplit(options.url).scheme == "https":  # loading the system's store takes a while
+            settings["ssl_context"] = _trusted_by_default()
     elif verify is False:
         settings["cert_reqs"] = "CERT_NONE"
     else:
