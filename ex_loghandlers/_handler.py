@@ -11,11 +11,13 @@ import contextlib
 import inspect
 import logging
 import os
+import ssl
 import sys
 import threading
 import warnings
 from collections import deque
 from typing import Any, Callable, Deque, Dict, Optional, Set, Tuple, Type, TypeVar, Union
+from urllib.parse import urlsplit
 
 from ._buffer import RecordBuffer
 from ._clock import SYSTEM_CLOCK, Clock
@@ -174,6 +176,30 @@ class ExHTTPHandler(logging.Handler):
     def url(self) -> str:
         """The full URL records are sent to (may contain the API key: do not log it)."""
         return self._config.url
+
+    # The stdlib HTTPHandler's attributes (and 0.1's prefix), read-only: a subclass's
+    # mapLogRecord written for either may read them.
+
+    @property
+    def host(self) -> str:
+        """``"server:port"`` as the stdlib's ``host`` (from the URL when given as one)."""
+        return urlsplit(self._config.url).netloc.rpartition("@")[2]
+
+    @property
+    def secure(self) -> bool:
+        return urlsplit(self._config.url).scheme == "https"
+
+    @property
+    def credentials(self) -> Optional[Tuple[str, str]]:
+        return self._config.credentials
+
+    @property
+    def context(self) -> Optional[ssl.SSLContext]:
+        return self._config.context
+
+    @property
+    def prefix(self) -> str:
+        return self._config.prefix
 
     @property
     def config(self) -> Config:

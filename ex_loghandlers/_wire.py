@@ -264,7 +264,8 @@ def _quoted_cached(text: str) -> str:
 
 
 def form_body(fields: Fields) -> bytes:
-    """One record urlencoded as the stdlib ``HTTPHandler`` does: every value as ``str()``.
+    """One record urlencoded as the stdlib ``HTTPHandler`` does: every value as ``str()``, bytes
+    as they are.
 
     The same bytes as ``urlencode``, faster: most keys and many values need no quoting, and
     those that repeat are quoted once (looked up here first: most are found). An int's text
@@ -277,7 +278,8 @@ def form_body(fields: Fields) -> bytes:
     for key, value in pairs:
         name = quoted(key) if type(key) is str else None
         if name is None:
-            name = _quoted_cached(safe_text(key))
+            name = (quote_plus(key, safe="") if type(key) is bytes
+                    else _quoted_cached(safe_text(key)))
         kind = type(value)
         if kind is str:
             text = quoted(value)
@@ -289,6 +291,8 @@ def form_body(fields: Fields) -> bytes:
             text = "None"
         elif kind is float:
             text = _quoted(str(value))
+        elif kind is bytes:  # the bytes themselves, as the stdlib's urlencode sends them
+            text = quote_plus(value, safe="")
         else:
             text = _quoted(safe_text(value))
         parts.append(f"{name}={text}")

@@ -325,3 +325,67 @@ def test_a_context_without_secure_is_refused_as_the_stdlib_refuses_it() -> None:
     with pytest.raises(ValueError, match=r"\bcontext\b.*\bsecure=True\b") as info:
         ExHTTPHandler("localhost:5000", "/frob", context=context)
     assert type(info.value) is ValueError
+
+
+@pytest.mark.parametrize("secure", [False, True], ids=["http", "https"])
+def test_the_stdlib_handlers_attributes_read_the_same(secure: bool) -> None:
+    """What a ``mapLogRecord`` written for the stdlib's handler may read of it."""
+    context = ssl.create_default_context() if secure else None
+    options = {"secure": secure, "credentials": ("foo", "bar"), "context": context}
+    stdlib = logging.handlers.HTTPHandler("localhost:5000", "/frob", "POST", **options)
+    handler = ExHTTPHandler("localhost:5000", "/frob", "POST", **options)  # type: ignore[arg-type]
+    try:
+        for name in ("host", "secure", "credentials", "context", "method"):
+            assert getattr(handler, name) == getattr(stdlib, name), name
+    finally:
+        handler.close()
+
+
+def test_a_0_1_subclass_reading_its_prefix_sends_its_records(
+    frob_server: RecordingServer,
+) -> None:
+    class Team(ExHTTPHandler):
+        def mapLogRecord(self, record: logging.LogRecord) -> dict:  # type: ignore[type-arg]
+            return {**super().mapLogRecord(record), self.prefix + "team": "blue",
+                    "sink": self.host}
+
+    logger = logging.getLogger("test_stdlib_compat.team")
+    logger.propagate = False
+    handler = Team(f"127.0.0.1:{frob_server.port}", "/frob", "POST", "_log_")
+    logger.addHandler(handler)
+    try:
+        logger.error("from a 0.1 subclass")
+        assert handler.flush(timeout=WAIT) is True
+        [request] = frob_server.received
+        fields = parse_qs(request.body.decode("utf-8"))
+        assert (fields["_log_team"], fields["sink"]) == (["blue"], [f"127.0.0.1:{frob_server.port}"])
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+        handler.close()
+
+
+def test_bytes_from_a_mapping_are_sent_as_urlencode_sends_them(
+    frob_server: RecordingServer,
+) -> None:
+    """The bytes themselves, percent-encoded: not their repr (``b'\\xe9t\\xe9'``)."""
+    fields = {"raw": b"\xe9t\xe9 ok", b"key": "value", "text": "été"}
+
+    class StdlibRaw(logging.handlers.HTTPHandler):
+        def mapLogRecord(self, record: logging.LogRecord) -> dict:  # type: ignore[type-arg]
+            return fields
+
+    class Raw(ExHTTPHandler):
+        def mapLogRecord(self, record: logging.LogRecord) -> dict:  # type: ignore[type-arg]
+            return fields
+
+    record = logging.LogRecord("t", logging.INFO, __file__, 0, "m", None, None)
+    StdlibRaw(f"127.0.0.1:{frob_server.port}", "/stdlib", "POST").handle(record)
+    handler = Raw(f"127.0.0.1:{frob_server.port}", "/ours", "POST")
+    try:
+        handler.handle(record)
+        assert handler.flush(timeout=WAIT) is True
+    finally:
+        handler.close()
+    bodies = {r.path: r.body for r in frob_server.received}
+    assert bodies["/ours"] == bodies["/stdlib"] == b"raw=%E9t%E9+ok&key=value&text=%C3%A9t%C3%A9"
