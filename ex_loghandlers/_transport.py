@@ -325,6 +325,15 @@ class _DeadlineResponse(http.client.HTTPResponse):
     ) -> None:
         super().__init__(_DeadlineReader(sock), debuglevel, method, url)  # type: ignore[arg-type]
 
+    def _read_status(self) -> Tuple[str, int, str]:
+        """The status of the answer, past informational ones (102 Processing, 103 Early Hints):
+        ``http.client`` skips 100 Continue only, and would take one of those for the answer."""
+        while True:
+            version, status, reason = super()._read_status()  # type: ignore[misc]
+            if not 101 < status < 200:
+                return version, status, reason
+            http.client._read_headers(self.fp)  # type: ignore[attr-defined]
+
 
 class _DeadlineHTTPConnection(urllib3.connection.HTTPConnection):
     """A connection on which each step gets what is left of the request's time.

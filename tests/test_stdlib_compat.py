@@ -358,7 +358,8 @@ def test_a_0_1_subclass_reading_its_prefix_sends_its_records(
         assert handler.flush(timeout=WAIT) is True
         [request] = frob_server.received
         fields = parse_qs(request.body.decode("utf-8"))
-        assert (fields["_log_team"], fields["sink"]) == (["blue"], [f"127.0.0.1:{frob_server.port}"])
+        assert fields["_log_team"] == ["blue"]
+        assert fields["sink"] == [f"127.0.0.1:{frob_server.port}"]
     finally:
         logger.removeHandler(handler)
         logger.propagate = True

@@ -344,6 +344,19 @@ def test_the_whole_answer_of_a_payload_that_reads_it_is_read_and_its_connection_
         assert transport.send(PAYLOAD, "POST", 5.0) == Outcome(status=200, body=None)
 
 
+@pytest.mark.parametrize("informational", [b"102 Processing", b"103 Early Hints"])
+def test_informational_answers_before_the_status_are_passed_over(
+    transports: Callable[..., HTTPTransport], informational: bytes,
+) -> None:
+    """Taken for the answer, they made a record stored count as failed (HTTP 103)."""
+    early = b"HTTP/1.1 %s\r\nLink: </style.css>; rel=preload\r\n\r\n" % informational
+    with ScriptedServer(answering(early + early + OK)) as server:
+        transport = transports(server.url())
+        assert transport.send(PAYLOAD, "POST", 5.0) == Outcome(status=200)
+        assert transport.send(PAYLOAD, "POST", 5.0) == Outcome(status=200)
+        assert len(server.peers) == 1  # the connection serves the next request
+
+
 def test_an_answer_the_server_compressed_is_read_decompressed(
     transports: Callable[..., HTTPTransport],
 ) -> None:
