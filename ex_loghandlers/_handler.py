@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import itertools
 import logging
 import os
 import ssl
@@ -516,7 +517,7 @@ class ExHTTPHandler(logging.Handler):
             if self._user_mapping:
                 return fields_of(item)  # sent as the user's mapLogRecord made it
             fields: Dict[str, Any] = wire_fields(item)
-            fields[seq_key] = seq
+            fields[seq_key] = next(_WIRE_SEQ)
             return fields
 
         self._delivery = Delivery(
@@ -581,6 +582,13 @@ class ExHTTPHandler(logging.Handler):
         self._close_in_emit = False
         self._delivery.forget_after_fork()
         self._new_delivery()
+
+
+#: ``<prefix>seq``: one count for the whole process, whatever handlers it makes and remakes
+#: (``dictConfig()`` run twice, as by Django's ``runserver``), so that with the host and pid it
+#: names one record. Taken as a record is made ready to send, once: its retries, and the disk,
+#: keep it. (A buffer's own positions start at 0 with each buffer.)
+_WIRE_SEQ = itertools.count()
 
 
 def _known_to_logging_again(handler: logging.Handler) -> bool:

@@ -353,6 +353,43 @@ def test_a_handler_a_reconfiguration_closes_but_leaves_in_place_keeps_delivering
         assert (stats.sent, stats.dropped, stats.emitted) == (2, 0, 2)
 
 
+def test_each_record_of_a_process_has_a_sequence_number_of_its_own(
+    logging_state: LoggingState,
+) -> None:
+    """A handler reopened after a reconfiguration, and a new handler for the same server made
+    by a second dictConfig() (Django's runserver runs its settings twice): with the host and
+    pid, ``<prefix>seq`` names one record, as a server that discards duplicates reads it. Each
+    began again at 0."""
+    logging_state.configured("myapp.seq")
+    with FaultServer() as server:
+
+        def configure() -> ExHTTPHandler:
+            logging.config.dictConfig({
+                "version": 1,
+                "disable_existing_loggers": False,
+                "handlers": {"central": {"class": "ex_loghandlers.ExHTTPHandler",
+                                         "url": server.url_for("/sink/TEST/app")}},
+                "loggers": {"myapp.seq": {"level": "INFO", "handlers": ["central"]}},
+            })
+            return ex_handler_of(logging.getLogger("myapp.seq"))
+
+        first = configure()
+        log = logging.getLogger("myapp.seq")
+        log.info("A")
+        assert first.flush(WAIT)
+        first.close()  # as a reconfiguration that leaves it in place does
+        log.info("B")  # reopens it
+        assert first.flush(WAIT)
+        second = configure()  # closes the first, makes a second
+        log.info("C")
+        assert second.flush(WAIT)
+        records = server.accepted_records()
+    assert [r["message"] for r in records] == ["A", "B", "C"]
+    keys = [(r["_ex_hostname"], r["_ex_pid"], r["_ex_seq"]) for r in records]
+    assert len(set(keys)) == 3, keys
+    assert [int(seq) for _, _, seq in keys] == sorted(int(seq) for _, _, seq in keys)
+
+
 INI_WITH_KWARGS = """
 [loggers]
 keys=root
