@@ -76,12 +76,12 @@ _EXITING = threading.Event()
 
 
 def exiting() -> bool:
-    """True once the exiting interpreter has reached this module's ``atexit`` callback.
+    """True once nothing will close a handler again: the exiting interpreter has reached this
+    module's ``atexit`` callback, or a ``multiprocessing`` child has closed its handlers.
 
-    Callbacks run last registered first: those registered after this module was imported have
-    run, ``logging.shutdown()``'s (registered when ``logging`` was imported, before) has not.
-    So a handler closed while this is True was closed by it, or after it, and nothing will
-    close it again.
+    ``atexit`` callbacks run last registered first: those registered after this module was
+    imported have run, ``logging.shutdown()``'s (registered when ``logging`` was imported,
+    before) has not. So a handler closed while this is True was closed by it, or after it.
     """
     return _EXITING.is_set()
 
@@ -93,6 +93,7 @@ def _close_all_in_a_multiprocessing_child() -> None:
     multiprocessing = sys.modules.get("multiprocessing")
     if multiprocessing is None or multiprocessing.parent_process() is None:
         return  # not a multiprocessing child: logging.shutdown() will run at exit
+    _EXITING.set()  # a thread still running (not a daemon: waited for) may log after this
     handlers = live_handlers()
     for handler in handlers:
         with contextlib.suppress(Exception):

@@ -155,6 +155,61 @@ def test_children_deliver_their_own_records_at_exit_and_the_parent_its_own(tmp_p
     )  # each exactly once: no child sent the parent's queued record
 
 
+LATE_THREAD_SCRIPT = """
+import logging, multiprocessing, sys, threading
+from ex_loghandlers import ExHTTPHandler
+
+closed = threading.Event()
+
+
+class Handler(ExHTTPHandler):
+    def close(self):
+        super().close()
+        closed.set()
+
+
+log = logging.getLogger("late")
+log.setLevel(logging.INFO)
+log.addHandler(Handler(url=sys.argv[1], wire_format="json"))
+
+
+def log_after_the_close():
+    closed.wait(10)  # the child's handlers are closed as its threads shut down
+    for i in range(3):
+        log.info("late thread record %d", i)
+
+
+def work():
+    log.info("child's main record")
+    threading.Thread(target=log_after_the_close).start()  # not a daemon: waited for
+
+
+if __name__ == "__main__":
+    child = multiprocessing.get_context("fork").Process(target=work)
+    child.start()
+    child.join()
+    sys.exit(child.exitcode)
+"""
+
+
+@fork_only
+def test_a_multiprocessing_childs_thread_logging_after_its_handlers_closed_is_delivered(
+    tmp_path: Any,
+) -> None:
+    """The child ends with os._exit() once its threads are done: the records of a thread still
+    running when its handlers were closed are delivered before they are logged, not lost."""
+    script = tmp_path / "late_thread.py"
+    script.write_text(LATE_THREAD_SCRIPT)
+    with FaultServer() as server:
+        result = subprocess.run([sys.executable, str(script), server.url_for("/sink/TEST/x")],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+        assert [r["message"] for r in own_records(server, "late")] == ["child's main record"] + [
+            f"late thread record {i}" for i in range(3)
+        ]
+
+
 # -- loss you can see ------------------------------------------------------------------------------
 
 
