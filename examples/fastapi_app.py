@@ -45,6 +45,13 @@ logging.config.dictConfig({
             "url": os.environ.get("LOG_URL", "http://localhost:5000/sink/TEST/fastapi-app"),
         },
     },
+    # Served by the uvicorn command line, uvicorn has configured its own loggers before this
+    # runs, to keep their records to themselves: they pass them on to the root logger here,
+    # its traceback of an unhandled exception included.
+    "loggers": {
+        "uvicorn": {"handlers": [], "propagate": True},
+        "uvicorn.access": {"handlers": [], "propagate": True},
+    },
     "root": {"level": "INFO", "handlers": ["console", "central"]},
 })
 

@@ -459,7 +459,8 @@ def test_uvicorn_sigterm_without_either_loses_what_is_queued() -> None:
 @posix_only
 def test_uvicorn_command_line_with_the_lifespan_flush(tmp_path: Path) -> None:
     """``uvicorn fastapi_app:app``: uvicorn configures its logging before it imports the app,
-    so the handler configured at import survives, and the lifespan delivers at SIGTERM."""
+    so the handler configured at import survives, uvicorn's own records reach it (the traceback
+    of an unhandled exception among them), and the lifespan delivers at SIGTERM."""
     release = threading.Event()
     with held(release) as server:
         args = [sys.executable, "-m", "uvicorn", "fastapi_app:app", "--port", "0"]
@@ -472,9 +473,14 @@ def test_uvicorn_command_line_with_the_lifespan_flush(tmp_path: Path) -> None:
             status = app.wait()
         finally:
             app.stop()
-        sent = messages(server)
+        records = received(server)
     assert status == -signal.SIGTERM
-    assert sent == ["application starting", "index served", "application stopping"]
+    sent = [str(r["message"]).strip() for r in records]
+    assert all(message in sent for message in APP_RECORDS), "\n".join(sent)
+    assert "application stopping" in sent  # logged in the lifespan, before its flush
+    error = records[sent.index("Exception in ASGI application")]
+    assert error["_ex_traceback"].rstrip().endswith("ZeroDivisionError: the endpoint failed")
+    assert len(sent) == len(set(sent))
 
 
 #: uvicorn serving the example app, plus /burst: log n records from a coroutine, yielding to
