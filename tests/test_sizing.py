@@ -8,7 +8,7 @@ import logging
 from typing import Any, Dict, List
 
 import pytest
-from faultserver import Action, FaultServer, fail_first
+from faultserver import Action, FaultServer, fail_first, sequence
 
 from ex_loghandlers import ExHTTPHandler
 from ex_loghandlers._sizing import CUT_MARK, limited
@@ -42,6 +42,30 @@ def test_a_record_too_large_on_its_own_is_cut_and_marked(wire_format: str) -> No
     [fields] = payload.records
     assert fields["_ex_truncated"] > 900_000
     assert fields["message"].startswith("record 7 xxx") and fields["message"].endswith(CUT_MARK)
+
+
+@pytest.mark.parametrize("wire_format", ["form", "json", "ndjson", "otlp", "loki", "elasticsearch"])
+def test_a_record_with_too_many_extra_fields_keeps_logging_s_own(
+    logger: logging.Logger, wire_format: str,
+) -> None:
+    """Cutting texts is not enough: its extra fields go, the largest first, and what logging
+    gives every record stays (a bare mark took their place: the server refused it)."""
+    stored = b'{"errors":false,"items":[{"create":{"status":201}}]}'  # (elasticsearch reads it)
+    with FaultServer(sequence([], then=Action.ok(200, body=stored))) as server:
+        handler = ExHTTPHandler(url=server.url_for("/x"), wire_format=wire_format,
+                                max_batch_bytes=4096)
+        logger.addHandler(handler)
+        extra = {f"field_{i:03}": f"value {i}" for i in range(150)}
+        extra["field_big"] = "b" * 5000
+        logger.warning("many fields", extra=extra)
+        assert handler.flush(WAIT)
+        [request] = server.requests()
+    assert len(request.body) <= 4096
+    text = json.dumps(request.records()[-1])  # (elasticsearch: after its action line)
+    assert "many fields" in text and "WARNING" in text and logger.name in text
+    assert "field_big" not in text  # the largest went first
+    assert "field_000" in text  # and no more than had to
+    assert handler.stats.sent == 1
 
 
 def test_a_small_limit_is_refused_at_configuration() -> None:
