@@ -473,8 +473,8 @@ class Delivery:
             self.ledger.failed(payload.failure, count, at)
             self._reporter.report()
             return True
-        schedule = self._policy.schedule(self._health, budget)
         key = idempotency_key(payload)
+        schedule = self._policy.schedule(self._health, budget, keyed=key is not None)
         while True:
             if not self._wait_until(self._health.resume_at):
                 return False

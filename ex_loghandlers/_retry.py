@@ -36,6 +36,9 @@ RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 #: bounded time, so that one such record cannot hold the queue for ``max_retry_time``.
 SERVER_ERROR = 500
 PAYLOAD_TOO_LARGE = 413
+#: To a request with an ``Idempotency-Key``: a try of it is still being processed (the IETF
+#: draft "The Idempotency-Key HTTP Header Field"). Worth another try, as a 503 is.
+CONFLICT = 409
 
 SENT = "sent"
 RETRY = "retry"
@@ -73,10 +76,12 @@ class RetryPolicy:
     server_error_retries: int = 4
 
     def schedule(
-        self, health: ServerHealth, budget: Optional[RetryBudget] = None
+        self, health: ServerHealth, budget: Optional[RetryBudget] = None, keyed: bool = False
     ) -> RetrySchedule:
-        """Follow one payload; ``budget``: its batch's ``max_retry_time`` (its own if None)."""
-        return RetrySchedule(self, health, RetryBudget() if budget is None else budget)
+        """Follow one payload; ``budget``: its batch's ``max_retry_time`` (its own if None);
+        ``keyed``: its requests carry an ``Idempotency-Key``."""
+        budget = RetryBudget() if budget is None else budget
+        return RetrySchedule(self, health, budget, keyed)
 
     @property
     def longest_retry_after(self) -> float:
@@ -175,10 +180,13 @@ def status_reason(status: int) -> str:
 class RetrySchedule:
     """One payload through its attempts: final, or worth another try after how long."""
 
-    def __init__(self, policy: RetryPolicy, health: ServerHealth, budget: RetryBudget) -> None:
+    def __init__(
+        self, policy: RetryPolicy, health: ServerHealth, budget: RetryBudget, keyed: bool
+    ) -> None:
         self._policy = policy
         self._health = health
         self._budget = budget
+        self._keyed = keyed
         self._server_errors = 0
 
     def decide(
@@ -214,7 +222,7 @@ class RetrySchedule:
         if status == PAYLOAD_TOO_LARGE and records > 1:
             self._health.succeeded()
             return Decision(SPLIT, reason=status_reason(status))
-        if status not in RETRYABLE_STATUSES:
+        if status not in RETRYABLE_STATUSES and not (status == CONFLICT and self._keyed):
             self._health.succeeded()
             return Decision(FAIL, reason=status_reason(status))
         delay = self._health.failed(now, parse_retry_after(retry_after_header))

@@ -223,6 +223,22 @@ def test_a_retry_after_beyond_max_retry_time_holds_delivery_no_longer_than_it(
         assert messages(server) == ["patience", "behind it"]
 
 
+@pytest.mark.parametrize(("wire_format", "sent", "failed"), [("json", 1, 0), ("form", 0, 1)])
+def test_a_409_to_a_batch_with_an_idempotency_key_is_tried_again(
+    logger: logging.Logger, wire_format: str, sent: int, failed: int,
+) -> None:
+    """The server still processes the try before (a retry after a timeout): the record is
+    stored, and counting it failed would report a loss that is none. A form request carries
+    no key: there a 409 is the server's verdict."""
+    with FaultServer(fail_first(1, Action.status(409))) as server:
+        handler = attach(logger, server, wire_format=wire_format)
+        logger.warning("stored once")
+        assert handler.flush(timeout=10)
+        stats = handler.stats
+    assert (stats.sent, stats.failed) == (sent, failed), stats
+    assert len(server.requests()) == 1 + sent
+
+
 def test_403_is_reported_once_and_the_queue_keeps_moving(logger: logging.Logger) -> None:
     def script(index: int, request: ReceivedRequest) -> Action:
         # By message, not by the body's bytes: the loss notice's thread name holds a hex id,

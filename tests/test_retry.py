@@ -132,6 +132,15 @@ def test_overload_statuses_are_retried_for_max_retry_time_not_a_count(status: in
     assert now <= POLICY.max_retry_time
 
 
+def test_a_409_is_retried_only_for_a_request_with_an_idempotency_key() -> None:
+    """Its try before is still being processed; without a key, 409 is a verdict."""
+    keyed = POLICY.schedule(ServerHealth(POLICY, no_jitter), keyed=True)
+    assert keyed.decide(Outcome(status=409), 0.0, 1).action == RETRY
+    plain = POLICY.schedule(ServerHealth(POLICY, no_jitter))
+    decision = plain.decide(Outcome(status=409), 0.0, 1)
+    assert (decision.action, decision.reason) == (FAIL, "HTTP 409")
+
+
 def test_a_500_may_be_about_the_record_and_gets_a_bounded_number_of_retries() -> None:
     health = ServerHealth(POLICY, no_jitter)
     payload = POLICY.schedule(health)
