@@ -263,9 +263,15 @@ def _quoted_cached(text: str) -> str:
     return quoted
 
 
+def _utf8_text(value: bytes) -> str:
+    """Bytes as ``urlencode`` sends them (the bytes themselves) where they are UTF-8, as the body
+    says it is; any other byte as its escape (``\\x80``), as in a text."""
+    return value.decode("utf-8", "backslashreplace")
+
+
 def form_body(fields: Fields) -> bytes:
     """One record urlencoded as the stdlib ``HTTPHandler`` does: every value as ``str()``, bytes
-    as they are.
+    as they are (if UTF-8: see ``_utf8_text``).
 
     The same bytes as ``urlencode``, faster: most keys and many values need no quoting, and
     those that repeat are quoted once (looked up here first: most are found). An int's text
@@ -278,8 +284,8 @@ def form_body(fields: Fields) -> bytes:
     for key, value in pairs:
         name = quoted(key) if type(key) is str else None
         if name is None:
-            name = (quote_plus(key, safe="") if type(key) is bytes
-                    else _quoted_cached(safe_text(key)))
+            text_key = _utf8_text(key) if type(key) is bytes else safe_text(key)
+            name = _quoted_cached(text_key)
         kind = type(value)
         if kind is str:
             text = quoted(value)
@@ -291,8 +297,8 @@ def form_body(fields: Fields) -> bytes:
             text = "None"
         elif kind is float:
             text = _quoted(str(value))
-        elif kind is bytes:  # the bytes themselves, as the stdlib's urlencode sends them
-            text = quote_plus(value, safe="")
+        elif kind is bytes:
+            text = _quoted(_utf8_text(value))
         else:
             text = _quoted(safe_text(value))
         parts.append(f"{name}={text}")
