@@ -220,6 +220,9 @@ def _finish(response: urllib3.BaseHTTPResponse) -> None:
             response.close()
     except Exception:
         response.close()
+    except BaseException:
+        response.close()
+        raise
     finally:
         response.release_conn()
 
@@ -237,6 +240,9 @@ def _read_whole(response: urllib3.BaseHTTPResponse, limit: int) -> Optional[byte
     except Exception:
         response.close()
         return None
+    except BaseException:
+        response.close()
+        raise
     finally:
         response.release_conn()
 
