@@ -29,8 +29,11 @@ from urllib3.util.retry import RequestHistory, Retry
 from ._transport import TLS_CLOSED, TLS_ERROR, UNREACHABLE, Outcome
 from ._wire import AnswerReader, ItemStatus
 
-#: Statuses worth another try: the server is overloaded, restarting, or timed out.
-RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+#: Statuses worth another try: the server is overloaded, restarting, or timed out. Every 5xx
+#: but those that say the request will never do (501 Not Implemented, 505 HTTP Version Not
+#: Supported, 511 Network Authentication Required): a proxy's or CDN's own (Cloudflare's 520 to
+#: 527: the origin is down or slow) and 507 Insufficient Storage pass too.
+RETRYABLE_STATUSES = frozenset({408, 429, *range(500, 600)} - {501, 505, 511})
 #: Of those, the one that may be about the request itself rather than the server's state (Logy
 #: answers 500 for a record it cannot store): retried a bounded number of times, not only for a
 #: bounded time, so that one such record cannot hold the queue for ``max_retry_time``.

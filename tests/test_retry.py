@@ -37,7 +37,7 @@ def test_2xx_is_sent() -> None:
     assert POLICY.schedule(health).decide(Outcome(status=204), 0.0, 1).action == SENT
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 405, 301, 302, 501])
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 405, 301, 302, 501, 505, 511])
 def test_other_statuses_are_permanent(status: int) -> None:
     health = ServerHealth(POLICY, no_jitter)
     decision = POLICY.schedule(health).decide(Outcome(status=status), 0.0, 1)
@@ -115,7 +115,7 @@ def test_the_history_stops_growing_at_the_cap() -> None:
     assert health.failed(0.0) == POLICY.backoff_max
 
 
-@pytest.mark.parametrize("status", [408, 429, 502, 503, 504])
+@pytest.mark.parametrize("status", [408, 429, 502, 503, 504, 507, 520, 522, 524])
 def test_overload_statuses_are_retried_for_max_retry_time_not_a_count(status: int) -> None:
     health = ServerHealth(POLICY, no_jitter)
     payload = POLICY.schedule(health)
