@@ -21,11 +21,12 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import time
 import warnings
 from dataclasses import asdict
-from typing import Any, Callable, Dict, Optional, Sequence, TextIO, Tuple
+from typing import Any, Callable, Dict, NoReturn, Optional, Sequence, TextIO, Tuple
 from urllib.parse import urlsplit
 
 from urllib3.exceptions import InsecureRequestWarning
@@ -84,7 +85,7 @@ def _prog() -> str:
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=prog,
         description="Send log records to a log server, check one, or deliver a spool.",
         epilog=f"'{prog} URL [MESSAGE ...]' without a command is 'send'.",
@@ -162,6 +163,53 @@ def _connection_options(parser: argparse.ArgumentParser, timeout: float, meaning
                      help="CA certificates (a PEM file or a directory) to verify the server with")
     parser.add_argument("--timeout", metavar="SECONDS", type=_seconds, default=timeout,
                         help=f"{meaning} (default {timeout:g})")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors that never repeat a secret the user typed: argparse quotes a value it
+    refuses (a URL given where --timeout wants seconds) and lists the arguments it does not
+    know (``--user bob:pw`` after ``spool show``). Its subcommands' parsers are of this class
+    too (``add_subparsers`` makes them of the parent's)."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(_without_secrets(message))
+
+
+_UNRECOGNIZED = "unrecognized arguments: "
+#: What argparse quotes in its messages: a value it refused, a choice it did not know.
+_QUOTED_VALUE = re.compile(r"'([^']*)'")
+#: Options whose value is secret, or may be: all of it is hidden.
+_SECRET_OPTIONS = ("--user", "--header")
+
+
+def _without_secrets(message: str) -> str:
+    head, unrecognized, rest = message.partition(_UNRECOGNIZED)
+    head = _QUOTED_VALUE.sub(lambda m: repr(_shown(m.group(1))), head)
+    if not unrecognized:
+        return head
+    shown: list[str] = []
+    hiding = False  # the words of a secret option's value (joined with spaces by argparse)
+    for token in rest.split(" "):
+        name = token.partition("=")[0]
+        if token.startswith("-"):
+            hiding = name in _SECRET_OPTIONS
+            if hiding and "=" in token:
+                token = f"{name}=***"
+        elif hiding:
+            if shown[-1].endswith("***"):
+                continue
+            token = "***"
+        else:
+            token = _shown(token)
+        shown.append(token)
+    return head + unrecognized + " ".join(shown)
+
+
+def _shown(value: str) -> str:
+    """A value as a message may show it: a URL (or what may be one) without its secrets."""
+    if "//" in value or "/sink/" in value or "@" in value:
+        return display_url(value)
+    return value
 
 
 # -- reading the options ------------------------------------------------------------------------
@@ -371,7 +419,9 @@ def _spool_show(options: argparse.Namespace, parser: argparse.ArgumentParser) ->
 def _spool_send(options: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     folder = os.path.dirname(os.path.abspath(options.path))
     if not os.path.isdir(folder):  # a mistyped path: neither "0 sent" nor a directory made
-        parser.error(f"PATH: no spool at {options.path}: there is no directory {folder}")
+        swapped = " (PATH comes first, then URL)" if "://" in options.path else ""
+        parser.error(f"PATH: no spool at {_shown(options.path)}: there is no directory"
+                     f" {_shown(folder)}{swapped}")
     handler = _handler(options, parser, spool_path=options.path,
                        shutdown_timeout=options.timeout)
     try:

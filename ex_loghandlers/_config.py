@@ -265,7 +265,19 @@ def target_url(host: Optional[str], url: str, secure: bool) -> str:
                 "url must be a full http:// or https:// URL when host is not given"
                 f" (or give host='server:port' and a path), not {display_url(url)!r}"
             )
-        check_server("url", parts.netloc.rpartition("@")[2], display_url(url))
+        mistyped_user = ValueError(
+            "url: a user or password that holds '/', '?' or '#' must be percent-encoded"
+            " (%2F, %3F, %23), or given as credentials=(user, password): as typed, the server's"
+            f" name ends at the first of them, in {display_url(url)!r}"
+        )
+        if "@" in parts.path or "@" in parts.fragment:
+            raise mistyped_user
+        try:
+            check_server("url", parts.netloc.rpartition("@")[2], display_url(url))
+        except ValueError:
+            if "@" in parts.query:  # the "port" may be the start of a password
+                raise mistyped_user from None
+            raise
         return url
     if not isinstance(host, str) or not host:
         raise ValueError(f"host must be 'server' or 'server:port', not {host!r}")
@@ -353,26 +365,50 @@ def _is_ipv6(text: str) -> bool:
 
 def display_url(url: str) -> str:
     """``url`` as typed, without what may be secret: user info, query, and the key of
-    ``/sink/<key>/``. (``localhost:5000/sink/...`` stays so: its "scheme" is ``localhost``.)"""
+    ``/sink/<key>/``. (``localhost:5000/sink/...`` stays so: its "scheme" is ``localhost``.)
+
+    In a URL whose server ``urlsplit`` reads, user info is what its host part holds before an
+    ``@``. Otherwise it is everything up to the last ``@`` after the scheme and its slashes,
+    however mistyped (``https//``, ``http:/``) and whatever the password holds (a ``/``, ``#``
+    or ``?`` ends the host part where ``urlsplit`` reads it): an ``@`` in the query of such a
+    URL hides its server too, rather than ever showing a password."""
     try:
         typed = url.strip()
-        first, slash, rest = typed.partition("/")
-        if "@" in first and "//" not in url:  # "user:pw@host:port/...": urlsplit sees no user
-            return display_url(first.rpartition("@")[2] + slash + rest)
-        parts = urlsplit(url)
-        netloc = parts.netloc.rpartition("@")[2]
+        if not _server_read_whole(typed):
+            lead = _SCHEME_AND_SLASHES.match(typed)
+            start = lead.end() if lead else 0
+            at = typed.rfind("@")
+            if at >= start:
+                typed = typed[:start] + typed[at + 1:]
+        parts = urlsplit(typed)
         segments = parts.path.split("/")
         for i, segment in enumerate(segments[:-1]):
             if segment == "sink" and i + 1 < len(segments) and segments[i + 1]:
                 segments[i + 1] = REDACTED
         query = f"?{REDACTED}" if parts.query else ""
         origin = f"{parts.scheme}:" if parts.scheme else ""
-        after_scheme = typed[len(origin):]
-        if parts.netloc or after_scheme.startswith("//"):
-            origin += f"//{netloc}"
+        if parts.netloc or typed[len(origin):].startswith("//"):
+            origin += f"//{parts.netloc.rpartition('@')[2]}"
         return f"{origin}{'/'.join(segments)}{query}"
     except Exception:
         return "<url>"
+
+
+def _server_read_whole(url: str) -> bool:
+    """``urlsplit`` finds a server in ``url`` that could be one, and no ``@`` after it but in
+    the query: the user info is all in its host part."""
+    parts = urlsplit(url)
+    if not parts.netloc or "@" in parts.path or "@" in parts.fragment:
+        return False
+    try:
+        check_server("url", parts.netloc.rpartition("@")[2])
+    except ValueError:
+        return False
+    return True
+
+
+#: A scheme and the slashes after it, even mistyped (``https//``, ``http:/``, ``http:///``).
+_SCHEME_AND_SLASHES = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:?/+")
 
 
 def url_credentials(url: str) -> Optional[Tuple[str, str]]:

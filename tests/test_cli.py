@@ -437,3 +437,21 @@ def test_the_installed_script_runs_the_same_command_line(sink: Any) -> None:
     )
     usage = subprocess.run([str(path), "send"], capture_output=True, text=True, timeout=WAIT)
     assert usage.returncode == 2 and usage.stderr.startswith("usage: ex-loghandlers send ")
+
+
+@pytest.mark.parametrize("argv", [
+    ["check", "https//bob:s3cr3t@logs.example/sink/SECRETKEY/app"],  # the colon forgotten
+    ["check", "http://bob:pa/s3cr3t@127.0.0.1:5400/sink/SECRETKEY/app"],  # a '/' unencoded
+    ["check", "http://bob:pa#s3cr3t@127.0.0.1:5400/sink/SECRETKEY/app"],
+    ["check", "--timeout", "https://bob:s3cr3t@logs.example/sink/SECRETKEY/app"],
+    ["send", "--level", "https://bob:s3cr3t@logs.example/sink/SECRETKEY/app", "http://h/x"],
+    ["spool", "send", "https://bob:s3cr3t@logs.example/sink/SECRETKEY/app", "/nowhere/x"],
+    ["spool", "show", "/nowhere/x", "--user", "bob:s3cr3t"],
+    ["spool", "show", "/nowhere/x", "--header", "Authorization: Bearer s3cr3t"],
+], ids=["no-colon", "slash", "hash", "timeout", "level", "swapped", "user", "header"])
+def test_a_usage_error_never_repeats_a_secret(cli: Any, argv: List[str]) -> None:
+    run = cli(*argv)
+    assert run.status == 2
+    assert "error:" in run.err
+    for secret in ("s3cr3t", "SECRETKEY", "bob"):
+        assert secret not in run.err

@@ -509,9 +509,27 @@ def test_the_program_name_of_python_dash_m_is_the_package(
     ("/sink/KEY/app", "/sink/***/app"),
     ("ftp://u:pw@logs.example/x", "ftp://logs.example/x"),
     ("user:hunter2@localhost:5000/sink/KEY/app", "localhost:5000/sink/***/app"),
+    ("https//u:pw@logs.example/sink/KEY/app", "https//logs.example/sink/***/app"),
+    ("http:/u:pw@logs.example/sink/KEY/app", "http:/logs.example/sink/***/app"),
+    ("http://u:p/w@logs.example:5000/sink/KEY/app", "http://logs.example:5000/sink/***/app"),
+    ("http://u:p#w@logs.example/sink/KEY/app", "http://logs.example/sink/***/app"),
+    ("http://u:p?w@logs.example/sink/KEY/app", "http://logs.example/sink/***/app"),
+    ("http://u:p@w@logs.example/x", "http://logs.example/x"),
+    ("https://logs.example/v1/logs?to=ops@example.com", "https://logs.example/v1/logs?***"),
 ])
 def test_display_url_shows_the_url_as_typed_but_its_secrets(typed: str, shown: str) -> None:
     assert display_url(typed) == shown
+
+
+@pytest.mark.parametrize("special", ["/", "#", "?"])
+def test_a_password_with_a_character_that_ends_the_server_must_be_percent_encoded(
+    special: str,
+) -> None:
+    url = f"http://zed:kx{special}wq9@logs.example:5000/sink/KEY/app"
+    with pytest.raises(ValueError, match=r"must be percent-encoded \(%2F, %3F, %23\)") as info:
+        ExHTTPHandler(url=url)
+    for secret in ("zed", "kx", "wq9", "KEY"):
+        assert secret not in str(info.value)
 
 
 @pytest.mark.parametrize(
