@@ -383,7 +383,7 @@ def _check(options: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         finally:
             handler.close()
     found = verdict(stats, options.url, options.wire_format, options.timeout)
-    print(found.words)
+    _out(found.words)
     return found.status
 
 
@@ -401,18 +401,18 @@ def _spool_show(options: argparse.Namespace, parser: argparse.ArgumentParser) ->
     oldest_times = [f.oldest for f in files if f.oldest is not None]
     oldest = _when(min(oldest_times)) if oldest_times else None
     if options.json:
-        print(json.dumps({
+        _out(json.dumps({
             "path": path, "files": len(files), "records": records,
             "bytes": sum(f.bytes for f in files), "oldest": oldest,
             "details": [asdict(f) for f in files],
         }))
         return 0
-    print(f"{records} records in {len(files)} file(s) for {path}"
+    _out(f"{records} records in {len(files)} file(s) for {path}"
           + (f"; oldest from {oldest}" if oldest else ""))
     for f in files:
         state = "in use by a running process" if f.owner_alive else "left by a process gone"
         detail = f"unreadable: {f.error}" if f.error else f"{f.records} records, {f.bytes} bytes"
-        print(f"  {f.path}: {detail} ({state})")
+        _out(f"  {f.path}: {detail} ({state})")
     return 0
 
 
@@ -431,6 +431,17 @@ def _spool_send(options: argparse.Namespace, parser: argparse.ArgumentParser) ->
     return _report(handler, options)
 
 
+def _out(line: str) -> None:
+    """A line of the result on standard output. One that is closed (``| head -0``) is not an
+    error of the command's: the exit status still says what happened."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        # Python would write what stays buffered again at exit, and fail there: let it go.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def _when(timestamp: float) -> str:
     return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat()
 
@@ -438,7 +449,7 @@ def _when(timestamp: float) -> str:
 def _report(handler: ExHTTPHandler, options: argparse.Namespace) -> int:
     """The counts on stdout; when something was not delivered, why, on stderr, and status 1."""
     stats, prog = handler.stats, options.prog
-    print(f"{stats.sent} sent, {stats.dropped} dropped, {stats.failed} failed"
+    _out(f"{stats.sent} sent, {stats.dropped} dropped, {stats.failed} failed"
           + (f", {stats.kept} kept on disk" if stats.kept else "")
           + f" to {handler.config.display_url}")
     if stats.sent == stats.emitted:

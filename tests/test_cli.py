@@ -455,3 +455,26 @@ def test_a_usage_error_never_repeats_a_secret(cli: Any, argv: List[str]) -> None
     assert "error:" in run.err
     for secret in ("s3cr3t", "SECRETKEY", "bob"):
         assert secret not in run.err
+
+
+@pytest.mark.parametrize(("argv", "status"), [
+    (["check", "{url}"], 0),
+    (["check", "http://127.0.0.1:{closed}/sink/TEST/app", "--timeout", "2"], 6),
+    (["send", "{url}", "hello"], 0),
+], ids=["check", "check-unreachable", "send"])
+def test_a_closed_standard_output_changes_neither_the_status_nor_stderr(
+    argv: List[str], status: int, closed_port: int,
+) -> None:
+    """``... | head -0``: no BrokenPipeError traceback, and the status says what happened."""
+    read, write = os.pipe()
+    os.close(read)  # nobody reads: each write fails
+    with FaultServer() as server:
+        url = server.url_for("/sink/TEST/app")
+        args = [a.format(url=url, closed=closed_port) for a in argv]
+        try:
+            result = subprocess.run([sys.executable, "-m", "ex_loghandlers", *args],
+                                    stdin=subprocess.DEVNULL, stdout=write,
+                                    stderr=subprocess.PIPE, timeout=WAIT)
+        finally:
+            os.close(write)
+    assert (result.returncode, result.stderr.decode()) == (status, "")
