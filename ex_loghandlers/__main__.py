@@ -234,9 +234,9 @@ def _seconds(text: str) -> float:
 def _level(text: str) -> int:
     name = text.strip().upper()
     level = int(name) if name.isdigit() else logging.getLevelName(name)
-    if not isinstance(level, int):
+    if not isinstance(level, int) or level < 1:  # logging logs nothing at NOTSET (0)
         raise argparse.ArgumentTypeError(
-            f"must be DEBUG, INFO, WARNING, ERROR, CRITICAL or a number, not {text!r}"
+            f"must be DEBUG, INFO, WARNING, ERROR, CRITICAL or a number from 1, not {text!r}"
         )
     return level
 

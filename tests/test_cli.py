@@ -398,8 +398,11 @@ def test_user_without_password_reads_it_from_the_environment(
     (["send", "http://x/", "--timeout", "ten"],
      "error: argument --timeout: must be a number of seconds, e.g. 10 or 2.5, not 'ten'"),
     (["send", "http://x/", "--level", "LOUD"],
-     "error: argument --level: must be DEBUG, INFO, WARNING, ERROR, CRITICAL or a number,"
-     " not 'LOUD'"),
+     "error: argument --level: must be DEBUG, INFO, WARNING, ERROR, CRITICAL or a number from"
+     " 1, not 'LOUD'"),
+    (["send", "http://x/", "--level", "NOTSET"],  # logging logs nothing at 0: "0 sent", status 0
+     "error: argument --level: must be DEBUG, INFO, WARNING, ERROR, CRITICAL or a number from"
+     " 1, not 'NOTSET'"),
     (["send", "http://x/", "--header", "Authorization Bearer s3cret"],
      "error: argument --header: must be NAME:VALUE, e.g. 'Authorization: Bearer abc'"),
     (["check", "http://x/", "--user", "alice"],
