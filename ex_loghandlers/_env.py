@@ -159,7 +159,11 @@ def handler_from_env(
             f"env_prefix must be a non-empty str such as 'EX_LOG_', not {env_prefix!r}"
         )
     found = _variables(env_prefix, os.environ if environ is None else environ)
-    if "credentials" in overrides:  # given: the variables they would come from are not asked
+    # Given as keywords: the variables they would come from are not read (nor refused).
+    for name, (option, _) in OPTIONS.items():
+        if option in overrides:
+            found.pop(name, None)
+    if "credentials" in overrides:
         found.pop(USER, None)
         found.pop(PASSWORD, None)
     options, sources = _options(env_prefix, found)

@@ -125,8 +125,11 @@ def test_verify_is_a_flag_or_a_path(
 def test_keyword_arguments_win_over_the_environment(
     monkeypatch: pytest.MonkeyPatch, made: list[ExHTTPHandler]
 ) -> None:
-    setenv(monkeypatch, EX_LOG_URL=URL, EX_LOG_BATCH_SIZE="7", EX_LOG_WIRE_FORMAT="xml")
-    made.append(ExHTTPHandler.from_env(batch_size=9, wire_format="json", prefix="_mine_"))
+    # A value the keyword replaces is not read, nor refused (it would be: "ten", "xml").
+    setenv(monkeypatch, EX_LOG_URL=URL, EX_LOG_BATCH_SIZE="ten", EX_LOG_WIRE_FORMAT="xml",
+           EX_LOG_TIMEOUT="-1")
+    made.append(ExHTTPHandler.from_env(batch_size=9, wire_format="json", prefix="_mine_",
+                                       timeout=2))
     config = made[0].config
     assert (config.url, config.batch_size, config.wire_format) == (URL, 9, "json")
     # prefix= is the handler's option (the env prefix is env_prefix=): an override like any other
