@@ -394,8 +394,31 @@ def _wait_for_an_outcome(handler: ExHTTPHandler, deadline: float) -> None:
             return
 
 
-def _spool_show(options: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _spool_path(options: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    """PATH as the handler's ``spool_path``; a usage error for what cannot be one: a
+    directory (naming the spools in it), or a path in a directory that does not exist."""
     path: str = options.path
+    if os.path.isdir(path):
+        bases = sorted({_SPOOL_FILE.sub("", name) for name in os.listdir(path)
+                        if _SPOOL_FILE.search(name)})
+        found = (f"; spools there: {', '.join(os.path.join(path, b) for b in bases)}"
+                 if bases else "")
+        parser.error(f"PATH: {_shown(path)} is a directory: give the handler's spool_path (its"
+                     f" files are PATH.<pid>-<id>.db){found}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):  # a mistyped path: neither "0 records" nor a directory made
+        swapped = " (PATH comes first, then URL)" if "://" in path else ""
+        parser.error(f"PATH: no spool at {_shown(path)}: there is no directory"
+                     f" {_shown(folder)}{swapped}")
+    return path
+
+
+#: The end of a spool file's name, after the handler's spool_path: ``.<pid>-<hex id>.db``.
+_SPOOL_FILE = re.compile(r"\.\d+-[0-9a-f]+\.db$")
+
+
+def _spool_show(options: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    path = _spool_path(options, parser)
     files = inspect(path)
     records = sum(f.records for f in files)
     oldest_times = [f.oldest for f in files if f.oldest is not None]
@@ -417,12 +440,7 @@ def _spool_show(options: argparse.Namespace, parser: argparse.ArgumentParser) ->
 
 
 def _spool_send(options: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    folder = os.path.dirname(os.path.abspath(options.path))
-    if not os.path.isdir(folder):  # a mistyped path: neither "0 sent" nor a directory made
-        swapped = " (PATH comes first, then URL)" if "://" in options.path else ""
-        parser.error(f"PATH: no spool at {_shown(options.path)}: there is no directory"
-                     f" {_shown(folder)}{swapped}")
-    handler = _handler(options, parser, spool_path=options.path,
+    handler = _handler(options, parser, spool_path=_spool_path(options, parser),
                        shutdown_timeout=options.timeout)
     try:
         handler.flush()  # and close() shares its time, as in _send

@@ -589,13 +589,29 @@ def test_the_cli_inspects_and_ships_a_spool(tmp_path: Path) -> None:
     assert own_files(str(spool)) == []
 
 
-def test_the_cli_refuses_to_send_a_spool_that_is_not_there(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", [["send"], ["show"]])
+def test_the_cli_refuses_a_spool_that_is_not_there(tmp_path: Path, command: List[str]) -> None:
     typo = tmp_path / "lgos" / "logs"
-    sent = run("from ex_loghandlers.__main__ import main; import sys; sys.exit(main())",
-               "spool", "send", str(typo), "http://127.0.0.1:9/x")
-    assert sent.returncode == 2
-    assert f"error: PATH: no spool at {typo}: there is no directory {typo.parent}" in sent.stderr
+    url = ["http://127.0.0.1:9/x"] if command == ["send"] else []
+    done = run("from ex_loghandlers.__main__ import main; import sys; sys.exit(main())",
+               "spool", *command, str(typo), *url)
+    assert done.returncode == 2
+    assert f"error: PATH: no spool at {typo}: there is no directory {typo.parent}" in done.stderr
     assert not typo.parent.exists()  # nothing made
+
+
+@pytest.mark.parametrize("command", [["send"], ["show"]])
+def test_the_cli_refuses_the_directory_of_a_spool_and_names_the_spools_in_it(
+    tmp_path: Path, command: List[str],
+) -> None:
+    """Not "0 records", status 0: the records are there, under another name."""
+    left_by_a_dead_process(tmp_path / "logs", 3)
+    url = ["http://127.0.0.1:9/x"] if command == ["send"] else []
+    done = run("from ex_loghandlers.__main__ import main; import sys; sys.exit(main())",
+               "spool", *command, str(tmp_path), *url)
+    assert done.returncode == 2
+    assert (f"error: PATH: {tmp_path} is a directory: give the handler's spool_path (its files"
+            f" are PATH.<pid>-<id>.db); spools there: {tmp_path / 'logs'}") in done.stderr
 
 
 def test_the_cli_sends_nothing_from_a_spool_drained_already(tmp_path: Path) -> None:
