@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import re
+import ssl
 import sys
 import time
 import warnings
@@ -266,8 +267,16 @@ def _user(text: str) -> Tuple[str, str]:
 
 
 def _existing_path(text: str) -> str:
+    """A file of CA certificates (PEM) that loads, or a directory of them."""
     if not os.path.exists(text):
         raise argparse.ArgumentTypeError(f"no file or directory at {text!r}")
+    if not os.path.isdir(text):
+        try:
+            ssl.create_default_context(cafile=text)
+        except (ssl.SSLError, OSError, ValueError):
+            raise argparse.ArgumentTypeError(
+                f"{text!r} holds no CA certificate that loads (a PEM file is expected)"
+            ) from None
     return text
 
 

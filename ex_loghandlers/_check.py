@@ -58,10 +58,15 @@ def verdict(stats: Stats, url: str, wire_format: str, timeout: float) -> Verdict
     if status is not None:
         return _after_status(int(status.group(1)), shown, url, wire_format)
     if reason.startswith(_CERTIFICATE):
+        remedy = (
+            "The certificate is for another name: put the name it was issued for in the URL"
+            if "mismatch" in reason.lower()
+            else "Give the CA that issued the server's certificate with --ca-bundle PATH"
+        )
         return Verdict(
             TLS_PROBLEM,
-            f"TLS problem: {reason} for {_server(url)}. Give the CA that issued the server's"
-            " certificate with --ca-bundle PATH (or --insecure, to skip verification)",
+            f"TLS problem: {reason.rstrip('.')} for {_server(url)}. {remedy} (or --insecure, to"
+            " skip verification)",
         )
     if reason.startswith("TLS"):
         plain = urlsplit(url)._replace(scheme="http").geturl()

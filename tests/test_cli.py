@@ -232,6 +232,27 @@ def test_check_is_ok_over_tls_with_the_ca_or_without_verification(
     assert run.err == ""  # --insecure: no InsecureRequestWarning per request
 
 
+def test_check_says_a_certificate_for_another_name_is_one(cli: Any, tls: Any) -> None:
+    """Not "give the CA": the CA was given, and the name in the URL is not the certificate's."""
+    run = cli("check", f"https://localhost:{tls.port}/log", "--ca-bundle", tls.ca_file)
+    assert run.status == 7
+    assert run.out.startswith("TLS problem: TLS certificate verification failed: Hostname")
+    assert run.out.endswith(
+        f" for localhost:{tls.port}. The certificate is for another name: put the name it was"
+        " issued for in the URL (or --insecure, to skip verification)\n"
+    )
+
+
+def test_a_ca_bundle_that_holds_no_certificate_is_a_usage_error(cli: Any) -> None:
+    """Not a failed handshake, which said "is the server plain http?"."""
+    run = cli("check", "https://127.0.0.1:9/log", "--ca-bundle", __file__)
+    assert run.status == 2
+    assert run.err.endswith(
+        f"error: argument --ca-bundle: {__file__!r} holds no CA certificate that loads (a PEM"
+        " file is expected)\n"
+    )
+
+
 def test_check_asks_whether_the_server_is_plain_http(cli: Any) -> None:
     with RecordingServer(None) as plain:
         run = cli("check", f"https://127.0.0.1:{plain.port}/sink/TEST/myapp")
@@ -410,7 +431,7 @@ def test_user_without_password_reads_it_from_the_environment(
      " is no prompt)"),
     (["check", "http://x/", "--ca-bundle", "/no/such/ca.pem"],
      "error: argument --ca-bundle: no file or directory at '/no/such/ca.pem'"),
-    (["check", "http://x/", "--insecure", "--ca-bundle", __file__],
+    (["check", "http://x/", "--insecure", "--ca-bundle", os.path.dirname(__file__)],
      "error: argument --ca-bundle: not allowed with argument --insecure"),
     (["send", "http://x/", "--wire-format", "xml"],
      "error: argument --wire-format: invalid choice: 'xml'"),
