@@ -128,6 +128,9 @@ class ExHTTPHandler(logging.Handler):
         #: True while close() or _reopen() runs: a re-entry on the same thread (a signal
         #: handler, a record logged inside close()) returns, where another thread waits.
         self._close_busy = False
+        #: True while close() runs (on any thread): a record that finds the handler closed
+        #: then is refused, where one that finds it reopening waits for it (see emit()).
+        self._in_close = False
         #: A reopened handler that logging's lock kept out of logging's list of handlers:
         #: the next record tries again (see _known_to_logging_again).
         self._unlisted = False
@@ -259,6 +262,12 @@ class ExHTTPHandler(logging.Handler):
         try:
             if self._closed:
                 self._reopen()
+                if self._closed and not self._in_close and not sys.is_finalizing():
+                    # Another thread reopens it: moved on as that one returns to emit(), or
+                    # by the worker it starts.
+                    self._set_aside(record)
+                    self._delivery.doorbell.set()
+                    return
             elif self._unlisted:
                 self._unlisted = not _known_to_logging_again(self)
             prepared = self._prepared(record)
@@ -288,19 +297,24 @@ class ExHTTPHandler(logging.Handler):
         would die with the process: ``emit()`` closes it, delivering the record, before it
         returns. Such records share one ``shutdown_timeout``, the exit flush's while it lasts,
         so the process still ends in time when the server is down.
+
+        A record that meets another thread's reopening waits in the side queue (see
+        ``emit()``); one that meets a ``close()`` is refused. The new delivery is in place
+        before the handler counts as open: a record that met the old one would go to a closed
+        buffer, and be counted where nobody reads any more.
         """
         if sys.is_finalizing() or not self._close_lock.acquire(blocking=False):
-            return  # a close() under way: this record races with it, and is refused
+            return  # a close() under way, or another thread's reopening
         try:
             if self._close_busy or not self._closed:
                 return  # logged inside close() on this thread: refused as well
             self._close_busy = True
             try:
                 carried = self._delivery.snapshot()
-                self._closed = False
                 self._close_in_emit = exiting()
                 self._last_exit_flush = self._late_budget() if self._close_in_emit else None
                 self._new_delivery(carried)
+                self._closed = False
                 self._unlisted = not _known_to_logging_again(self)
                 if self._config.spool_path is not None and not self._close_in_emit:
                     self._delivery.ensure_started()
@@ -440,11 +454,11 @@ class ExHTTPHandler(logging.Handler):
         try:
             if self._close_busy or self._closed:
                 return True
-            self._close_busy = True
+            self._close_busy = self._in_close = True
             try:
                 close()
             finally:
-                self._close_busy = False
+                self._close_busy = self._in_close = False
         finally:
             self._close_lock.release()
         return True

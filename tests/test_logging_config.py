@@ -353,6 +353,41 @@ def test_a_handler_a_reconfiguration_closes_but_leaves_in_place_keeps_delivering
         assert (stats.sent, stats.dropped, stats.emitted) == (2, 0, 2)
 
 
+def test_records_of_threads_that_meet_a_reopening_are_all_sent_and_counted(
+    logging_state: LoggingState,
+) -> None:
+    """Eight threads log at once into a handler a reconfiguration closed: one reopens it,
+    the others' records wait for it. They went to the closed buffer, and were counted where
+    nobody read any more: lost without a word (a third of them)."""
+    logging_state.configured("myapp.race")
+    log = logging.getLogger("myapp.race")
+    log.setLevel(logging.INFO)
+    threads, each = 8, 20
+    with FaultServer() as server:
+        for round_ in range(3):
+            handler = ExHTTPHandler(url=server.url_for("/sink/TEST/app"), wire_format="json")
+            log.handlers[:] = [handler]
+            handler.close()  # as dictConfig() leaves it
+            start = threading.Barrier(threads)
+
+            def log_some(t: int, start: threading.Barrier = start, r: int = round_) -> None:
+                start.wait(WAIT)
+                for i in range(each):
+                    log.info("round %d thread %d record %d", r, t, i)
+
+            workers = [threading.Thread(target=log_some, args=(t,)) for t in range(threads)]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join(WAIT)
+            assert handler.flush(WAIT)
+            stats = handler.stats
+            handler.close()
+            assert (stats.emitted, stats.sent, stats.dropped) == (threads * each,) * 2 + (0,)
+        messages = [r["message"] for r in server.accepted_records()]
+    assert len(messages) == len(set(messages)) == 3 * threads * each
+
+
 def test_each_record_of_a_process_has_a_sequence_number_of_its_own(
     logging_state: LoggingState,
 ) -> None:
