@@ -64,7 +64,9 @@ class RecordBuffer(Generic[T]):
         self._items: Deque[T] = deque()
         self._sizes: Deque[int] = deque()
         self._bytes = 0
-        self._lock = threading.Lock()
+        # Re-entrant: ``stats`` asked from a signal handler or a finalizer that runs while
+        # this thread is inside put() reads the counts under it.
+        self._lock = threading.RLock()
         self._room = threading.Condition(self._lock)
         #: How many records were ever accepted; the next accepted record gets this number.
         self.accepted_total = 0

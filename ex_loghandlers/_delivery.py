@@ -178,16 +178,20 @@ class Delivery:
     # -- called from the application's threads -------------------------------------------------
 
     def ensure_started(self) -> None:
-        """Start the worker (on the first record; with a spool, when the handler is made)."""
+        """Start the worker (on the first record; with a spool, when the handler is made).
+        Not if another start is under way: it may be this very thread's, which a signal
+        handler (or a finalizer) calling ``flush()`` interrupted."""
         if self.thread is None and not self._closing:
-            self._start(closing=False)
+            self._start(closing=False, wait=False)
 
-    def _start(self, closing: bool) -> bool:
+    def _start(self, closing: bool, wait: bool = True) -> bool:
         """Start the worker once; ``close()`` starts one for what is left, nothing else may
         after it began, or a worker would outlive the ``close()`` that never saw it. False
         when the interpreter refuses new threads (3.12, at exit): without a spool, ``close()``
         then sends what is left on its own thread; otherwise it is dropped and counted."""
-        with self._start_lock:
+        if not self._start_lock.acquire(blocking=wait):
+            return True
+        try:
             if self.thread is not None or self._closing != closing:
                 return True
             quiet_http_libraries()
@@ -204,6 +208,8 @@ class Delivery:
                 if not closing or self._spooler is not None:
                     self.ledger.drop_buffered(NO_WORKER)
                 return False
+        finally:
+            self._start_lock.release()
         return True
 
     def snapshot(self) -> Stats:

@@ -414,6 +414,10 @@ class ExHTTPHandler(logging.Handler):
         Returns True when it is, False when ``timeout`` seconds (None: ``shutdown_timeout``)
         pass first. The stdlib's ``Handler.flush`` returns None; the bool is what makes an honest
         flush useful, hence the ignored override.
+
+        From a signal handler, call it on a thread of its own (as ``flush_on_sigterm()``
+        does): the signal may have interrupted this thread inside ``emit()``, holding a lock
+        (a ``threading.Event``'s) that a flush takes.
         """
         self._move_aside_on()
         if timeout is not None:

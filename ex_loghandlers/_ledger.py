@@ -58,6 +58,10 @@ class Folding(Stage, Source, Protocol):
     def has_summary_before(self, limit: Optional[int]) -> bool: ...
 
 
+
+#: The longest ``stats`` waits for the ledger's lock (see ``Ledger.snapshot``).
+SNAPSHOT_WAIT = 0.5
+
 class Ledger:
     """The path's stages, the batch in flight, the counts and the waiting flushes.
 
@@ -137,12 +141,21 @@ class Ledger:
 
     def snapshot(self) -> Stats:
         """The counts, with every stage read at the same moment: the buffer's own counts (its
-        evictions among them) under its lock, the rest under this one."""
-        with self.lock:
+        evictions among them) under its lock, the rest under this one.
+
+        This lock is waited for a moment only: ``stats`` asked from a signal handler, or a
+        finalizer, on a thread that holds the buffer's lock (inside ``emit()``) would wait
+        for ever for a worker that holds this one and waits for that. Then the stages are
+        read without it, and may be a batch apart."""
+        got = self.lock.acquire(timeout=SNAPSHOT_WAIT)
+        try:
             accepted, buffered, evicted = self._buffer.counts()
             after_the_buffer = sum(stage.pending() for stage in self._stages[1:])
             queued = buffered + after_the_buffer + self._in_flight
             return self.counters.snapshot(accepted, queued, evicted)
+        finally:
+            if got:
+                self.lock.release()
 
     # -- flush() ---------------------------------------------------------------------------------
 

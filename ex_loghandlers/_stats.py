@@ -85,8 +85,17 @@ class Counters:
         self._evicted = evicted
 
     def _change(self, change: Callable[[_Tally], _Tally]) -> None:
-        with self._write:
-            self._tally = change(self._tally)
+        """The new tally is made outside the lock: making it may run the garbage collector,
+        and a finalizer that reads ``stats`` waits for the ledger's lock, which the worker
+        may hold while it waits for this one. Under it, only the swap, if nothing changed
+        the tally meanwhile (else made again)."""
+        while True:
+            old = self._tally
+            new = change(old)
+            with self._write:
+                if self._tally is old:
+                    self._tally = new
+                    return
 
     def dropped(self, reason: str, count: int, refused: bool = False) -> None:
         """Count ``count`` records never sent; ``refused``: they never entered the buffer."""

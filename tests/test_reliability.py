@@ -25,7 +25,7 @@ from faultserver import Action, FaultServer, sequence
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ex_loghandlers import ExHTTPHandler
+from ex_loghandlers import ExHTTPHandler, Stats
 from ex_loghandlers._buffer import RecordBuffer
 from ex_loghandlers._queued import estimated_size, queued
 from ex_loghandlers._report import LossReporter
@@ -1091,6 +1091,58 @@ def test_a_finalizer_that_reads_stats_when_drop_oldest_evicts_never_hangs(
         assert handler.flush(timeout=10)  # and the notice of the loss, queued after
     assert handler.seen == [(3, 3)]
     assert handler.stats.dropped_by_reason == {"queue full": 1}
+
+
+def test_stats_read_inside_emit_on_the_same_thread_never_hangs() -> None:
+    """A signal handler or a finalizer reading ``stats`` while its thread is inside emit(),
+    between the buffer's lock and its release."""
+    handler = ExHTTPHandler(url="http://127.0.0.1:9/x")
+    got: List[Stats] = []
+
+    def inside_emit() -> None:
+        with handler._delivery.buffer._lock:  # as put() holds it
+            got.append(handler.stats)
+
+    reader = threading.Thread(target=inside_emit, daemon=True)
+    reader.start()
+    reader.join(10)
+    try:
+        assert not reader.is_alive(), "stats waited on a lock its own thread holds"
+        assert got and got[0].emitted == 0
+    finally:
+        handler.close()
+
+
+def test_stats_read_inside_emit_while_the_worker_waits_for_the_buffer_never_hangs() -> None:
+    """The worker holds the ledger's lock and waits for the buffer's, which this thread holds,
+    inside emit(), as a signal handler reads ``stats``: it is read without the ledger's lock,
+    after a moment, rather than never."""
+    handler = ExHTTPHandler(url="http://127.0.0.1:9/x")
+    delivery = handler._delivery
+    worker_waits = threading.Event()
+    got: List[Stats] = []
+
+    def worker() -> None:
+        with delivery.ledger.lock:
+            worker_waits.set()
+            with delivery.buffer._lock:  # as take_batch() does, under the ledger's lock
+                pass
+
+    def inside_emit() -> None:
+        with delivery.buffer._lock:
+            other = threading.Thread(target=worker, daemon=True)
+            other.start()
+            assert worker_waits.wait(10)
+            got.append(handler.stats)
+
+    reader = threading.Thread(target=inside_emit, daemon=True)
+    reader.start()
+    reader.join(10)
+    try:
+        assert not reader.is_alive(), "stats waited for a worker that waited for this thread"
+        assert got and got[0].emitted == 0
+    finally:
+        handler.close()
 
 
 def test_a_recursion_error_in_a_record_set_aside_stays_in_the_handler(
