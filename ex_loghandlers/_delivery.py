@@ -49,9 +49,9 @@ from ._spool import Spool
 from ._spool_codec import UNREADABLE, Unreadable
 from ._spool_file import SpoolError
 from ._spooler import Prepare, Spooler, prepare_each
-from ._stats import SHUTDOWN_DEADLINE, Counters, Stats
+from ._stats import IN_FLIGHT_AT_DEADLINE, SHUTDOWN_DEADLINE, Counters, Stats
 from ._threads import threads_started_deaf
-from ._transport import HTTPTransport
+from ._transport import MAY_HAVE_ARRIVED, HTTPTransport
 from ._wire import FORM_CONTENT_TYPE, Encoder, Fields, Payload
 
 #: Of the time close() has, the part kept back from the worker for joining it (at most).
@@ -447,8 +447,10 @@ class Delivery:
         budget = RetryBudget()  # max_retry_time is per batch
         while pending:
             payload, at = pending.popleft()
-            if not self._deliver(payload, at, method, pending, budget):
+            missed = self._deliver(payload, at, method, pending, budget)
+            if missed is not None:
                 if self._spooler is None or not taken.rowids:  # no disk keeps them
+                    self.ledger.dropped(missed, len(payload.records), at)
                     self.ledger.rest_of_batch(
                         lambda n: self._counters.dropped(SHUTDOWN_DEADLINE, n)
                     )
@@ -465,9 +467,12 @@ class Delivery:
     def _deliver(
         self, payload: Payload, at: List[Optional[int]], method: str, pending: Deque[Placed],
         budget: RetryBudget,
-    ) -> bool:
+    ) -> Optional[str]:
         """Send one payload (its records at positions ``at`` of the batch) until it is sent,
-        failed or split; False if the deadline passed.
+        failed or split (None); if the deadline passes first, why its records were not sent:
+        ``SHUTDOWN_DEADLINE``, or ``IN_FLIGHT_AT_DEADLINE`` when its last request went
+        unanswered (it timed out, or the server closed the connection): that one may have
+        arrived.
 
         Every attempt, the first included, waits until the server's health allows it: after
         consecutive failures (whichever payloads they were) the next request waits its turn.
@@ -478,27 +483,30 @@ class Delivery:
         if payload.failure is not None:  # records that could not be encoded: nothing to send
             self.ledger.failed(payload.failure, count, at)
             self._reporter.report()
-            return True
+            return None
         key = idempotency_key(payload)
         schedule = self._policy.schedule(self._health, budget, keyed=key is not None)
+        missed = SHUTDOWN_DEADLINE
         while True:
             if not self._wait_until(self._health.resume_at):
-                return False
+                return missed
             now = self._clock.monotonic()
             if self._past_deadline(now) or not self.ledger.on_the_wire(count):
-                return False
+                return missed
             outcome = self._transport.send(payload, method, self._request_timeout(now), key)
+            unanswered = outcome.status is None and outcome.detail in MAY_HAVE_ARRIVED
+            missed = IN_FLIGHT_AT_DEADLINE if unanswered else SHUTDOWN_DEADLINE
             decision = schedule.decide(
                 outcome, self._clock.monotonic(), count, payload.read_answer
             )
             if decision.action == SENT:
                 self.ledger.sent(count, time.time(), at)
                 self._delivered()
-                return True
+                return None
             if decision.action == FAIL:
                 self.ledger.failed(decision.reason, count, at)
                 self._reporter.report()
-                return True
+                return None
             self.ledger.off_the_wire()
             if decision.action == SPLIT:
                 half = count // 2
@@ -506,12 +514,12 @@ class Delivery:
                 halves = (self._encoded(records[:half], at[:half])
                           + self._encoded(records[half:], at[half:]))
                 pending.extendleft(reversed(halves))
-                return True
+                return None
             if decision.action == ITEMS:
                 assert decision.items is not None
                 again = self._settle_items(payload, at, decision.items, pending)
                 if again is None:
-                    return True
+                    return None
                 payload, at = again
                 count = len(payload.records)
                 key = idempotency_key(payload)

@@ -287,6 +287,9 @@ class Ledger:
     def failed(self, reason: str, count: int, at: Sequence[Optional[int]] = ()) -> None:
         self._settle(count, lambda n: self.counters.failed(reason, n), at)
 
+    def dropped(self, reason: str, count: int, at: Sequence[Optional[int]] = ()) -> None:
+        self._settle(count, lambda n: self.counters.dropped(reason, n), at)
+
     def _settle(
         self, count: int, update: Callable[[int], None], at: Sequence[Optional[int]]
     ) -> None:

@@ -44,6 +44,10 @@ TLS_ERROR = "tls"
 TLS_CLOSED = "tls closed"
 OTHER_ERROR = "error"
 
+#: Requests that went out and got no answer (``Outcome.detail``): the server may have stored
+#: what they carried.
+MAY_HAVE_ARRIVED = frozenset({"timed out", "connection closed by the server"})
+
 #: At most this much of a response's body is read. The status and ``Retry-After`` are all the
 #: worker uses; a body this short is read to its end so that the connection serves the next
 #: request, a longer one is left unread and its connection closed.

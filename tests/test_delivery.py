@@ -239,6 +239,24 @@ def test_a_409_to_a_batch_with_an_idempotency_key_is_tried_again(
     assert len(server.requests()) == 1 + sent
 
 
+def test_a_record_whose_request_went_unanswered_at_close_is_counted_in_flight() -> None:
+    """The server stores the record, and answers after the request's timeout; close() comes
+    while it is tried again: it may have arrived (it has, here), not "never sent"."""
+    logger = logging.getLogger("tests.delivery.unanswered")
+    logger.propagate = False
+    late = Action.hang(threading.Event(), max_wait=0.6)  # answers after timeout=0.3
+    with FaultServer(sequence([], then=late)) as server:
+        handler = attach(logger, server, wire_format="json", timeout=0.3, shutdown_timeout=1.0)
+        try:
+            logger.warning("stored, answered too late")
+            assert server.wait_for_requests(2, timeout=10)  # timed out once, tried again
+        finally:
+            logger.removeHandler(handler)
+            handler.close()
+        stats = handler.stats
+    assert stats.dropped_by_reason == {"in flight at shutdown deadline": 1}, stats
+
+
 def test_403_is_reported_once_and_the_queue_keeps_moving(logger: logging.Logger) -> None:
     def script(index: int, request: ReceivedRequest) -> Action:
         # By message, not by the body's bytes: the loss notice's thread name holds a hex id,
