@@ -494,8 +494,8 @@ class Delivery:
             if self._past_deadline(now) or not self.ledger.on_the_wire(count):
                 return missed
             outcome = self._transport.send(payload, method, self._request_timeout(now), key)
-            unanswered = outcome.status is None and outcome.detail in MAY_HAVE_ARRIVED
-            missed = IN_FLIGHT_AT_DEADLINE if unanswered else SHUTDOWN_DEADLINE
+            if outcome.status is None and outcome.detail in MAY_HAVE_ARRIVED:
+                missed = IN_FLIGHT_AT_DEADLINE  # whatever the tries after it were told
             decision = schedule.decide(
                 outcome, self._clock.monotonic(), count, payload.read_answer
             )

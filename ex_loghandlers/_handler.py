@@ -141,8 +141,10 @@ class ExHTTPHandler(logging.Handler):
         #: When the last flush(None) started and ended: close() soon after shares its budget.
         self._last_exit_flush: Optional[Tuple[float, float]] = None
         #: Reopened at exit, after logging.shutdown(): each record is delivered, and the
-        #: handler closed again, before emit() returns (see _reopen).
+        #: handler closed again, before emit() returns (see _reopen); within one
+        #: shutdown_timeout for them all, from this moment on the clock.
         self._close_in_emit = False
+        self._late_start: Optional[float] = None
         # A subclass that overrides mapLogRecord gets it called on the caller's thread, as in the
         # stdlib, and its dict is sent as it is; otherwise mapping happens on the worker.
         self._user_mapping = type(self).mapLogRecord is not ExHTTPHandler.mapLogRecord
@@ -262,6 +264,9 @@ class ExHTTPHandler(logging.Handler):
         try:
             if self._closed:
                 self._reopen()
+                if self._closed and self._close_in_emit and not sys.is_finalizing():
+                    # At exit, another thread's record closes it (see _reopen): after it.
+                    self._reopen(wait=self._config.shutdown_timeout)
                 if self._closed and not self._in_close and not sys.is_finalizing():
                     # Another thread reopens it: moved on as that one returns to emit(), or
                     # by the worker it starts.
@@ -283,7 +288,7 @@ class ExHTTPHandler(logging.Handler):
         finally:
             inside.discard(ident)
 
-    def _reopen(self) -> None:
+    def _reopen(self, wait: float = 0.0) -> None:
         """A record after ``close()``: work again, as the stdlib's ``FileHandler`` does.
 
         ``dictConfig()`` and ``fileConfig()`` close every handler they find, including those
@@ -303,7 +308,7 @@ class ExHTTPHandler(logging.Handler):
         before the handler counts as open: a record that met the old one would go to a closed
         buffer, and be counted where nobody reads any more.
         """
-        if sys.is_finalizing() or not self._close_lock.acquire(blocking=False):
+        if sys.is_finalizing() or not self._close_lock.acquire(wait > 0, wait if wait > 0 else -1):
             return  # a close() under way, or another thread's reopening
         try:
             if self._close_busy or not self._closed:
@@ -312,7 +317,9 @@ class ExHTTPHandler(logging.Handler):
             try:
                 carried = self._delivery.snapshot()
                 self._close_in_emit = exiting()
-                self._last_exit_flush = self._late_budget() if self._close_in_emit else None
+                if self._close_in_emit and self._late_start is None:
+                    self._late_start = self._late_budget_start()
+                self._last_exit_flush = None
                 self._new_delivery(carried)
                 self._closed = False
                 self._unlisted = not _known_to_logging_again(self)
@@ -323,14 +330,14 @@ class ExHTTPHandler(logging.Handler):
         finally:
             self._close_lock.release()
 
-    def _late_budget(self) -> Tuple[float, float]:
-        """For records after ``logging.shutdown()``: the exit flush's budget while it lasts,
-        else one that starts now, for them all."""
+    def _late_budget_start(self) -> float:
+        """When the one ``shutdown_timeout`` of records after ``logging.shutdown()`` began:
+        with the exit flush, if it is not long past; else now, with the first of them."""
         now = self._clock.monotonic()
         last = self._last_exit_flush
         if last is not None and now - last[1] <= self._config.shutdown_timeout:
-            return last
-        return (now, now)
+            return last[0]
+        return now
 
     def _prepared(self, record: logging.LogRecord) -> Optional[Tuple[Any, int]]:
         """What the buffer keeps of ``record``, and its size; None if it could not be made."""
@@ -455,16 +462,19 @@ class ExHTTPHandler(logging.Handler):
         is closed, or closing on this very thread; False if the lock was not had in time."""
         if not self._close_lock.acquire(timeout=wait):
             return False
+        closing = False
         try:
             if self._close_busy or self._closed:
                 return True
-            self._close_busy = self._in_close = True
+            self._close_busy = self._in_close = closing = True
             try:
                 close()
             finally:
-                self._close_busy = self._in_close = False
+                self._close_busy = False
         finally:
             self._close_lock.release()
+            if closing:  # after: a record that finds the lock taken is refused
+                self._in_close = False
         return True
 
     def _close_within_budget(self) -> None:
@@ -479,7 +489,9 @@ class ExHTTPHandler(logging.Handler):
         now = self._clock.monotonic()
         budget = self._config.shutdown_timeout
         deadline = now + budget
-        if self._last_exit_flush is not None:
+        if self._close_in_emit and self._late_start is not None:
+            deadline = self._late_start + budget
+        elif self._last_exit_flush is not None:
             started, ended = self._last_exit_flush
             if now - ended <= budget:  # close() follows flush() closely, as at exit
                 deadline = started + budget

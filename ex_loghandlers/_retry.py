@@ -153,9 +153,13 @@ class RetryBudget:
 
     def spent(self, now: float, delay: float, max_retry_time: float) -> bool:
         """Whether a try ``delay`` seconds from ``now`` would come after the budget ends."""
+        return delay > self.left(now, max_retry_time)
+
+    def left(self, now: float, max_retry_time: float) -> float:
+        """Seconds from ``now`` to the end of the budget (it starts now, if it has not)."""
         if self.started is None:
             self.started = now
-        return now + delay - self.started > max_retry_time
+        return self.started + max_retry_time - now
 
 
 @dataclass(frozen=True)
@@ -235,7 +239,13 @@ class RetrySchedule:
             if self._server_errors > self._policy.server_error_retries:
                 return exhausted
         if self._budget.spent(now, delay, self._policy.max_retry_time):
-            return exhausted
+            # The last try comes when the budget ends (a Retry-After, or the backoff, asks
+            # for longer); none is left if it has ended.
+            left = self._budget.left(now, self._policy.max_retry_time)
+            if left <= 0:
+                return exhausted
+            delay = left
+            self._health.resume_at = now + left
         return Decision(RETRY, delay, status_reason(status))
 
     def _after_answer(

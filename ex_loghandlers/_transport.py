@@ -326,6 +326,10 @@ class _DeadlineReader(io.RawIOBase):
         super().close()
 
 
+#: The longest header line of an informational answer read (``http.client`` takes 65,536).
+_MAX_LINE = 65537
+
+
 class _DeadlineResponse(http.client.HTTPResponse):
     """``http.client``'s response, reading its socket through a ``_DeadlineReader``."""
 
@@ -342,7 +346,8 @@ class _DeadlineResponse(http.client.HTTPResponse):
             version, status, reason = super()._read_status()  # type: ignore[misc]
             if not 101 < status < 200:
                 return version, status, reason
-            http.client._read_headers(self.fp)  # type: ignore[attr-defined]
+            while self.fp.readline(_MAX_LINE) not in (b"\r\n", b"\n", b""):
+                pass  # its headers
 
 
 class _DeadlineHTTPConnection(urllib3.connection.HTTPConnection):

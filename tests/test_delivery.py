@@ -239,13 +239,16 @@ def test_a_409_to_a_batch_with_an_idempotency_key_is_tried_again(
     assert len(server.requests()) == 1 + sent
 
 
-def test_a_record_whose_request_went_unanswered_at_close_is_counted_in_flight() -> None:
+@pytest.mark.parametrize("then", ["answers late", "answers 503"])
+def test_a_record_whose_request_went_unanswered_at_close_is_counted_in_flight(then: str) -> None:
     """The server stores the record, and answers after the request's timeout; close() comes
-    while it is tried again: it may have arrived (it has, here), not "never sent"."""
+    while it is tried again (and the tries after it are answered, or not): it may have
+    arrived (it has, here), not "never sent"."""
     logger = logging.getLogger("tests.delivery.unanswered")
     logger.propagate = False
     late = Action.hang(threading.Event(), max_wait=0.6)  # answers after timeout=0.3
-    with FaultServer(sequence([], then=late)) as server:
+    after = late if then == "answers late" else Action.status(503)
+    with FaultServer(sequence([late], then=after)) as server:
         handler = attach(logger, server, wire_format="json", timeout=0.3, shutdown_timeout=1.0)
         try:
             logger.warning("stored, answered too late")

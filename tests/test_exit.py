@@ -333,6 +333,42 @@ def test_records_logged_after_logging_shutdown_share_its_deadline_and_are_report
     ] * 3, done.stderr
 
 
+LATE_ONLY_APP = """
+import atexit
+
+
+def log_after_logging_shutdown():
+    import logging
+    for i in range(6):
+        logging.getLogger("late").warning("after logging.shutdown() %d", i)
+
+
+atexit.register(log_after_logging_shutdown)
+
+import logging
+from ex_loghandlers import ExHTTPHandler
+
+logging.getLogger().addHandler(
+    ExHTTPHandler(url="{url}", wire_format="json", shutdown_timeout={timeout}, timeout=0.5)
+)
+"""
+
+
+def test_records_logged_after_logging_shutdown_share_one_shutdown_timeout(
+    tmp_path: Path,
+) -> None:
+    """Nothing queued at the exit flush: the first late record starts the one budget they all
+    share; each one got a new budget once the one before was spent."""
+    port = free_port()
+    app = LATE_ONLY_APP.format(url=f"http://127.0.0.1:{port}/sink/TEST/app",
+                               timeout=SHUTDOWN_TIMEOUT)
+    done = run_app(tmp_path, app)
+    assert done.returncode == 0, done.stderr
+    assert done.seconds <= SHUTDOWN_TIMEOUT + EXIT_MARGIN, done
+    dropped = [int(line.split()[1]) for line in done.loss_lines() if " dropped " in line]
+    assert sum(dropped) == 6, done.stderr
+
+
 def test_where_no_thread_may_start_at_exit_the_logging_thread_sends_the_late_record(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

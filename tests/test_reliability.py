@@ -173,15 +173,16 @@ log.setLevel(logging.INFO)
 log.addHandler(Handler(url=sys.argv[1], wire_format="json"))
 
 
-def log_after_the_close():
+def log_after_the_close(t):
     closed.wait(10)  # the child's handlers are closed as its threads shut down
-    for i in range(3):
-        log.info("late thread record %d", i)
+    for i in range(5):
+        log.info("late thread %d record %d", t, i)
 
 
 def work():
     log.info("child's main record")
-    threading.Thread(target=log_after_the_close).start()  # not a daemon: waited for
+    for t in range(4):  # not daemons: waited for; each meets the others' closes
+        threading.Thread(target=log_after_the_close, args=(t,)).start()
 
 
 if __name__ == "__main__":
@@ -205,9 +206,11 @@ def test_a_multiprocessing_childs_thread_logging_after_its_handlers_closed_is_de
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         assert "Traceback" not in result.stderr
-        assert [r["message"] for r in own_records(server, "late")] == ["child's main record"] + [
-            f"late thread record {i}" for i in range(3)
-        ]
+        messages = [r["message"] for r in own_records(server, "late")]
+    assert messages[0] == "child's main record"
+    assert sorted(messages[1:]) == sorted(
+        f"late thread {t} record {i}" for t in range(4) for i in range(5)
+    )
 
 
 # -- loss you can see ------------------------------------------------------------------------------

@@ -188,6 +188,8 @@ def test_max_retry_time_bounds_a_batch_from_its_first_answer_asking_for_another_
     assert first.decide(Outcome(status=503, retry_after="30"), 140.0, 1).action == RETRY
     second = POLICY.schedule(health, budget)  # the batch's next payload (form: its next record)
     decision = second.decide(Outcome(status=503, retry_after="30"), 160.0, 1)
+    assert (decision.action, decision.delay) == (RETRY, 20.0)  # the last try, at the end
+    decision = second.decide(Outcome(status=503, retry_after="30"), 180.0, 1)
     assert decision.action == FAIL and "retries exhausted: HTTP 503" in decision.reason
 
 
@@ -204,6 +206,18 @@ def test_a_retry_after_beyond_max_retry_time_gets_a_try_at_its_end(retry_after: 
     decision = payload.decide(Outcome(status=503, retry_after=retry_after), 60.0, 1)
     assert decision.action == FAIL
     assert health.resume_at == 60.0 + POLICY.max_retry_time
+
+
+def test_a_retry_after_beyond_what_is_left_of_the_budget_gets_its_try_at_the_end() -> None:
+    """max_retry_time=2, Retry-After: 5: tried again after 2 s, not failed at once while the
+    delivery waited the 5 s anyway."""
+    policy = RetryPolicy(max_retry_time=2.0)
+    health = ServerHealth(policy, no_jitter)
+    payload = policy.schedule(health)
+    decision = payload.decide(Outcome(status=503, retry_after="5"), 0.0, 1)
+    assert (decision.action, decision.delay, health.resume_at) == (RETRY, 2.0, 2.0)
+    decision = payload.decide(Outcome(status=503, retry_after="5"), 2.0, 1)
+    assert decision.action == FAIL
 
 
 def test_a_garbled_retry_after_falls_back_to_the_health() -> None:
