@@ -58,7 +58,6 @@ class Folding(Stage, Source, Protocol):
     def has_summary_before(self, limit: Optional[int]) -> bool: ...
 
 
-
 #: The longest ``stats`` waits for the ledger's lock (see ``Ledger.snapshot``).
 SNAPSHOT_WAIT = 0.5
 

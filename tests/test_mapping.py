@@ -720,6 +720,8 @@ def test_a_class_that_will_not_give_its_name_is_kept_as_it_is(logger: logging.Lo
         logger.info("after")
         assert handler.flush(timeout=10)
         assert "after" in [r["message"] for r in server.accepted_records()]
+        logger.handlers[:] = []
+        handler.close()  # while the server is up: the notice of the loss goes, not waited for
     # The worker cannot write its repr() either (it needs the name): counted, not lost in silence.
     assert handler.stats.failed_by_reason == {"record could not be mapped: SystemExit": 1}
 
