@@ -918,20 +918,25 @@ def test_when_the_disk_fails_for_both_the_batch_it_refused_goes_before_newer_one
 # -- how many records one write takes --------------------------------------------------------------
 
 
+def waiting_behind_the_write_of_first(logger: logging.Logger, disk: Disk, count: int) -> None:
+    """"first" held inside its write (its INSERT), and "r0" to "r<count - 1>" logged behind it."""
+    disk.hold(INSERT)
+    logger.info("first")
+    assert disk.reached.wait(WAIT)
+    for i in range(count):
+        logger.info("r%d", i)
+
+
 def test_a_write_takes_every_record_waiting_not_batch_size_of_them(
     tmp_path: Path, logger: logging.Logger, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Each write is a transaction: 49 records that waited for the disk go in one, whatever
     ``batch_size`` (one write each kept a burst off the disk for seconds)."""
     disk = Disk(monkeypatch)
-    disk.hold(INSERT)
     with FaultServer() as server:
         handler = spooled(server, tmp_path / "logs", batch_size=1)
         logger.addHandler(handler)
-        logger.info("first")
-        assert disk.reached.wait(WAIT)  # the writer is inside the write of "first"
-        for i in range(49):
-            logger.info("r%d", i)
+        waiting_behind_the_write_of_first(logger, disk, 49)
         disk.let_go()
         assert handler.flush(WAIT)
         assert disk.seen(INSERT) == 2
@@ -946,14 +951,10 @@ def test_a_write_the_disk_refuses_is_sent_batch_size_records_a_request(
     ``batch_size`` says, in order, each once."""
     fail_over_at_the_first_refusal(monkeypatch)
     disk = Disk(monkeypatch)
-    disk.hold(INSERT)
     with FaultServer() as server:
         handler = spooled(server, tmp_path / "logs", batch_size=3)
         logger.addHandler(handler)
-        logger.info("first")
-        assert disk.reached.wait(WAIT)
-        for i in range(10):
-            logger.info("r%d", i)
+        waiting_behind_the_write_of_first(logger, disk, 10)
         disk.let_go_and_hold(INSERT)  # "first" is written; the next write takes the 10
         assert disk.reached.wait(WAIT)
         disk.refuse_next(INSERT)
