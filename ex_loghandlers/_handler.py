@@ -141,8 +141,8 @@ class ExHTTPHandler(logging.Handler):
         #: When the last flush(None) started and ended: close() soon after shares its budget.
         self._last_exit_flush: Optional[Tuple[float, float]] = None
         #: Reopened at exit, after logging.shutdown(): each record is delivered, and the
-        #: handler closed again, before emit() returns (see _reopen); within one
-        #: shutdown_timeout for them all, from this moment on the clock.
+        #: handler closed again, before emit() returns (see _reopen); all of them within one
+        #: shutdown_timeout, which began at _late_start (on the clock).
         self._close_in_emit = False
         self._late_start: Optional[float] = None
         # A subclass that overrides mapLogRecord gets it called on the caller's thread, as in the
@@ -610,6 +610,7 @@ class ExHTTPHandler(logging.Handler):
         self._aside = deque()
         self._last_exit_flush = None
         self._close_in_emit = False
+        self._late_start = None
         self._delivery.forget_after_fork()
         self._new_delivery()
 
