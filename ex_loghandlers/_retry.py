@@ -215,10 +215,7 @@ class RetrySchedule:
         if outcome.error == TLS_CLOSED:
             # A TLS terminator restarting, or a server refusing the client's certificate
             # without an alert (TLS 1.3 may): retried as a 503 is, then failed.
-            delay = self._health.failed(now)
-            if self._budget.spent(now, delay, self._policy.max_retry_time):
-                return Decision(FAIL, reason=f"retries exhausted: {outcome.detail}")
-            return Decision(RETRY, delay, outcome.detail)
+            return self._within_budget(now, self._health.failed(now), outcome.detail)
         if outcome.error == TLS_ERROR:
             return Decision(FAIL, reason=outcome.detail or "TLS error")
         return Decision(FAIL, reason=outcome.detail or "request failed")
@@ -233,20 +230,23 @@ class RetrySchedule:
             self._health.succeeded()
             return Decision(FAIL, reason=status_reason(status))
         delay = self._health.failed(now, parse_retry_after(retry_after_header))
-        exhausted = Decision(FAIL, reason=f"retries exhausted: {status_reason(status)}")
         if status == SERVER_ERROR:
             self._server_errors += 1
             if self._server_errors > self._policy.server_error_retries:
-                return exhausted
+                return Decision(FAIL, reason=f"retries exhausted: {status_reason(status)}")
+        return self._within_budget(now, delay, status_reason(status))
+
+    def _within_budget(self, now: float, delay: float, reason: str) -> Decision:
+        """Another try after ``delay``, or, when that comes after the batch's budget ends (a
+        Retry-After, or the backoff, asks for longer), the last one as it ends; none once it
+        has ended."""
         if self._budget.spent(now, delay, self._policy.max_retry_time):
-            # The last try comes when the budget ends (a Retry-After, or the backoff, asks
-            # for longer); none is left if it has ended.
             left = self._budget.left(now, self._policy.max_retry_time)
             if left <= 0:
-                return exhausted
+                return Decision(FAIL, reason=f"retries exhausted: {reason}")
             delay = left
             self._health.resume_at = now + left
-        return Decision(RETRY, delay, status_reason(status))
+        return Decision(RETRY, delay, reason)
 
     def _after_answer(
         self, outcome: Outcome, read_answer: AnswerReader, now: float, records: int
