@@ -265,18 +265,13 @@ def target_url(host: Optional[str], url: str, secure: bool) -> str:
                 "url must be a full http:// or https:// URL when host is not given"
                 f" (or give host='server:port' and a path), not {display_url(url)!r}"
             )
-        mistyped_user = ValueError(
-            "url: a user or password that holds '/', '?' or '#' must be percent-encoded"
-            " (%2F, %3F, %23), or given as credentials=(user, password): as typed, the server's"
-            f" name ends at the first of them, in {display_url(url)!r}"
-        )
         if "@" in parts.path or "@" in parts.fragment:
-            raise mistyped_user
+            raise _mistyped_user(url)
         try:
             check_server("url", parts.netloc.rpartition("@")[2], display_url(url))
         except ValueError:
             if "@" in parts.query:  # the "port" may be the start of a password
-                raise mistyped_user from None
+                raise _mistyped_user(url) from None
             raise
         return url
     if not isinstance(host, str) or not host:
@@ -300,6 +295,14 @@ def target_url(host: Optional[str], url: str, secure: bool) -> str:
         )
     # An empty path is the stdlib's "/" (http.client sends "/" for an empty request target).
     return f"{'https' if secure else 'http'}://{host}{url or '/'}"
+
+
+def _mistyped_user(url: str) -> ValueError:
+    return ValueError(
+        "url: a user or password that holds '/', '?' or '#' must be percent-encoded"
+        " (%2F, %3F, %23), or given as credentials=(user, password): as typed, the server's"
+        f" name ends at the first of them, in {display_url(url)!r}"
+    )
 
 
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")

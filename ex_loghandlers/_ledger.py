@@ -61,6 +61,7 @@ class Folding(Stage, Source, Protocol):
 #: The longest ``stats`` waits for the ledger's lock (see ``Ledger.snapshot``).
 SNAPSHOT_WAIT = 0.5
 
+
 class Ledger:
     """The path's stages, the batch in flight, the counts and the waiting flushes.
 
