@@ -37,7 +37,7 @@ from ._check import OK, verdict
 from ._config import MAX_SECONDS, display_url
 from ._env import DEFAULT_ENV_PREFIX, PASSWORD
 from ._handler import ExHTTPHandler
-from ._spool_file import inspect
+from ._spool_file import inspect, spools_in
 from ._stats import SHUTDOWN_DEADLINE
 from ._wire import WIRE_FORMATS
 
@@ -408,10 +408,8 @@ def _spool_path(options: argparse.Namespace, parser: argparse.ArgumentParser) ->
     directory (naming the spools in it), or a path in a directory that does not exist."""
     path: str = options.path
     if os.path.isdir(path):
-        bases = sorted({_SPOOL_FILE.sub("", name) for name in os.listdir(path)
-                        if _SPOOL_FILE.search(name)})
-        found = (f"; spools there: {', '.join(os.path.join(path, b) for b in bases)}"
-                 if bases else "")
+        bases = spools_in(path)
+        found = f"; spools there: {', '.join(bases)}" if bases else ""
         parser.error(f"PATH: {_shown(path)} is a directory: give the handler's spool_path (its"
                      f" files are PATH.<pid>-<id>.db){found}")
     folder = os.path.dirname(os.path.abspath(path))
@@ -420,10 +418,6 @@ def _spool_path(options: argparse.Namespace, parser: argparse.ArgumentParser) ->
         parser.error(f"PATH: no spool at {_shown(path)}: there is no directory"
                      f" {_shown(folder)}{swapped}")
     return path
-
-
-#: The end of a spool file's name, after the handler's spool_path: ``.<pid>-<hex id>.db``.
-_SPOOL_FILE = re.compile(r"\.\d+-[0-9a-f]+\.db$")
 
 
 def _spool_show(options: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import re
 import secrets
 import sqlite3
 import threading
@@ -67,6 +68,16 @@ class SpoolError(Exception):
 def own_files(base: str) -> List[str]:
     """Every spool file of ``base`` on disk, whoever owns it."""
     return sorted(glob.glob(glob.escape(base) + ".*.db"))
+
+
+#: The end of a spool file's name, after its ``spool_path``: ``.<pid>-<hex id>.db``.
+_FILE_NAME_END = re.compile(r"\.\d+-[0-9a-f]+\.db$")
+
+
+def spools_in(directory: str) -> List[str]:
+    """The ``spool_path`` of every spool with a file in ``directory``."""
+    return sorted({os.path.join(directory, _FILE_NAME_END.sub("", name))
+                   for name in os.listdir(directory) if _FILE_NAME_END.search(name)})
 
 
 @dataclass(frozen=True)
