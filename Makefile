@@ -26,7 +26,7 @@ demo: $(VENV)/.installed-runtime
 	$(PY) examples/quickstart.py
 
 lint: $(VENV)/.installed-test
-	$(PY) -m ruff check ex_loghandlers tests examples
+	$(PY) -m ruff check ex_loghandlers tests examples hatch_build.py
 
 typecheck: $(VENV)/.installed-test
 	$(PY) -m mypy --strict ex_loghandlers

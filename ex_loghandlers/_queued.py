@@ -275,7 +275,7 @@ _MSG, _EXC_INFO, _EXC_TEXT, _STACK_INFO = map(
 )
 
 
-def common_record(record: logging.LogRecord) -> Optional[Tuple[Packed, int]]:
+def python_common_record(record: logging.LogRecord) -> Optional[Tuple[Packed, int]]:
     """``record`` as the buffer keeps it, and its size, if it is of the common kind; else None.
 
     The common kind: a ``LogRecord`` with only the attributes ``logging`` gives every record
@@ -494,6 +494,30 @@ def wire_fields_maker(
         return fields
 
     return wire_fields
+
+
+def _c_common_record() -> Optional[Callable[[logging.LogRecord], Optional[Tuple[Packed, int]]]]:
+    """``common_record`` in C, if the speedups were built and ``EX_LOGHANDLERS_PURE_PYTHON``
+    is not set: the same results for a tenth of the work. It hands any record it has no
+    answer of its own for to ``python_common_record``."""
+    if os.environ.get("EX_LOGHANDLERS_PURE_PYTHON"):
+        return None
+    try:
+        from . import _speedups
+    except ImportError:  # built without them (no compiler), or another interpreter
+        return None
+    _speedups.configure(
+        _LogRecord, _STDLIB_GET_MESSAGE, COMMON_KEYS, _COMMON_END, _NO_ARGS_END,
+        _known_conversions, _NATIVE, python_common_record,
+        SNAPSHOT_OVERHEAD, ARG_OVERHEAD, NUMBER_TEXT, WIDE_TEXT_CHECK,
+    )
+    return _speedups.common_record
+
+
+#: What ``emit()`` calls: the C speedups' ``common_record`` or ``python_common_record``.
+common_record = _c_common_record() or python_common_record
+#: True if ``common_record`` is the C one.
+SPEEDUPS = common_record is not python_common_record
 
 
 def queued(record: logging.LogRecord) -> Tuple[Packed, int]:

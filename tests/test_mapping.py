@@ -14,7 +14,7 @@ import threading
 import traceback
 import weakref
 from types import ModuleType
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 from faultserver import Action, FaultServer, sequence
@@ -30,8 +30,8 @@ from ex_loghandlers._mapping import (
     to_fields,
 )
 from ex_loghandlers._queued import (
-    common_record,
     packed,
+    python_common_record,
     queued,
     unpacked,
     wire_fields_maker,
@@ -40,6 +40,25 @@ from ex_loghandlers._queued import (
 ENRICH = Enrichment(prefix="_ex_", hostname="host1", username="alice", app="myapp")
 LOGY_REQUIRED = ("name", "levelname", "filename", "module", "funcName", "message", "levelno",
                  "created", "msecs")
+
+
+CommonRecord = Callable[[logging.LogRecord], Any]
+#: ``common_record`` as Python writes it, and as the C speedups do where they were built.
+IMPLEMENTATIONS: Dict[str, CommonRecord] = {"python": python_common_record}
+if _queued.SPEEDUPS:
+    IMPLEMENTATIONS["c"] = _queued.common_record
+
+
+@pytest.fixture(params=["python", "c"])
+def common_record(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> CommonRecord:
+    """Each implementation of ``common_record``, also the one ``queued()`` calls."""
+    implementation = IMPLEMENTATIONS.get(request.param)
+    if implementation is None:
+        pytest.skip("the C speedups were not built")
+    monkeypatch.setattr(_queued, "common_record", implementation)
+    return implementation
 
 
 def make_record(msg: Any = "hello %s", args: Any = ("world",), **kw: Any) -> logging.LogRecord:
@@ -685,7 +704,9 @@ def test_a_packed_snapshot_gives_back_the_same_fields(record: logging.LogRecord)
         assert back == snap  # a class not built in comes back as the text written of it
 
 
-def test_a_common_record_with_a_program_s_exception_gives_back_the_same_fields() -> None:
+def test_a_common_record_with_a_program_s_exception_gives_back_the_same_fields(
+    common_record: CommonRecord,
+) -> None:
     exc = raised(AnError("mine"))
     record = make_record("failed %s", (3,), exc_info=(AnError, exc, exc.__traceback__))
     common = common_record(record)
@@ -746,12 +767,13 @@ COMMON_RECORDS = {
         "failed", None, exc_info=(KeyError, raised(KeyError("k")), None)),
     "narrow widths and precisions": make_record("%5.2f|%-10s|%08.3f|%99d", (1.5, "a", 2.0, 7)),
     "a large float": make_record("%f %.99f", (1e308, -1e308)),
+    "texts in %r and %a": make_record("%r %a %s", ("\u00e9t\u00e9", "ab", "c")),
 }
 
 
 @pytest.mark.parametrize("record", COMMON_RECORDS.values(), ids=list(COMMON_RECORDS))
 def test_a_common_record_is_queued_as_it_is_and_gives_back_its_snapshot(
-    record: logging.LogRecord,
+    record: logging.LogRecord, common_record: CommonRecord,
 ) -> None:
     """Its message is made on the worker: the same text ``getMessage()`` makes on the caller,
     or, if that fails, the same account of the failure."""
@@ -766,7 +788,9 @@ def test_a_common_record_is_queued_as_it_is_and_gives_back_its_snapshot(
         assert list(sent.items()) == list(expected.items())  # the same fields, in order
 
 
-def test_the_worker_writes_the_fields_to_fields_writes_whatever_the_prefix() -> None:
+def test_the_worker_writes_the_fields_to_fields_writes_whatever_the_prefix(
+    common_record: CommonRecord,
+) -> None:
     record = make_record(exc_info=(ValueError, raised(ValueError("x")), None))
     common = common_record(record)
     assert common is not None
@@ -821,7 +845,7 @@ OTHER_RECORDS = {
 
 
 def test_a_program_s_own_get_message_is_called_on_the_thread_that_logs(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, common_record: CommonRecord,
 ) -> None:
     """Some programs replace ``LogRecord.getMessage`` (to format with ``str.format``): then
     no record is of the common kind, and the message is the one their function makes."""
@@ -835,7 +859,9 @@ def test_a_program_s_own_get_message_is_called_on_the_thread_that_logs(
     assert WIRE_FIELDS(item)["message"] == "hello braces"
 
 
-def test_a_common_record_whose_attributes_were_reordered_gives_back_the_same_fields() -> None:
+def test_a_common_record_whose_attributes_were_reordered_gives_back_the_same_fields(
+    common_record: CommonRecord,
+) -> None:
     record = make_record()
     msg = record.msg
     del record.msg  # a filter took it away and put it back: now the last attribute
@@ -848,7 +874,7 @@ def test_a_common_record_whose_attributes_were_reordered_gives_back_the_same_fie
 
 @pytest.mark.parametrize("record", OTHER_RECORDS.values(), ids=list(OTHER_RECORDS))
 def test_any_other_record_takes_the_snapshot_and_gives_back_the_same_fields(
-    record: logging.LogRecord,
+    record: logging.LogRecord, common_record: CommonRecord,
 ) -> None:
     assert common_record(record) is None
     item, _ = queued(record)
@@ -856,20 +882,79 @@ def test_any_other_record_takes_the_snapshot_and_gives_back_the_same_fields(
     assert WIRE_FIELDS(item) == to_fields(snapshot(record), ENRICH)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     msg=st.text(alphabet="%sdr.2 ab\u00e9", max_size=12),
     args=st.lists(st.one_of(st.text(max_size=8), st.integers(), st.floats(), st.booleans(),
                             st.none()), max_size=3),
 )
-def test_a_common_records_message_is_the_one_its_record_makes(msg: str, args: List[Any]) -> None:
+def test_a_common_records_message_is_the_one_its_record_makes(
+    msg: str, args: List[Any], common_record: CommonRecord,
+) -> None:
     record = make_record(msg, tuple(args))
     item, _ = queued(record)
     assert unpacked(item) == snapshot(record)
     assert WIRE_FIELDS(item) == to_fields(snapshot(record), ENRICH)
 
 
-def test_templates_made_on_the_fly_are_remembered_within_a_bound() -> None:
+needs_speedups = pytest.mark.skipif(not _queued.SPEEDUPS, reason="the C speedups were not built")
+
+
+@needs_speedups
+@pytest.mark.parametrize(
+    "record", [*COMMON_RECORDS.values(), *OTHER_RECORDS.values()],
+    ids=[*COMMON_RECORDS, *OTHER_RECORDS],
+)
+def test_the_c_speedups_keep_what_python_keeps_of_a_record(record: logging.LogRecord) -> None:
+    """The same tuple and size, or None alike; an exception's capture compared by its text."""
+    _queued._known_conversions.clear()  # the first time a template is met, then the next
+    for _ in range(2):
+        expected, got = python_common_record(record), _queued.common_record(record)
+        if expected is None or got is None:
+            assert got is expected
+        else:
+            assert got[1] == expected[1]
+            assert WIRE_FIELDS(got[0]) == WIRE_FIELDS(expected[0])
+            if record.exc_info is None:
+                assert got[0] == expected[0]
+
+
+@needs_speedups
+@settings(max_examples=500, deadline=None)
+@given(
+    msg=st.one_of(
+        st.text(alphabet="%sdrac*.2x ab\u00e9\U0001f600", max_size=14),
+        st.text(alphabet="ab\u00e9", min_size=250, max_size=300),
+        st.integers(),
+    ),
+    args=st.one_of(
+        st.none(),
+        st.lists(st.one_of(
+            st.text(max_size=8), st.integers(), st.integers(min_value=2**62, max_value=2**600),
+            st.floats(), st.booleans(), st.none(), st.binary(max_size=3),
+        ), max_size=3).map(tuple),
+    ),
+    extra=st.sampled_from(["none", "extra", "reordered", "exc_text", "stack"]),
+)
+def test_the_c_speedups_agree_with_python_on_any_record(msg: Any, args: Any, extra: str) -> None:
+    record = make_record(msg, args)
+    if extra == "extra":
+        record.request_id = "r-1"
+    elif extra == "reordered":
+        name = record.name
+        del record.name
+        record.name = name
+    elif extra in ("exc_text", "stack"):
+        setattr(record, "exc_text" if extra == "exc_text" else "stack_info", "text")
+    for _ in range(2):  # the template unknown, then known
+        assert _queued.common_record(record) == python_common_record(record)
+
+
+def test_templates_made_on_the_fly_are_remembered_within_a_bound(
+    common_record: CommonRecord,
+) -> None:
     """A program may make its templates (an f-string with arguments besides): each gives the
     message its record makes, and what is remembered of them stays bounded."""
     bound = _queued._MAX_TEMPLATES
@@ -905,7 +990,7 @@ def test_templates_made_on_the_fly_are_remembered_within_a_bound() -> None:
     ("%d", ("\U000e0001" * 100_000,)),
 ])
 def test_the_message_a_common_record_makes_on_the_worker_is_bounded_by_its_size(
-    msg: str, args: Tuple[Any, ...]
+    msg: str, args: Tuple[Any, ...], common_record: CommonRecord,
 ) -> None:
     """Made on the worker, it is not in the queue: but it may not be more than twice what the
     record is counted for, and a bounded few hundred bytes a number."""
@@ -916,7 +1001,9 @@ def test_the_message_a_common_record_makes_on_the_worker_is_bounded_by_its_size(
         assert sys.getsizeof(message) <= 2 * common[1] + 512 * len(args)
 
 
-def test_a_common_record_whose_exception_is_kept_as_text_is_counted_with_its_message() -> None:
+def test_a_common_record_whose_exception_is_kept_as_text_is_counted_with_its_message(
+    common_record: CommonRecord,
+) -> None:
     """A chain too long for ``traceback`` leaves the capture text: that record keeps its
     message, made now, and is counted with it."""
     exc: BaseException = raised(ValueError("first"))
@@ -933,7 +1020,9 @@ def test_a_common_record_whose_exception_is_kept_as_text_is_counted_with_its_mes
     assert WIRE_FIELDS(item) == to_fields(snapshot(record), ENRICH)
 
 
-def test_a_common_record_made_without_the_process_id_is_sent_with_this_ones() -> None:
+def test_a_common_record_made_without_the_process_id_is_sent_with_this_ones(
+    common_record: CommonRecord,
+) -> None:
     record = make_record(process=None)  # logging.logProcesses = False
     item, _ = queued(record)
     assert WIRE_FIELDS(item)["_ex_pid"] == os.getpid()

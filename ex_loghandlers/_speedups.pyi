@@ -1,0 +1,19 @@
+import logging
+from typing import AbstractSet, Any, Callable, Dict, Optional, Tuple
+
+def configure(
+    record_type: type,
+    stdlib_get_message: Optional[Callable[[logging.LogRecord], str]],
+    common_keys: Tuple[str, ...],
+    common_end: Tuple[object],
+    no_args_end: Tuple[object],
+    known_conversions: Dict[str, Optional[Tuple[str, ...]]],
+    native_types: AbstractSet[object],
+    fallback: Callable[[logging.LogRecord], Optional[Tuple[Tuple[Any, ...], int]]],
+    snapshot_overhead: int,
+    arg_overhead: int,
+    number_text: int,
+    wide_text_check: int,
+    /,
+) -> None: ...
+def common_record(record: logging.LogRecord, /) -> Optional[Tuple[Tuple[Any, ...], int]]: ...
