@@ -85,6 +85,11 @@ class RecordBuffer(Generic[T]):
     def queued_bytes(self) -> int:
         return self._bytes
 
+    def fast_put_parts(self) -> Tuple[RecordBuffer[T], Any, Deque[T], Deque[int], int, int]:
+        """What the C speedups' ``FastHandle`` keeps to do ``put()``'s fast path itself: the
+        buffer, its lock, its two deques and its bounds. None of them is ever replaced."""
+        return self, self._lock, self._items, self._sizes, self.max_items, self.max_bytes
+
     def put_beyond_bounds(self, item: T, size: int) -> None:
         """Append ``item`` even if the buffer is full: for the rare record that tells of losses."""
         with self._lock:
@@ -191,7 +196,8 @@ class RecordBuffer(Generic[T]):
         """Remove everything, and return it: for the caller to count, and to let go of once
         no lock is held, as evicted records are (see ``_overflow``)."""
         with self._lock:
-            drained, self._items = self._items, deque()
+            drained = self._items.copy()  # the deque itself stays: see fast_put_parts
+            self._items.clear()
             self._sizes.clear()
             self._bytes = 0
             self.removed_total += len(drained)

@@ -496,10 +496,10 @@ def wire_fields_maker(
     return wire_fields
 
 
-def _c_common_record() -> Optional[Callable[[logging.LogRecord], Optional[Tuple[Packed, int]]]]:
-    """``common_record`` in C, if the speedups were built and ``EX_LOGHANDLERS_PURE_PYTHON``
-    is not set: the same results for a tenth of the work. It hands any record it has no
-    answer of its own for to ``python_common_record``."""
+def _speedups_module() -> Any:
+    """The C speedups, configured, if they were built and ``EX_LOGHANDLERS_PURE_PYTHON`` is
+    not set; else None. Their ``common_record`` gives what ``python_common_record`` gives, for
+    a tenth of the work, and hands it any record it has no answer of its own for."""
     if os.environ.get("EX_LOGHANDLERS_PURE_PYTHON"):
         return None
     try:
@@ -511,13 +511,20 @@ def _c_common_record() -> Optional[Callable[[logging.LogRecord], Optional[Tuple[
         _known_conversions, _NATIVE, python_common_record,
         SNAPSHOT_OVERHEAD, ARG_OVERHEAD, NUMBER_TEXT, WIDE_TEXT_CHECK,
     )
-    return _speedups.common_record
+    return _speedups
 
 
+_SPEEDUPS = _speedups_module()
+#: True if the C speedups are in use.
+SPEEDUPS = _SPEEDUPS is not None
 #: What ``emit()`` calls: the C speedups' ``common_record`` or ``python_common_record``.
-common_record = _c_common_record() or python_common_record
-#: True if ``common_record`` is the C one.
-SPEEDUPS = common_record is not python_common_record
+common_record: Callable[[logging.LogRecord], Optional[Tuple[Packed, int]]] = (
+    _SPEEDUPS.common_record if SPEEDUPS else python_common_record
+)
+#: ``ExHTTPHandler.handle()`` for a common record in one C call (see ``_speedups.c``), or None.
+FastHandle: Optional[Callable[..., Callable[[logging.LogRecord], Any]]] = (
+    _SPEEDUPS.FastHandle if SPEEDUPS else None
+)
 
 
 def queued(record: logging.LogRecord) -> Tuple[Packed, int]:

@@ -1,6 +1,8 @@
-/* The application thread's share of every common record, in C: ``common_record``.
+/* The application thread's share of every common record, in C: ``common_record`` and
+ * ``FastHandle``, ``ExHTTPHandler.handle()`` from the record to the buffer (further down).
  *
- * ``_queued.common_record`` in Python, for the records that need no decision of its own: a
+ * ``common_record`` is ``_queued.python_common_record`` for the records that need no decision
+ * of its own: a
  * plain ``LogRecord`` whose attributes are logging's in logging's order, a ``str`` template
  * whose conversions ``_queued`` already knows, arguments that are short ints, floats, bools,
  * None or strings, and no exception or stack. For those it returns what the Python function
@@ -69,7 +71,8 @@ configure(PyObject *module, PyObject *args)
     Py_XSETREF(known_conversions, Py_NewRef(known));
     Py_XSETREF(native_types, Py_NewRef(native));
     Py_XSETREF(fallback, Py_NewRef(fb));
-    if (get_message_name == NULL && (get_message_name = PyUnicode_InternFromString("getMessage")) == NULL)
+    if (get_message_name == NULL
+        && (get_message_name = PyUnicode_InternFromString("getMessage")) == NULL)
         return NULL;
     args_index = found[0];
     msg_index = found[1];
@@ -157,45 +160,45 @@ size_with_args(PyObject *msg, PyObject *args)
     return size;
 }
 
-static PyObject *
-common_record(PyObject *module, PyObject *record)
+/* What the buffer keeps of a common record, and its size: 1 with *packed (a new reference)
+ * and *size set; 0 if not common; 2 if Python is to decide (the record untouched); -1 on an
+ * error. A packed tuple holding only objects the garbage collector does not track is
+ * untracked now: it would be at the first young collection. */
+static int
+pack_common(PyObject *record, PyObject **packed, long long *size)
 {
     if (!configured) {
         PyErr_SetString(PyExc_RuntimeError, "_speedups is not configured");
-        return NULL;
+        return -1;
     }
     if ((PyObject *)Py_TYPE(record) != record_type)
-        Py_RETURN_NONE;
+        return 0;
     PyObject *get_message = PyObject_GetAttr(record_type, get_message_name);
     if (get_message == NULL)
-        return NULL;
+        return -1;
     Py_DECREF(get_message);  /* the class holds it: only its identity is compared */
     if (get_message != stdlib_get_message)
-        Py_RETURN_NONE;
+        return 0;
     PyObject *attributes = PyObject_GenericGetDict(record, NULL);
     if (attributes == NULL)
-        return NULL;
+        return -1;
     Py_ssize_t n = PyTuple_GET_SIZE(common_keys);
-    if (!PyDict_CheckExact(attributes) || PyDict_GET_SIZE(attributes) != n) {
+    if (!PyDict_CheckExact(attributes) || PyDict_GET_SIZE(attributes) != n || n > 64) {
         Py_DECREF(attributes);
-        Py_RETURN_NONE;  /* as many attributes as logging's, or not common */
+        return 0;  /* as many attributes as logging's, or not common */
     }
     PyObject *values[64];
-    if (n > 64) {
-        Py_DECREF(attributes);
-        return PyObject_CallOneArg(fallback, record);
-    }
     Py_ssize_t pos = 0, i = 0;
     PyObject *key, *value;
     while (PyDict_Next(attributes, &pos, &key, &value)) {
         if (key != PyTuple_GET_ITEM(common_keys, i)) {  /* another order: Python decides */
             Py_DECREF(attributes);
-            return PyObject_CallOneArg(fallback, record);
+            return 2;
         }
         values[i++] = value;
     }
     /* The values are borrowed from the dict, which this function holds */
-    PyObject *result = NULL;
+    int status = 0;
     PyObject *args = values[args_index];
     PyObject *others[64];
     Py_ssize_t k = 0;
@@ -204,68 +207,512 @@ common_record(PyObject *module, PyObject *record)
             others[k++] = values[i];
     PyObject *msg = others[msg_index];
     if (!PyUnicode_CheckExact(msg) || others[exc_text_index] != Py_None
-        || others[stack_info_index] != Py_None) {
-        result = Py_NewRef(Py_None);
+        || others[stack_info_index] != Py_None)
         goto done;
-    }
     if (others[exc_info_index] != Py_None) {  /* an exception: Python captures it */
-        result = PyObject_CallOneArg(fallback, record);
+        status = 2;
         goto done;
     }
-    long long size;
     Py_ssize_t count = 0;
     PyObject *end;
     if (PyTuple_CheckExact(args) && PyTuple_GET_SIZE(args) > 0) {
-        size = size_with_args(msg, args);
-        if (size == -1) {
-            result = Py_NewRef(Py_None);
+        *size = size_with_args(msg, args);
+        if (*size < 0) {
+            status = *size == -1 ? 0 : *size == -2 ? 2 : -1;
             goto done;
         }
-        if (size == -2) {
-            result = PyObject_CallOneArg(fallback, record);
-            goto done;
-        }
-        if (size == -3)
-            goto done;
         count = PyTuple_GET_SIZE(args);
         end = common_end;
     }
     else if (args == Py_None || PyTuple_CheckExact(args)) {
         int ascii = is_ascii(msg);
-        if (ascii < 0)
-            goto done;
-        long long length = PyUnicode_GET_LENGTH(msg);
-        if (length >= wide_text_check && !ascii) {  /* its size is sys.getsizeof: Python's */
-            result = PyObject_CallOneArg(fallback, record);
+        if (ascii < 0) {
+            status = -1;
             goto done;
         }
-        size = snapshot_overhead + length;
+        long long length = PyUnicode_GET_LENGTH(msg);
+        if (length >= wide_text_check && !ascii) {  /* its size is sys.getsizeof: Python's */
+            status = 2;
+            goto done;
+        }
+        *size = snapshot_overhead + length;
         end = args == Py_None ? no_args_end : common_end;
     }
-    else {
-        result = Py_NewRef(Py_None);
+    else
+        goto done;
+    PyObject *made = PyTuple_New(n - 1 + count + 1);
+    if (made == NULL) {
+        status = -1;
         goto done;
     }
-    PyObject *packed = PyTuple_New(n - 1 + count + 1);
-    if (packed == NULL)
-        goto done;
-    for (i = 0; i < n - 1; i++)
-        PyTuple_SET_ITEM(packed, i, Py_NewRef(others[i]));
-    for (i = 0; i < count; i++)
-        PyTuple_SET_ITEM(packed, n - 1 + i, Py_NewRef(PyTuple_GET_ITEM(args, i)));
-    PyTuple_SET_ITEM(packed, n - 1 + count, Py_NewRef(PyTuple_GET_ITEM(end, 0)));
-    PyObject *number = PyLong_FromLongLong(size);
-    if (number == NULL) {
-        Py_DECREF(packed);
-        goto done;
+    int untracked = 1;
+    for (i = 0; i < n - 1 + count + 1; i++) {
+        PyObject *item = i < n - 1 ? others[i]
+            : i < n - 1 + count ? PyTuple_GET_ITEM(args, i - (n - 1))
+            : PyTuple_GET_ITEM(end, 0);
+        if (PyObject_IS_GC(item))
+            untracked = 0;
+        PyTuple_SET_ITEM(made, i, Py_NewRef(item));
     }
-    result = PyTuple_Pack(2, packed, number);
-    Py_DECREF(packed);
-    Py_DECREF(number);
+    if (untracked && PyObject_GC_IsTracked(made))
+        PyObject_GC_UnTrack(made);
+    *packed = made;
+    status = 1;
 done:
     Py_DECREF(attributes);
+    return status;
+}
+
+static PyObject *
+common_record(PyObject *module, PyObject *record)
+{
+    PyObject *packed;
+    long long size;
+    switch (pack_common(record, &packed, &size)) {
+    case 1: {
+        PyObject *number = PyLong_FromLongLong(size);
+        if (number == NULL) {
+            Py_DECREF(packed);
+            return NULL;
+        }
+        PyObject *result = PyTuple_Pack(2, packed, number);
+        Py_DECREF(packed);
+        Py_DECREF(number);
+        return result;
+    }
+    case 0:
+        Py_RETURN_NONE;
+    case 2:
+        return PyObject_CallOneArg(fallback, record);
+    default:
+        return NULL;
+    }
+}
+
+/* FastHandle: ExHTTPHandler.handle() for a record on the common path, in one C call.
+ *
+ * The common path: no filters, the handler open and listed, nothing set aside, this thread
+ * neither inside emit() already nor one of the handler's workers, its worker started, a
+ * common record (pack_common), and room in the buffer, whose lock is free. Then it does what
+ * handle() and emit() do: the thread marked inside emit(), the record appended with its size,
+ * the worker rung when the buffer stops being empty or fills a batch. Between taking the
+ * buffer's lock and letting it go it runs no Python code and makes nothing the garbage
+ * collector tracks, so no other thread and no re-entry on this one sees the buffer
+ * half-changed. Any other case goes to the handler's Python methods: handle() before anything
+ * is done, _emit_prepared() once the record is made.
+ *
+ * It is made with the handler's delivery, and keeps what stays the same for the delivery's
+ * life: the handler makes a new one with each new delivery (see _use_fast_handle).
+ */
+typedef struct {
+    PyObject_HEAD
+    PyObject *handler_ref;    /* a weak reference: the handler holds this object */
+    PyObject *slow_handle;    /* ExHTTPHandler.handle, unbound */
+    PyObject *delivery;
+    PyObject *inside;         /* the handler's set of threads inside emit() */
+    PyObject *aside;          /* its deque of records a re-entered emit() set aside */
+    PyObject *workers;        /* the delivery's set of worker thread idents */
+    PyObject *buffer;
+    PyObject *lock_acquire;   /* the buffer's lock's bound methods */
+    PyObject *lock_release;
+    PyObject *items;          /* the buffer's deque of records */
+    PyObject *items_append;   /* the buffer's deques' bound append methods */
+    PyObject *sizes_append;
+    long long max_items, max_bytes, batch_size;
+} FastHandle;
+
+static PyObject *n_filters, *n_closed, *n_unlisted, *n_close_in_emit, *n_thread,
+    *n_buffer_closed, *n_bytes, *n_accepted_total, *n_flag, *n_doorbell, *n_ring,
+    *n_emit_prepared, *n_move_aside_on, *n_fast_handle_failed;
+
+static int
+intern_names(void)
+{
+#define NAME(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return -1;
+    NAME(n_filters, "filters") NAME(n_closed, "_closed") NAME(n_unlisted, "_unlisted")
+    NAME(n_close_in_emit, "_close_in_emit") NAME(n_thread, "thread")
+    NAME(n_buffer_closed, "closed") NAME(n_bytes, "_bytes")
+    NAME(n_accepted_total, "accepted_total") NAME(n_flag, "_flag")
+    NAME(n_doorbell, "doorbell") NAME(n_ring, "_ring")
+    NAME(n_emit_prepared, "_emit_prepared") NAME(n_move_aside_on, "_move_aside_on")
+    NAME(n_fast_handle_failed, "_fast_handle_failed")
+#undef NAME
+    return 0;
+}
+
+/* 1 if attribute ``name`` of ``obj`` is true, 0 if false, -1 on an error. */
+static int
+attribute_true(PyObject *obj, PyObject *name)
+{
+    PyObject *value = PyObject_GetAttr(obj, name);
+    if (value == NULL)
+        return -1;
+    int truth = value == Py_True ? 1 : value == Py_False || value == Py_None ? 0
+        : PyObject_IsTrue(value);
+    Py_DECREF(value);
+    return truth;
+}
+
+static long long
+attribute_long(PyObject *obj, PyObject *name, int *error)
+{
+    PyObject *value = PyObject_GetAttr(obj, name);
+    if (value == NULL) {
+        *error = 1;
+        return 0;
+    }
+    long long number = PyLong_AsLongLong(value);
+    Py_DECREF(value);
+    if (number == -1 && PyErr_Occurred())
+        *error = 1;
+    return number;
+}
+
+/* Append item and size under the buffer's lock, as RecordBuffer.put's fast path does.
+ * Returns the records queued after it, 0 if it did not (the lock busy, the buffer closed or
+ * full: the Python path decides), -1 on an error. */
+static Py_ssize_t
+put_quietly(FastHandle *self, PyObject *item, long long size)
+{
+    PyObject *got = PyObject_CallOneArg(self->lock_acquire, Py_False);
+    if (got == NULL)
+        return -1;
+    int acquired = got == Py_True;
+    Py_DECREF(got);
+    if (!acquired)
+        return 0;
+    Py_ssize_t queued = -1;
+    PyObject *size_object = NULL, *new_bytes = NULL, *new_total = NULL;
+    int error = 0;
+    int closed = attribute_true(self->buffer, n_buffer_closed);
+    if (closed != 0) {
+        queued = closed < 0 ? -1 : 0;
+        goto release;
+    }
+    Py_ssize_t length = PyObject_Length(self->items);
+    long long bytes = attribute_long(self->buffer, n_bytes, &error);
+    long long total = attribute_long(self->buffer, n_accepted_total, &error);
+    if (length < 0 || error)
+        goto release;
+    if (!(length < self->max_items && bytes + size <= self->max_bytes)) {
+        queued = 0;
+        goto release;
+    }
+    /* Every object made before the first change: nothing fails half-way. */
+    size_object = PyLong_FromLongLong(size);
+    new_bytes = PyLong_FromLongLong(bytes + size);
+    new_total = PyLong_FromLongLong(total + 1);
+    if (size_object == NULL || new_bytes == NULL || new_total == NULL)
+        goto release;
+    PyObject *done = PyObject_CallOneArg(self->items_append, item);
+    if (done == NULL)
+        goto release;
+    Py_DECREF(done);
+    done = PyObject_CallOneArg(self->sizes_append, size_object);
+    if (done == NULL)
+        goto release;
+    Py_DECREF(done);
+    if (PyObject_SetAttr(self->buffer, n_bytes, new_bytes) < 0
+        || PyObject_SetAttr(self->buffer, n_accepted_total, new_total) < 0)
+        goto release;
+    queued = length + 1;
+release:
+    Py_XDECREF(size_object);
+    Py_XDECREF(new_bytes);
+    Py_XDECREF(new_total);
+    {
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        PyObject *released = PyObject_CallNoArgs(self->lock_release);
+        if (released == NULL) {
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(traceback);
+            return -1;
+        }
+        Py_DECREF(released);
+        PyErr_Restore(type, value, traceback);
+    }
+    return queued;
+}
+
+/* 1 if the common path may be taken for this call, 0 if not, -1 on an error. */
+static int
+common_path_open(FastHandle *self, PyObject *handler, PyObject *ident)
+{
+    int flag;
+    if ((flag = attribute_true(handler, n_filters)) != 0
+        || (flag = attribute_true(handler, n_closed)) != 0
+        || (flag = attribute_true(handler, n_unlisted)) != 0
+        || (flag = attribute_true(handler, n_close_in_emit)) != 0)
+        return flag < 0 ? -1 : 0;
+    Py_ssize_t aside = PyObject_Length(self->aside);
+    if (aside != 0)
+        return aside < 0 ? -1 : 0;
+    PyObject *thread = PyObject_GetAttr(self->delivery, n_thread);
+    if (thread == NULL)
+        return -1;
+    Py_DECREF(thread);
+    if (thread == Py_None)
+        return 0;  /* its worker not started yet: handle() starts it */
+    int worker = PySet_Contains(self->workers, ident);
+    return worker != 0 ? (worker < 0 ? -1 : 0) : 1;
+}
+
+/* The record on the common path, with this thread marked inside emit(): a new reference to
+ * anything, or NULL with an error of ours set. */
+static PyObject *
+handle_common(FastHandle *self, PyObject *handler, PyObject *record, PyObject *packed,
+              long long size)
+{
+    Py_ssize_t queued = put_quietly(self, packed, size);
+    if (queued < 0)
+        return NULL;
+    if (queued == 0) {  /* the lock busy, the buffer full or closed: emit()'s way */
+        PyObject *number = PyLong_FromLongLong(size);
+        if (number == NULL)
+            return NULL;
+        PyObject *went = PyObject_CallMethodObjArgs(
+            handler, n_emit_prepared, record, packed, number, NULL);
+        Py_DECREF(number);
+        return went;
+    }
+    if (queued != 1 && queued < self->batch_size)
+        Py_RETURN_NONE;
+    /* The worker may be idle, or a batch is full: ring, unless it rang already. The doorbell
+     * is the delivery's now: a spool's writer that failed hands it back to the worker. */
+    PyObject *doorbell = PyObject_GetAttr(self->delivery, n_doorbell);
+    if (doorbell == NULL)
+        return NULL;
+    PyObject *flag = PyObject_GetAttr(doorbell, n_flag);
+    Py_DECREF(doorbell);
+    if (flag == NULL)
+        PyErr_Clear();
+    else if (flag == Py_True) {
+        Py_DECREF(flag);
+        Py_RETURN_NONE;
+    }
+    Py_XDECREF(flag);
+    return PyObject_CallMethodOneArg(handler, n_ring, self->delivery);
+}
+
+/* pack_common's answer when Python decides: 1 with *packed and *size set, 0 if the record is
+ * not common after all, -1 on an error. */
+static int
+python_decides(PyObject *record, PyObject **packed, long long *size)
+{
+    PyObject *answer = PyObject_CallOneArg(fallback, record);
+    if (answer == NULL)
+        return -1;
+    if (answer == Py_None) {
+        Py_DECREF(answer);
+        return 0;
+    }
+    if (!PyTuple_CheckExact(answer) || PyTuple_GET_SIZE(answer) != 2) {
+        Py_DECREF(answer);
+        PyErr_SetString(PyExc_TypeError, "common_record gave neither None nor (item, size)");
+        return -1;
+    }
+    *size = PyLong_AsLongLong(PyTuple_GET_ITEM(answer, 1));
+    if (*size == -1 && PyErr_Occurred()) {
+        Py_DECREF(answer);
+        return -1;
+    }
+    *packed = Py_NewRef(PyTuple_GET_ITEM(answer, 0));
+    Py_DECREF(answer);
+    return 1;
+}
+
+static PyObject *
+fast_handle_call(FastHandle *self, PyObject *call_args, PyObject *kwargs)
+{
+    if (kwargs != NULL || PyTuple_GET_SIZE(call_args) != 1)
+        return PyObject_Call(self->slow_handle, call_args, kwargs);  /* says what is wrong */
+    PyObject *record = PyTuple_GET_ITEM(call_args, 0);
+    PyObject *handler;
+#if PY_VERSION_HEX >= 0x030D0000
+    if (PyWeakref_GetRef(self->handler_ref, &handler) < 0)
+        return NULL;
+#else
+    handler = PyWeakref_GetObject(self->handler_ref);  /* borrowed */
+    if (handler == NULL)
+        return NULL;
+    handler = handler == Py_None ? NULL : Py_NewRef(handler);
+#endif
+    if (handler == NULL) {
+        PyErr_SetString(PyExc_ReferenceError, "the handler is gone");
+        return NULL;
+    }
+    PyObject *result = NULL, *packed = NULL;
+    long long size = 0;
+    int marked = 0;
+    PyObject *ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+    if (ident == NULL)
+        goto failed;
+    int open = PySet_Contains(self->inside, ident);
+    if (open < 0)
+        goto failed;
+    open = open ? 0 : common_path_open(self, handler, ident);
+    if (open < 0)
+        goto failed;
+    if (open) {
+        if (PySet_Add(self->inside, ident) < 0)
+            goto failed;
+        marked = 1;
+        open = pack_common(record, &packed, &size);
+        if (open < 0)
+            goto failed;
+        if (open == 2 && (open = python_decides(record, &packed, &size)) < 0)
+            goto failed;
+    }
+    if (!open) {  /* anything but the common path: handle() in Python */
+        marked = 0;
+        if (PySet_Discard(self->inside, ident) < 0)
+            goto failed;
+        result = PyObject_CallFunctionObjArgs(self->slow_handle, handler, record, NULL);
+        goto done;
+    }
+    PyObject *went = handle_common(self, handler, record, packed, size);
+    if (went == NULL)
+        goto failed;
+    Py_DECREF(went);
+    marked = 0;
+    if (PySet_Discard(self->inside, ident) < 0)
+        goto failed;
+    Py_ssize_t aside = PyObject_Length(self->aside);  /* logged by a finalizer meanwhile */
+    if (aside < 0)
+        goto failed;
+    if (aside > 0) {
+        went = PyObject_CallMethodNoArgs(handler, n_move_aside_on);
+        if (went == NULL)
+            goto failed;
+        Py_DECREF(went);
+    }
+    result = Py_NewRef(Py_True);
+    goto done;
+failed:  /* a bug of ours, as emit() treats one: counted and told, never raised */
+    {
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        if (marked)
+            PySet_Discard(self->inside, ident);
+        PyErr_Clear();
+        PyErr_NormalizeException(&type, &value, &traceback);
+        if (value == NULL)
+            value = Py_NewRef(Py_None);
+        if (traceback != NULL && value != Py_None)
+            PyException_SetTraceback(value, traceback);
+        result = PyObject_CallMethodObjArgs(handler, n_fast_handle_failed, record, value, NULL);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(traceback);
+        if (result != NULL)
+            Py_SETREF(result, Py_NewRef(Py_True));
+    }
+done:
+    Py_XDECREF(packed);
+    Py_XDECREF(ident);
+    Py_DECREF(handler);
     return result;
 }
+
+static PyObject *
+fast_handle_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {
+        "handler", "slow_handle", "delivery", "inside", "aside", "workers", "buffer", "lock",
+        "items", "sizes", "max_items", "max_bytes", "batch_size", NULL,
+    };
+    PyObject *handler, *slow_handle, *delivery, *inside, *aside, *workers, *buffer, *lock,
+        *items, *sizes;
+    long long max_items, max_bytes, batch_size;
+    if (!PyArg_ParseTupleAndKeywords(
+            args, kwargs, "OOOO!OO!OOOOLLL:FastHandle", keywords, &handler, &slow_handle,
+            &delivery, &PySet_Type, &inside, &aside, &PySet_Type, &workers, &buffer,
+            &lock, &items, &sizes, &max_items, &max_bytes, &batch_size))
+        return NULL;
+    FastHandle *self = (FastHandle *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->handler_ref = PyWeakref_NewRef(handler, NULL);
+    self->slow_handle = Py_NewRef(slow_handle);
+    self->delivery = Py_NewRef(delivery);
+    self->inside = Py_NewRef(inside);
+    self->aside = Py_NewRef(aside);
+    self->workers = Py_NewRef(workers);
+    self->buffer = Py_NewRef(buffer);
+    self->lock_acquire = PyObject_GetAttrString(lock, "acquire");
+    self->lock_release = PyObject_GetAttrString(lock, "release");
+    self->items = Py_NewRef(items);
+    self->items_append = PyObject_GetAttrString(items, "append");
+    self->sizes_append = PyObject_GetAttrString(sizes, "append");
+    self->max_items = max_items;
+    self->max_bytes = max_bytes;
+    self->batch_size = batch_size;
+    if (self->handler_ref == NULL || self->lock_acquire == NULL || self->lock_release == NULL
+        || self->items_append == NULL || self->sizes_append == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static int
+fast_handle_traverse(FastHandle *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->handler_ref);
+    Py_VISIT(self->slow_handle);
+    Py_VISIT(self->delivery);
+    Py_VISIT(self->inside);
+    Py_VISIT(self->aside);
+    Py_VISIT(self->workers);
+    Py_VISIT(self->buffer);
+    Py_VISIT(self->lock_acquire);
+    Py_VISIT(self->lock_release);
+    Py_VISIT(self->items);
+    Py_VISIT(self->items_append);
+    Py_VISIT(self->sizes_append);
+    return 0;
+}
+
+static int
+fast_handle_clear(FastHandle *self)
+{
+    Py_CLEAR(self->handler_ref);
+    Py_CLEAR(self->slow_handle);
+    Py_CLEAR(self->delivery);
+    Py_CLEAR(self->inside);
+    Py_CLEAR(self->aside);
+    Py_CLEAR(self->workers);
+    Py_CLEAR(self->buffer);
+    Py_CLEAR(self->lock_acquire);
+    Py_CLEAR(self->lock_release);
+    Py_CLEAR(self->items);
+    Py_CLEAR(self->items_append);
+    Py_CLEAR(self->sizes_append);
+    return 0;
+}
+
+static void
+fast_handle_dealloc(FastHandle *self)
+{
+    PyObject_GC_UnTrack(self);
+    fast_handle_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject FastHandleType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "ex_loghandlers._speedups.FastHandle",
+    .tp_basicsize = sizeof(FastHandle),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "ExHTTPHandler.handle() for a record on the common path, in C.",
+    .tp_new = fast_handle_new,
+    .tp_call = (ternaryfunc)fast_handle_call,
+    .tp_traverse = (traverseproc)fast_handle_traverse,
+    .tp_clear = (inquiry)fast_handle_clear,
+    .tp_dealloc = (destructor)fast_handle_dealloc,
+};
 
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS, "Give the module _queued's constants."},
@@ -282,5 +729,16 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    return PyModule_Create(&module);
+    if (intern_names() < 0 || PyType_Ready(&FastHandleType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&FastHandleType);
+    if (PyModule_AddObject(m, "FastHandle", (PyObject *)&FastHandleType) < 0) {
+        Py_DECREF(&FastHandleType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

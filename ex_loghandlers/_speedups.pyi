@@ -1,5 +1,5 @@
 import logging
-from typing import AbstractSet, Any, Callable, Dict, Optional, Tuple
+from typing import AbstractSet, Any, Callable, Dict, Optional, Set, Tuple
 
 def configure(
     record_type: type,
@@ -17,3 +17,23 @@ def configure(
     /,
 ) -> None: ...
 def common_record(record: logging.LogRecord, /) -> Optional[Tuple[Tuple[Any, ...], int]]: ...
+
+class FastHandle:
+    def __init__(
+        self,
+        handler: logging.Handler,
+        slow_handle: Callable[[Any, logging.LogRecord], Any],
+        delivery: Any,
+        inside: Set[int],
+        aside: Any,
+        workers: Set[int],
+        buffer: Any,
+        lock: Any,
+        items: Any,
+        sizes: Any,
+        max_items: int,
+        max_bytes: int,
+        batch_size: int,
+        /,
+    ) -> None: ...
+    def __call__(self, record: logging.LogRecord, /) -> Any: ...

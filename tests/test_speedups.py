@@ -6,18 +6,22 @@ tests of ``common_record`` on both.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
 import sysconfig
-from typing import Any, List
+import threading
+from typing import Any, Dict, List
 
 import pytest
+from faultserver import FaultServer
 from pytest_httpserver import HTTPServer
 
-from ex_loghandlers import _queued
+from ex_loghandlers import ExHTTPHandler, _queued
 
 
 def _compiler_at_hand() -> bool:
@@ -86,3 +90,139 @@ def test_the_c_speedups_hold_no_reference_to_what_they_were_given(kind: str) -> 
         kept = _queued.common_record(record)
         del kept
     assert counts() == before
+
+
+needs_speedups = pytest.mark.skipif(not _queued.SPEEDUPS, reason="the C speedups were not built")
+#: Fields that differ between any two sends of the same record.
+VARYING = {"created", "msecs", "relativeCreated", "thread", "_ex_seq", "_ex_app"}
+
+
+class PythonHandle(ExHTTPHandler):
+    """``handle()`` overridden: the speedups' ``FastHandle`` is not used, Python's is."""
+
+    def handle(self, record: logging.LogRecord) -> Any:
+        return super().handle(record)
+
+
+def _log_the_same_records(logger: logging.Logger) -> None:
+    logger.info("common %s %d", "text", 7)
+    logger.warning("no arguments")
+    logger.info("an extra", extra={"request_id": "r-1"})
+    logger.info("an object %s", [1, 2])
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logger.exception("failed %s", "here")
+
+
+@needs_speedups
+def test_records_through_the_c_handle_are_sent_as_through_python_s(
+    logger: logging.Logger,
+) -> None:
+    sent: Dict[str, List[Dict[str, Any]]] = {}
+    with FaultServer() as server:
+        for kind, cls in (("c", ExHTTPHandler), ("python", PythonHandle)):
+            handler = cls(url=server.url_for(f"/sink/TEST/{kind}"), wire_format="json")
+            assert (type(vars(handler).get("handle")).__name__ == "FastHandle") == (kind == "c")
+            logger.handlers[:] = [handler]
+            _log_the_same_records(logger)
+            assert handler.flush(timeout=10)
+            logger.handlers[:] = []
+            handler.close()
+            sent[kind] = [
+                {
+                    key: re.sub(" at 0x[0-9a-f]+", "", value) if isinstance(value, str) else value
+                    for key, value in record.items() if key not in VARYING
+                }
+                for record in server.accepted_records()[-5:]
+            ]
+    assert len(sent["c"]) == 5
+    assert sent["c"] == sent["python"]
+
+
+@needs_speedups
+@pytest.mark.parametrize("method", ["emit", "handle", "mapLogRecord"])
+def test_a_subclass_s_own_method_is_called_and_not_the_c_handle(method: str) -> None:
+    called: List[str] = []
+
+    def own(self: ExHTTPHandler, record: logging.LogRecord) -> Any:
+        called.append(record.getMessage())
+        return getattr(ExHTTPHandler, method)(self, record)
+
+    cls = type("Own", (ExHTTPHandler,), {method: own})
+    handler = cls(url="http://127.0.0.1:9/sink/TEST/app", shutdown_timeout=0.1)
+    try:
+        assert "handle" not in vars(handler)
+        logger = logging.getLogger("tests.speedups.subclass")
+        logger.propagate = False
+        logger.handlers[:] = [handler]
+        logger.warning("mine")
+        logger.handlers[:] = []
+        assert called == ["mine"]
+    finally:
+        handler.close()
+
+
+@needs_speedups
+def test_a_record_that_finds_the_buffer_s_lock_held_waits_and_is_queued(
+    logger: logging.Logger,
+) -> None:
+    """The C handle never waits on the lock: it hands the record to emit()'s way, which does."""
+    with FaultServer() as server:
+        handler = ExHTTPHandler(url=server.url_for("/sink/TEST/app"), wire_format="json")
+        logger.handlers[:] = [handler]
+        logger.info("first")  # the worker started
+        assert handler.flush(timeout=10)
+        lock = handler._delivery.buffer._lock
+        logged = threading.Event()
+        with lock:
+            thread = threading.Thread(target=lambda: (logger.info("second"), logged.set()))
+            thread.start()
+            assert not logged.wait(0.2)  # waits for the lock, as the Python path does
+        thread.join(10)
+        assert logged.is_set()
+        assert handler.flush(timeout=10)
+        assert [r["message"] for r in server.accepted_records()] == ["first", "second"]
+
+
+@needs_speedups
+def test_a_failure_inside_the_c_handle_is_counted_and_never_raised(
+    logger: logging.Logger, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    handler = ExHTTPHandler(url="http://127.0.0.1:9/sink/TEST/app", shutdown_timeout=0.1)
+    logger.handlers[:] = [handler]
+    logger.info("starts the worker")
+
+    def broken(delivery: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(handler, "_ring", broken)
+    handler._delivery.doorbell.clear()  # the next record rings
+    handler._delivery.buffer.drain()
+    logger.info("rings")  # no exception out of the log call
+    assert handler.stats.dropped_by_reason.get("emit failed: RuntimeError") == 1
+    assert "RuntimeError: a bug" in capsys.readouterr().err
+    assert not handler._inside  # this thread no longer counts as inside emit()
+
+
+@needs_speedups
+def test_a_common_record_is_queued_untracked_by_the_garbage_collector() -> None:
+    _queued.common_record(_record("value %s %d", ("text", 7)))  # the template, now known
+    common = _queued.common_record(_record("value %s %d", ("text", 7)))
+    assert common is not None
+    assert not gc.is_tracked(common[0])
+    assert gc.is_tracked(_queued.python_common_record(_record("value %s", ("t",)))[0])
+
+
+@needs_speedups
+def test_the_c_handle_holds_no_reference_to_what_it_queued(logger: logging.Logger) -> None:
+    handler = ExHTTPHandler(url="http://127.0.0.1:9/sink/TEST/app", shutdown_timeout=0.1)
+    logger.handlers[:] = [handler]
+    logger.info("starts the worker")
+    text = "t" * 40
+    before = sys.getrefcount(text)
+    for _ in range(500):
+        logger.info("value %s", text)
+    assert sys.getrefcount(text) > before  # queued
+    handler._delivery.buffer.drain()
+    assert sys.getrefcount(text) == before
