@@ -147,6 +147,8 @@ size_with_args(PyObject *msg, PyObject *args)
             numbers += 1;
         }
         else {
+            if (Py_TYPE(kind) != &PyType_Type)  /* a metaclass's hash may fail: not common */
+                return -1;
             int native = PySet_Contains(native_types, (PyObject *)kind);
             if (native < 0)
                 return -3;

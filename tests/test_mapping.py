@@ -20,6 +20,7 @@ import pytest
 from faultserver import Action, FaultServer, sequence
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from oddclasses import Hashless
 
 from ex_loghandlers import ExHTTPHandler, _queued
 from ex_loghandlers._mapping import (
@@ -841,6 +842,7 @@ OTHER_RECORDS = {
     "a width given by an argument": make_record("pad %*d", (5_000_000, 1)),
     "a width of 100 or more": make_record("pad %100000d", (1,)),
     "a precision of 100 or more": make_record("%.5000f", (1.0,)),
+    "an argument whose class cannot be hashed": make_record("odd %d %s", (1, Hashless())),
 }
 
 
