@@ -18,6 +18,7 @@ import sys
 from types import TracebackType
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
+from . import _native
 from ._mapping import (
     _FRAMES,
     _NATIVE,
@@ -496,25 +497,21 @@ def wire_fields_maker(
     return wire_fields
 
 
-def _speedups_module() -> Any:
-    """The C speedups, configured, if they were built and ``EX_LOGHANDLERS_PURE_PYTHON`` is
-    not set; else None. Their ``common_record`` gives what ``python_common_record`` gives, for
-    a tenth of the work, and hands it any record it has no answer of its own for."""
-    if os.environ.get("EX_LOGHANDLERS_PURE_PYTHON"):
-        return None
-    try:
-        from . import _speedups
-    except ImportError:  # built without them (no compiler), or another interpreter
-        return None
-    _speedups.configure(
-        _LogRecord, _STDLIB_GET_MESSAGE, COMMON_KEYS, _COMMON_END, _NO_ARGS_END,
-        _known_conversions, _NATIVE, python_common_record,
-        SNAPSHOT_OVERHEAD, ARG_OVERHEAD, NUMBER_TEXT, WIDE_TEXT_CHECK,
-    )
-    return _speedups
+def _configured_speedups() -> Any:
+    """The C speedups (see ``_native``), given this module's constants; None without them.
+    Their ``common_record`` gives what ``python_common_record`` gives, for a tenth of the work,
+    and hands it any record it has no answer of its own for."""
+    speedups = _native.SPEEDUPS
+    if speedups is not None:
+        speedups.configure(
+            _LogRecord, _STDLIB_GET_MESSAGE, COMMON_KEYS, _COMMON_END, _NO_ARGS_END,
+            _known_conversions, _NATIVE, python_common_record,
+            SNAPSHOT_OVERHEAD, ARG_OVERHEAD, NUMBER_TEXT, WIDE_TEXT_CHECK,
+        )
+    return speedups
 
 
-_SPEEDUPS = _speedups_module()
+_SPEEDUPS = _configured_speedups()
 #: True if the C speedups are in use.
 SPEEDUPS = _SPEEDUPS is not None
 #: What ``emit()`` calls: the C speedups' ``common_record`` or ``python_common_record``.

@@ -19,9 +19,13 @@ from typing import Any, Dict, List
 
 import pytest
 from faultserver import FaultServer
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from oddclasses import Hashless
 from pytest_httpserver import HTTPServer
 
-from ex_loghandlers import ExHTTPHandler, _queued
+from ex_loghandlers import ExHTTPHandler, _native, _queued
+from ex_loghandlers._wire import python_fast_enough
 
 
 def _compiler_at_hand() -> bool:
@@ -226,3 +230,37 @@ def test_the_c_handle_holds_no_reference_to_what_it_queued(logger: logging.Logge
     assert sys.getrefcount(text) > before  # queued
     handler._delivery.buffer.drain()
     assert sys.getrefcount(text) == before
+
+
+class FieldsDict(dict):  # type: ignore[type-arg]
+    """A dict subclass: from a user's mapLogRecord, for the standard encoder."""
+
+
+@needs_speedups
+@settings(max_examples=300, deadline=None)
+@given(fields=st.one_of(
+    st.dictionaries(st.text(max_size=3), st.one_of(
+        st.text(max_size=4), st.integers(), st.integers(min_value=2**64), st.booleans(),
+        st.none(), st.floats(allow_nan=True, allow_infinity=True),
+        st.lists(st.integers(), max_size=2), st.binary(max_size=2),
+    ), max_size=6),
+    st.builds(FieldsDict, st.dictionaries(st.text(max_size=3), st.text(max_size=3))),
+    st.lists(st.text(max_size=3), max_size=2),
+))
+@example(fields={"created": 1.5, "level": 20, "message": "m", "x": None, "ok": True})
+@example(fields={"created": float("inf")})
+@example(fields={"created": float("nan")})
+@example(fields={"id": 2**64})
+@example(fields=FieldsDict(message="m"))
+def test_the_c_check_that_orjson_writes_a_record_as_json_does_agrees_with_python(
+    fields: Any,
+) -> None:
+    assert _native.SPEEDUPS is not None
+    assert _native.SPEEDUPS.flat_plain(fields) is python_fast_enough(fields)
+
+
+@needs_speedups
+def test_the_c_check_takes_a_value_whose_class_cannot_be_hashed_for_the_standard_encoder() -> None:
+    assert _native.SPEEDUPS is not None
+    fields = {"message": "m", "meta": Hashless()}
+    assert _native.SPEEDUPS.flat_plain(fields) is python_fast_enough(fields) is False

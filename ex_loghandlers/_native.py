@@ -1,0 +1,24 @@
+"""The optional C speedups (``_speedups.c``): the module, if it was built and is wanted.
+
+Built at install time where a C compiler is at hand (``hatch_build.py``). Without them, or with
+``EX_LOGHANDLERS_PURE_PYTHON`` set, every caller uses its Python function, which does the same.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+from typing import Optional
+
+
+def _load() -> Optional[ModuleType]:
+    if os.environ.get("EX_LOGHANDLERS_PURE_PYTHON"):
+        return None
+    try:
+        from . import _speedups
+    except ImportError:  # built without them (no compiler), or another interpreter
+        return None
+    return _speedups
+
+
+SPEEDUPS: Optional[ModuleType] = _load()
