@@ -449,7 +449,7 @@ def _args_and_capture(item: Packed) -> Tuple[Optional[Tuple[Any, ...]], Exceptio
 
 
 def wire_fields_maker(
-    enrichment: Enrichment, exception_details: bool
+    enrichment: Enrichment, exception_details: bool, speedups: bool = True
 ) -> Callable[[Any], Dict[str, Any]]:
     """A function that makes of a queued item (packed, or a snapshot) its fields as
     ``to_fields`` makes them of its snapshot: a common record straight, with no snapshot in
@@ -457,7 +457,9 @@ def wire_fields_maker(
 
     Its fields are a copy of a dict that holds the keys of every record already, in
     ``to_fields``' order, and the enrichment's values: filling in the record's values costs half
-    as much as inserting them into an empty dict, which grows as it fills.
+    as much as inserting them into an empty dict, which grows as it fills. With the C
+    speedups (unless ``speedups`` is False), a common record without an exception is written
+    in C, the same fields in the same order; any other item by the Python function.
     """
     prefix = enrichment.prefix
     hostname_key, username_key, pid_key, app_key = (
@@ -494,6 +496,11 @@ def wire_fields_maker(
             add_exception_fields(fields, capture, prefix, exception_details)
         return fields
 
+    if speedups and _SPEEDUPS is not None:  # the same in C, unless told not to (for tests)
+        made: Callable[[Any], Dict[str, Any]] = _SPEEDUPS.WireFields(
+            template, _OTHER_KEYS, "args", "message", pid_key, wire_fields, process, _MSG
+        )
+        return made
     return wire_fields
 
 

@@ -314,6 +314,159 @@ flat_plain(PyObject *module, PyObject *fields)
     Py_RETURN_TRUE;
 }
 
+/* WireFields: _queued.wire_fields_maker's function for a common record without an exception,
+ * in C: a copy of the template (every wire key in order, the enrichment's values), the
+ * record's values, ``args`` as its text, the message made, the process id. Any other item,
+ * and any step that fails (a message that does not format, a text that cannot be made), goes
+ * to the Python function, which writes what it writes of it. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *template;     /* dict */
+    PyObject *other_keys;   /* tuple: the keys of a packed record's values, in order */
+    PyObject *args_key, *message_key, *pid_key;
+    PyObject *python;       /* the Python function, for any other item */
+    Py_ssize_t process_index, msg_index;
+} WireFields;
+
+static PyObject *
+wire_fields_call(WireFields *self, PyObject *call_args, PyObject *kwargs)
+{
+    if (kwargs != NULL || PyTuple_GET_SIZE(call_args) != 1)
+        return PyObject_Call(self->python, call_args, kwargs);
+    PyObject *item = PyTuple_GET_ITEM(call_args, 0);
+    Py_ssize_t n = PyTuple_GET_SIZE(self->other_keys);
+    if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) < n + 1)
+        return PyObject_CallOneArg(self->python, item);
+    Py_ssize_t length = PyTuple_GET_SIZE(item);
+    PyObject *last = PyTuple_GET_ITEM(item, length - 1);
+    PyObject *args;
+    if (last == PyTuple_GET_ITEM(common_end, 0))
+        args = PyTuple_GetSlice(item, n, length - 1);
+    else if (last == PyTuple_GET_ITEM(no_args_end, 0) && length == n + 1)
+        args = Py_NewRef(Py_None);
+    else  /* an exception's capture inline, or a snapshot */
+        return PyObject_CallOneArg(self->python, item);
+    if (args == NULL)
+        return NULL;
+    PyObject *msg = PyTuple_GET_ITEM(item, self->msg_index);
+    PyObject *pid = PyTuple_GET_ITEM(item, self->process_index);
+    PyObject *fields = NULL, *args_text = NULL, *message = NULL;
+    if (!PyUnicode_CheckExact(msg) || pid == Py_None)
+        goto python;
+    if (args == Py_None)
+        args_text = Py_NewRef(Py_None);
+    else if ((args_text = PyObject_Str(args)) == NULL)
+        goto python;
+    if (args == Py_None || PyTuple_GET_SIZE(args) == 0)
+        message = Py_NewRef(msg);
+    else if ((message = PyUnicode_Format(msg, args)) == NULL)
+        goto python;
+    if ((fields = PyDict_Copy(self->template)) == NULL)
+        goto failed;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (PyDict_SetItem(fields, PyTuple_GET_ITEM(self->other_keys, i),
+                           PyTuple_GET_ITEM(item, i)) < 0)
+            goto failed;
+    if (PyDict_SetItem(fields, self->args_key, args_text) < 0
+        || PyDict_SetItem(fields, self->message_key, message) < 0
+        || PyDict_SetItem(fields, self->pid_key, pid) < 0)
+        goto failed;
+    Py_DECREF(args);
+    Py_DECREF(args_text);
+    Py_DECREF(message);
+    return fields;
+python:  /* Python writes what it writes of it: a failed message's account, this process's id */
+    PyErr_Clear();
+    Py_DECREF(args);
+    Py_XDECREF(args_text);
+    Py_XDECREF(message);
+    return PyObject_CallOneArg(self->python, item);
+failed:
+    Py_DECREF(args);
+    Py_XDECREF(args_text);
+    Py_XDECREF(message);
+    Py_XDECREF(fields);
+    return NULL;
+}
+
+static PyObject *
+wire_fields_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {
+        "template", "other_keys", "args_key", "message_key", "pid_key", "python",
+        "process_index", "msg_index", NULL,
+    };
+    PyObject *template, *other_keys, *args_key, *message_key, *pid_key, *python;
+    Py_ssize_t process_index, msg_index;
+    if (!configured) {
+        PyErr_SetString(PyExc_RuntimeError, "_speedups is not configured");
+        return NULL;
+    }
+    if (!PyArg_ParseTupleAndKeywords(
+            args, kwargs, "O!O!UUUOnn:WireFields", keywords, &PyDict_Type, &template,
+            &PyTuple_Type, &other_keys, &args_key, &message_key, &pid_key, &python,
+            &process_index, &msg_index))
+        return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(other_keys);
+    if (process_index < 0 || process_index >= n || msg_index < 0 || msg_index >= n) {
+        PyErr_SetString(PyExc_ValueError, "an index beyond the keys");
+        return NULL;
+    }
+    WireFields *self = (WireFields *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->template = Py_NewRef(template);
+    self->other_keys = Py_NewRef(other_keys);
+    self->args_key = Py_NewRef(args_key);
+    self->message_key = Py_NewRef(message_key);
+    self->pid_key = Py_NewRef(pid_key);
+    self->python = Py_NewRef(python);
+    self->process_index = process_index;
+    self->msg_index = msg_index;
+    return (PyObject *)self;
+}
+
+static int
+wire_fields_traverse(WireFields *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->template);
+    Py_VISIT(self->python);
+    return 0;
+}
+
+static int
+wire_fields_clear(WireFields *self)
+{
+    Py_CLEAR(self->template);
+    Py_CLEAR(self->other_keys);
+    Py_CLEAR(self->args_key);
+    Py_CLEAR(self->message_key);
+    Py_CLEAR(self->pid_key);
+    Py_CLEAR(self->python);
+    return 0;
+}
+
+static void
+wire_fields_dealloc(WireFields *self)
+{
+    PyObject_GC_UnTrack(self);
+    wire_fields_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject WireFieldsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "ex_loghandlers._speedups.WireFields",
+    .tp_basicsize = sizeof(WireFields),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The wire fields of a common record without an exception, in C.",
+    .tp_new = wire_fields_new,
+    .tp_call = (ternaryfunc)wire_fields_call,
+    .tp_traverse = (traverseproc)wire_fields_traverse,
+    .tp_clear = (inquiry)wire_fields_clear,
+    .tp_dealloc = (destructor)wire_fields_dealloc,
+};
+
 /* FastHandle: ExHTTPHandler.handle() for a record on the common path, in one C call.
  *
  * The common path: no filters, the handler open and listed, nothing set aside, this thread
@@ -756,7 +909,8 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    if (intern_names() < 0 || PyType_Ready(&FastHandleType) < 0)
+    if (intern_names() < 0 || PyType_Ready(&FastHandleType) < 0
+        || PyType_Ready(&WireFieldsType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
@@ -764,6 +918,12 @@ PyInit__speedups(void)
     Py_INCREF(&FastHandleType);
     if (PyModule_AddObject(m, "FastHandle", (PyObject *)&FastHandleType) < 0) {
         Py_DECREF(&FastHandleType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&WireFieldsType);
+    if (PyModule_AddObject(m, "WireFields", (PyObject *)&WireFieldsType) < 0) {
+        Py_DECREF(&WireFieldsType);
         Py_DECREF(m);
         return NULL;
     }

@@ -37,3 +37,20 @@ class FastHandle:
         /,
     ) -> None: ...
     def __call__(self, record: logging.LogRecord, /) -> Any: ...
+
+class WireFields:
+    def __init__(
+        self,
+        template: Dict[str, Any],
+        other_keys: Tuple[str, ...],
+        args_key: str,
+        message_key: str,
+        pid_key: str,
+        python: Callable[[Any], Dict[str, Any]],
+        process_index: int,
+        msg_index: int,
+        /,
+    ) -> None: ...
+    def __call__(self, item: Any, /) -> Dict[str, Any]: ...
+
+def flat_plain(fields: object, /) -> bool: ...

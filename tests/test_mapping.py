@@ -954,6 +954,40 @@ def test_the_c_speedups_agree_with_python_on_any_record(msg: Any, args: Any, ext
         assert _queued.common_record(record) == python_common_record(record)
 
 
+@needs_speedups
+@pytest.mark.parametrize(
+    "record", [*COMMON_RECORDS.values(), *OTHER_RECORDS.values()],
+    ids=[*COMMON_RECORDS, *OTHER_RECORDS],
+)
+def test_the_c_speedups_write_the_wire_fields_python_writes(record: logging.LogRecord) -> None:
+    item, _ = queued(record)
+    for details in (False, True):
+        written = wire_fields_maker(ENRICH, details)(item)
+        expected = wire_fields_maker(ENRICH, details, speedups=False)(item)
+        assert list(written.items()) == list(expected.items())  # in the same order
+
+
+@needs_speedups
+@settings(max_examples=300, deadline=None)
+@given(
+    msg=st.text(alphabet="%sdrx.2 ab\u00e9", max_size=12),
+    args=st.one_of(st.none(), st.lists(st.one_of(
+        st.text(max_size=8), st.integers(), st.integers(min_value=2**62, max_value=2**500),
+        st.floats(), st.booleans(), st.none(),
+    ), max_size=3).map(tuple)),
+    pid_known=st.booleans(),
+)
+def test_the_c_speedups_write_the_wire_fields_python_writes_of_any_common_record(
+    msg: str, args: Any, pid_known: bool,
+) -> None:
+    record = make_record(msg, args) if pid_known else make_record(msg, args, process=None)
+    item, _ = queued(record)
+    written = wire_fields_maker(ENRICH, False)(item)
+    expected = wire_fields_maker(ENRICH, False, speedups=False)(item)
+    assert list(written.items()) == list(expected.items())
+    assert list(written.items()) == list(to_fields(snapshot(record), ENRICH).items())
+
+
 def test_templates_made_on_the_fly_are_remembered_within_a_bound(
     common_record: CommonRecord,
 ) -> None:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import sysconfig
 import threading
+import tracemalloc
 from typing import Any, Dict, List
 
 import pytest
@@ -25,6 +26,7 @@ from oddclasses import Hashless
 from pytest_httpserver import HTTPServer
 
 from ex_loghandlers import ExHTTPHandler, _native, _queued
+from ex_loghandlers._mapping import Enrichment
 from ex_loghandlers._wire import python_fast_enough
 
 
@@ -264,3 +266,33 @@ def test_the_c_check_takes_a_value_whose_class_cannot_be_hashed_for_the_standard
     assert _native.SPEEDUPS is not None
     fields = {"message": "m", "meta": Hashless()}
     assert _native.SPEEDUPS.flat_plain(fields) is python_fast_enough(fields) is False
+
+
+@needs_speedups
+@pytest.mark.parametrize("args", [("t" * 40, 2**40 + 7), None, (), (None, "t" * 40)])
+def test_the_c_wire_fields_hold_no_reference_to_what_they_were_given(args: Any) -> None:
+    enrichment = Enrichment(prefix="_ex_", hostname="h", username="u", app="a")
+    wire_fields = _queued.wire_fields_maker(enrichment, exception_details=False)
+    msg = "value %d %s" if args and args[0] is None else "value %s %s"  # None: %d fails
+    record = _record(msg, args)
+    _queued.common_record(record)  # the template, now known
+    item, _ = _queued.common_record(record)
+    values = (item, record.msg, *(a for a in args or () if a is not None))  # None's moves
+
+    def counts() -> List[int]:
+        return [sys.getrefcount(value) for value in values]
+
+    before = counts()
+    wire_fields(item)
+    tracemalloc.start()
+    try:
+        allocated = tracemalloc.get_traced_memory()[0]
+        for _ in range(1000):
+            fields = wire_fields(item)
+            assert sys.getrefcount(fields) == 2  # this name, and getrefcount's argument
+            del fields
+        grown = tracemalloc.get_traced_memory()[0] - allocated
+    finally:
+        tracemalloc.stop()
+    assert counts() == before
+    assert grown < 20_000  # a text made and kept each time would be 60,000 bytes and more
