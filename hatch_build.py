@@ -52,18 +52,27 @@ def compile_speedups(root: Path, out_dir: Path) -> Optional[Path]:
         return None
 
 
+def _cpython() -> bool:
+    return sys.implementation.name == "cpython"
+
+
 class SpeedupsBuildHook(BuildHookInterface):
     PLUGIN_NAME = "custom"
 
     def initialize(self, version: str, build_data: Dict[str, Any]) -> None:
-        if os.environ.get("EX_LOGHANDLERS_PURE_PYTHON") or sys.implementation.name != "cpython":
-            return
         root = Path(self.root)
+        wanted = not os.environ.get("EX_LOGHANDLERS_PURE_PYTHON")
         if version == "editable":
-            built = compile_speedups(root, root)  # beside the source the .pth points to
+            # Beside the source the .pth points to; an earlier build for this Python goes, so
+            # that a pure Python install is one.
+            in_tree = root / "ex_loghandlers" / f"_speedups{sysconfig.get_config_var('EXT_SUFFIX')}"
+            in_tree.unlink(missing_ok=True)
+            built = compile_speedups(root, root) if wanted and _cpython() else None
             if built is not None:
                 build_data["pure_python"] = False
                 build_data["infer_tag"] = True
+            return
+        if not wanted or not _cpython():
             return
         self._out_dir = tempfile.mkdtemp(prefix="ex_loghandlers-speedups-")
         built = compile_speedups(root, Path(self._out_dir))

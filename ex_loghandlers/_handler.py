@@ -421,6 +421,9 @@ class ExHTTPHandler(logging.Handler):
         from ``handle()`` to the buffer. Not for a subclass that overrides ``handle()``,
         ``emit()`` or ``mapLogRecord()``: its own method is called, as without them.
 
+        Nor where the program set a ``handle`` of its own on the handler; and an ``emit()``
+        patched on the class or the handler later is called instead (``unittest.mock``).
+
         ``FastHandle`` keeps what stays the same for a delivery's life, so each new delivery
         gets a new one. It calls the methods below, and ``handle()`` for anything but the
         common path, with the thread marked inside ``emit()`` while it holds the record.
@@ -428,18 +431,19 @@ class ExHTTPHandler(logging.Handler):
         cls = type(self)
         delivery = self._delivery
         buffer = delivery.buffer
+        own_handle = self.__dict__.get("handle")
         if (
             FastHandle is None
             or cls.handle is not ExHTTPHandler.handle
             or cls.emit is not ExHTTPHandler.emit
             or self._user_mapping
             or type(buffer) is not RecordBuffer
+            or (own_handle is not None and type(own_handle) is not FastHandle)  # the program's
         ):
             return
         self.__dict__["handle"] = FastHandle(
-            self, ExHTTPHandler.handle, delivery, self._inside, self._aside,
-            delivery.thread_idents, *buffer.fast_put_parts(),
-            self._batch_size,
+            self, ExHTTPHandler.handle, ExHTTPHandler.emit, _get_ident, delivery, self._inside,
+            self._aside, delivery.thread_idents, *buffer.fast_put_parts(), self._batch_size,
         )
 
     def _emit_prepared(self, record: logging.LogRecord, item: Any, size: int) -> None:

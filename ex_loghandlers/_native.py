@@ -10,6 +10,10 @@ import os
 from types import ModuleType
 from typing import Optional
 
+#: What this version of the package expects of the module (its ``LAYOUT``): an editable
+#: install's build left from another version is not used.
+LAYOUT = 1
+
 
 def _load() -> Optional[ModuleType]:
     if os.environ.get("EX_LOGHANDLERS_PURE_PYTHON"):
@@ -18,6 +22,8 @@ def _load() -> Optional[ModuleType]:
         from . import _speedups
     except ImportError:  # built without them (no compiler), or another interpreter
         return None
+    if getattr(_speedups, "LAYOUT", None) != LAYOUT or not _speedups.usable():
+        return None  # built for another version, or a sub-interpreter's: their state is global
     return _speedups
 
 

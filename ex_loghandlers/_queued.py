@@ -509,12 +509,16 @@ def _configured_speedups() -> Any:
     Their ``common_record`` gives what ``python_common_record`` gives, for a tenth of the work,
     and hands it any record it has no answer of its own for."""
     speedups = _native.SPEEDUPS
-    if speedups is not None:
+    if speedups is None:
+        return None
+    try:
         speedups.configure(
             _LogRecord, _STDLIB_GET_MESSAGE, COMMON_KEYS, _COMMON_END, _NO_ARGS_END,
             _known_conversions, _NATIVE, python_common_record,
             SNAPSHOT_OVERHEAD, ARG_OVERHEAD, NUMBER_TEXT, WIDE_TEXT_CHECK,
         )
+    except Exception:  # a build that does not fit: the package runs in Python
+        return None
     return speedups
 
 

@@ -24,6 +24,10 @@ Py_NewRef(PyObject *obj)
 }
 #endif
 
+/* What the Python code expects of this module (_native.LAYOUT): a build left from another
+ * version of the package is not used. Raised with every change to what either side calls. */
+#define LAYOUT 1
+
 static PyObject *record_type;      /* logging.LogRecord */
 static PyObject *stdlib_get_message;  /* LogRecord.getMessage as logging defines it, or None */
 static PyObject *common_keys;      /* tuple: the attributes of every record, logging's order */
@@ -36,12 +40,29 @@ static PyObject *get_message_name; /* "getMessage" */
 static Py_ssize_t args_index, msg_index, exc_info_index, exc_text_index, stack_info_index;
 static long long snapshot_overhead, arg_overhead, number_text, wide_text_check;
 static int configured;
+/* The interpreter whose objects the statics above hold: the one that imported the module
+ * first. Another (a sub-interpreter) gets the pure Python package (see usable()). */
+static PyInterpreterState *owner;
+
+/* True if this interpreter may use the module: the first to ask, and only it. */
+static PyObject *
+usable(PyObject *module, PyObject *unused)
+{
+    PyInterpreterState *here = PyInterpreterState_Get();
+    if (owner == NULL)
+        owner = here;
+    return PyBool_FromLong(owner == here);
+}
 
 static PyObject *
 configure(PyObject *module, PyObject *args)
 {
     PyObject *type, *getmsg, *keys, *c_end, *n_end, *known, *native, *fb;
     long long so, ao, nt, wtc;
+    if (owner != PyInterpreterState_Get()) {
+        PyErr_SetString(PyExc_RuntimeError, "_speedups belong to another interpreter");
+        return NULL;
+    }
     if (!PyArg_ParseTuple(args, "OOO!O!O!O!OOLLLL", &type, &getmsg, &PyTuple_Type, &keys,
                           &PyTuple_Type, &c_end, &PyTuple_Type, &n_end, &PyDict_Type, &known,
                           &native, &fb, &so, &ao, &nt, &wtc))
@@ -484,8 +505,10 @@ static PyTypeObject WireFieldsType = {
  */
 typedef struct {
     PyObject_HEAD
-    PyObject *handler_ref;    /* a weak reference: the handler holds this object */
+    PyObject *handler;        /* a cycle, through the handler's __dict__: tp_traverse */
     PyObject *slow_handle;    /* ExHTTPHandler.handle, unbound */
+    PyObject *emit;           /* ExHTTPHandler.emit: another one (patched) is called */
+    PyObject *get_ident;      /* the thread ident the Python code marks _inside with */
     PyObject *delivery;
     PyObject *inside;         /* the handler's set of threads inside emit() */
     PyObject *aside;          /* its deque of records a re-entered emit() set aside */
@@ -501,7 +524,7 @@ typedef struct {
 
 static PyObject *n_filters, *n_closed, *n_unlisted, *n_close_in_emit, *n_thread,
     *n_buffer_closed, *n_bytes, *n_accepted_total, *n_flag, *n_doorbell, *n_ring,
-    *n_emit_prepared, *n_move_aside_on, *n_fast_handle_failed;
+    *n_emit_prepared, *n_move_aside_on, *n_fast_handle_failed, *n_emit;
 
 static int
 intern_names(void)
@@ -513,7 +536,7 @@ intern_names(void)
     NAME(n_accepted_total, "accepted_total") NAME(n_flag, "_flag")
     NAME(n_doorbell, "doorbell") NAME(n_ring, "_ring")
     NAME(n_emit_prepared, "_emit_prepared") NAME(n_move_aside_on, "_move_aside_on")
-    NAME(n_fast_handle_failed, "_fast_handle_failed")
+    NAME(n_fast_handle_failed, "_fast_handle_failed") NAME(n_emit, "emit")
 #undef NAME
     return 0;
 }
@@ -587,8 +610,14 @@ put_quietly(FastHandle *self, PyObject *item, long long size)
         goto release;
     Py_DECREF(done);
     done = PyObject_CallOneArg(self->sizes_append, size_object);
-    if (done == NULL)
+    if (done == NULL) {  /* the deques in step again: the record goes emit()'s way */
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        PyObject *popped = PyObject_CallMethod(self->items, "pop", NULL);
+        Py_XDECREF(popped);
+        PyErr_Restore(type, value, traceback);
         goto release;
+    }
     Py_DECREF(done);
     if (PyObject_SetAttr(self->buffer, n_bytes, new_bytes) < 0
         || PyObject_SetAttr(self->buffer, n_accepted_total, new_total) < 0)
@@ -674,6 +703,27 @@ handle_common(FastHandle *self, PyObject *handler, PyObject *record, PyObject *p
     return PyObject_CallMethodOneArg(handler, n_ring, self->delivery);
 }
 
+/* 1 if the handler's emit() is still ExHTTPHandler's (not patched on the class or the
+ * handler since), 0 if not, -1 on an error. */
+static int
+emit_is_ours(FastHandle *self, PyObject *handler)
+{
+    PyObject *on_class = PyObject_GetAttr((PyObject *)Py_TYPE(handler), n_emit);
+    if (on_class == NULL)
+        return -1;
+    Py_DECREF(on_class);
+    if (on_class != self->emit)
+        return 0;
+    PyObject *attributes = PyObject_GenericGetDict(handler, NULL);
+    if (attributes == NULL)
+        return -1;
+    PyObject *own = PyDict_GetItemWithError(attributes, n_emit);
+    Py_DECREF(attributes);
+    if (own == NULL)
+        return PyErr_Occurred() ? -1 : 1;
+    return 0;
+}
+
 /* pack_common's answer when Python decides: 1 with *packed and *size set, 0 if the record is
  * not common after all, -1 on an error. */
 static int
@@ -704,33 +754,30 @@ python_decides(PyObject *record, PyObject **packed, long long *size)
 static PyObject *
 fast_handle_call(FastHandle *self, PyObject *call_args, PyObject *kwargs)
 {
-    if (kwargs != NULL || PyTuple_GET_SIZE(call_args) != 1)
-        return PyObject_Call(self->slow_handle, call_args, kwargs);  /* says what is wrong */
-    PyObject *record = PyTuple_GET_ITEM(call_args, 0);
-    PyObject *handler;
-#if PY_VERSION_HEX >= 0x030D0000
-    if (PyWeakref_GetRef(self->handler_ref, &handler) < 0)
-        return NULL;
-#else
-    handler = PyWeakref_GetObject(self->handler_ref);  /* borrowed */
-    if (handler == NULL)
-        return NULL;
-    handler = handler == Py_None ? NULL : Py_NewRef(handler);
-#endif
-    if (handler == NULL) {
-        PyErr_SetString(PyExc_ReferenceError, "the handler is gone");
-        return NULL;
+    PyObject *handler = Py_NewRef(self->handler);
+    if (kwargs != NULL || PyTuple_GET_SIZE(call_args) != 1) {  /* Python's handle() answers */
+        PyObject *bound = PyMethod_New(self->slow_handle, handler);
+        Py_DECREF(handler);
+        if (bound == NULL)
+            return NULL;
+        PyObject *answer = PyObject_Call(bound, call_args, kwargs);
+        Py_DECREF(bound);
+        return answer;
     }
+    PyObject *record = PyTuple_GET_ITEM(call_args, 0);
     PyObject *result = NULL, *packed = NULL;
     long long size = 0;
     int marked = 0;
-    PyObject *ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+    PyObject *ident = PyObject_CallNoArgs(self->get_ident);
     if (ident == NULL)
         goto failed;
     int open = PySet_Contains(self->inside, ident);
     if (open < 0)
         goto failed;
-    open = open ? 0 : common_path_open(self, handler, ident);
+    open = open ? 0 : emit_is_ours(self, handler);
+    if (open < 0)
+        goto failed;
+    open = open ? common_path_open(self, handler, ident) : 0;
     if (open < 0)
         goto failed;
     if (open) {
@@ -744,9 +791,11 @@ fast_handle_call(FastHandle *self, PyObject *call_args, PyObject *kwargs)
             goto failed;
     }
     if (!open) {  /* anything but the common path: handle() in Python */
-        marked = 0;
-        if (PySet_Discard(self->inside, ident) < 0)
-            goto failed;
+        if (marked) {  /* this call's mark only: an outer emit()'s stays */
+            marked = 0;
+            if (PySet_Discard(self->inside, ident) < 0)
+                goto failed;
+        }
         result = PyObject_CallFunctionObjArgs(self->slow_handle, handler, record, NULL);
         goto done;
     }
@@ -798,22 +847,25 @@ static PyObject *
 fast_handle_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *keywords[] = {
-        "handler", "slow_handle", "delivery", "inside", "aside", "workers", "buffer", "lock",
-        "items", "sizes", "max_items", "max_bytes", "batch_size", NULL,
+        "handler", "slow_handle", "emit", "get_ident", "delivery", "inside", "aside",
+        "workers", "buffer", "lock", "items", "sizes", "max_items", "max_bytes", "batch_size",
+        NULL,
     };
-    PyObject *handler, *slow_handle, *delivery, *inside, *aside, *workers, *buffer, *lock,
-        *items, *sizes;
+    PyObject *handler, *slow_handle, *emit, *get_ident, *delivery, *inside, *aside, *workers,
+        *buffer, *lock, *items, *sizes;
     long long max_items, max_bytes, batch_size;
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwargs, "OOOO!OO!OOOOLLL:FastHandle", keywords, &handler, &slow_handle,
-            &delivery, &PySet_Type, &inside, &aside, &PySet_Type, &workers, &buffer,
+            args, kwargs, "OOOOOO!OO!OOOOLLL:FastHandle", keywords, &handler, &slow_handle,
+            &emit, &get_ident, &delivery, &PySet_Type, &inside, &aside, &PySet_Type, &workers, &buffer,
             &lock, &items, &sizes, &max_items, &max_bytes, &batch_size))
         return NULL;
     FastHandle *self = (FastHandle *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
-    self->handler_ref = PyWeakref_NewRef(handler, NULL);
+    self->handler = Py_NewRef(handler);
     self->slow_handle = Py_NewRef(slow_handle);
+    self->emit = Py_NewRef(emit);
+    self->get_ident = Py_NewRef(get_ident);
     self->delivery = Py_NewRef(delivery);
     self->inside = Py_NewRef(inside);
     self->aside = Py_NewRef(aside);
@@ -827,7 +879,7 @@ fast_handle_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->max_items = max_items;
     self->max_bytes = max_bytes;
     self->batch_size = batch_size;
-    if (self->handler_ref == NULL || self->lock_acquire == NULL || self->lock_release == NULL
+    if (self->lock_acquire == NULL || self->lock_release == NULL
         || self->items_append == NULL || self->sizes_append == NULL) {
         Py_DECREF(self);
         return NULL;
@@ -838,8 +890,10 @@ fast_handle_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 static int
 fast_handle_traverse(FastHandle *self, visitproc visit, void *arg)
 {
-    Py_VISIT(self->handler_ref);
+    Py_VISIT(self->handler);
     Py_VISIT(self->slow_handle);
+    Py_VISIT(self->emit);
+    Py_VISIT(self->get_ident);
     Py_VISIT(self->delivery);
     Py_VISIT(self->inside);
     Py_VISIT(self->aside);
@@ -856,8 +910,10 @@ fast_handle_traverse(FastHandle *self, visitproc visit, void *arg)
 static int
 fast_handle_clear(FastHandle *self)
 {
-    Py_CLEAR(self->handler_ref);
+    Py_CLEAR(self->handler);
     Py_CLEAR(self->slow_handle);
+    Py_CLEAR(self->emit);
+    Py_CLEAR(self->get_ident);
     Py_CLEAR(self->delivery);
     Py_CLEAR(self->inside);
     Py_CLEAR(self->aside);
@@ -893,6 +949,7 @@ static PyTypeObject FastHandleType = {
 };
 
 static PyMethodDef methods[] = {
+    {"usable", usable, METH_NOARGS, "True if this interpreter may use the module."},
     {"configure", configure, METH_VARARGS, "Give the module _queued's constants."},
     {"flat_plain", flat_plain, METH_O,
      "True if a dict's values are all str, int, bool, None or finite floats."},
@@ -915,6 +972,10 @@ PyInit__speedups(void)
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
+    if (PyModule_AddIntConstant(m, "LAYOUT", LAYOUT) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     Py_INCREF(&FastHandleType);
     if (PyModule_AddObject(m, "FastHandle", (PyObject *)&FastHandleType) < 0) {
         Py_DECREF(&FastHandleType);

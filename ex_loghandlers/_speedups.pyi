@@ -1,6 +1,9 @@
 import logging
 from typing import AbstractSet, Any, Callable, Dict, Optional, Set, Tuple
 
+LAYOUT: int
+
+def usable() -> bool: ...
 def configure(
     record_type: type,
     stdlib_get_message: Optional[Callable[[logging.LogRecord], str]],
@@ -23,6 +26,8 @@ class FastHandle:
         self,
         handler: logging.Handler,
         slow_handle: Callable[[Any, logging.LogRecord], Any],
+        emit: Callable[[Any, logging.LogRecord], None],
+        get_ident: Callable[[], int],
         delivery: Any,
         inside: Set[int],
         aside: Any,

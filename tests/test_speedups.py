@@ -16,7 +16,9 @@ import sys
 import sysconfig
 import threading
 import tracemalloc
+from pathlib import Path
 from typing import Any, Dict, List
+from unittest import mock
 
 import pytest
 from faultserver import FaultServer
@@ -296,3 +298,142 @@ def test_the_c_wire_fields_hold_no_reference_to_what_they_were_given(args: Any) 
         tracemalloc.stop()
     assert counts() == before
     assert grown < 20_000  # a text made and kept each time would be 60,000 bytes and more
+
+
+@needs_speedups
+def test_a_record_logged_while_another_is_emitted_waits_for_it(logger: logging.Logger) -> None:
+    """A value whose ``str()`` logs (an ORM object running a query): its records wait in the
+    side queue, behind the record being emitted, however many there are."""
+    marks: List[bool] = []
+
+    class Model:
+        def __str__(self) -> str:
+            marks.append(threading.get_ident() in handler._inside)
+            logger.info("query %d", len(marks))
+            return "model"
+
+        __repr__ = __str__  # args' text, made as the record is queued
+
+    with FaultServer() as server:
+        handler = ExHTTPHandler(url=server.url_for("/sink/TEST/app"), wire_format="json")
+        logger.handlers[:] = [handler]
+        logger.info("first")  # the worker started: the C handle takes the next records
+        assert handler.flush(timeout=10)
+        logger.info("outer %s", Model())  # its args are not a common record's: snapshot
+        assert handler.flush(timeout=10)
+        messages = [r["message"] for r in server.accepted_records()]
+    assert marks == [True, True]  # the outer record's str(), then its args' text
+    assert messages == ["first", "outer model", "query 1", "query 2"]
+
+
+@needs_speedups
+def test_an_emit_patched_after_the_handler_was_made_is_called(logger: logging.Logger) -> None:
+    handler = ExHTTPHandler(url="http://127.0.0.1:9/sink/TEST/app", shutdown_timeout=0.1)
+    logger.handlers[:] = [handler]
+    logger.info("starts the worker")
+    with mock.patch.object(handler, "emit") as on_handler:
+        logger.info("second")
+    with mock.patch.object(ExHTTPHandler, "emit") as on_class:
+        logger.info("third")
+    assert [c.args[0].getMessage() for c in on_handler.call_args_list] == ["second"]
+    assert [c.args[0].getMessage() for c in on_class.call_args_list] == ["third"]
+
+
+@needs_speedups
+def test_a_handle_set_on_the_handler_stays_when_it_reopens(logger: logging.Logger) -> None:
+    handler = ExHTTPHandler(url="http://127.0.0.1:9/sink/TEST/app", shutdown_timeout=0.1)
+    logger.handlers[:] = [handler]
+    seen: List[str] = []
+    inner = handler.handle
+
+    def wrapper(record: logging.LogRecord) -> Any:
+        seen.append(record.getMessage())
+        return inner(record)
+
+    handler.handle = wrapper  # type: ignore[method-assign]
+    logger.warning("one")
+    handler.close()  # as dictConfig() does
+    logger.warning("two")  # reopens it: a new delivery
+    logger.warning("three")
+    assert seen == ["one", "two", "three"]
+    assert handler.handle is wrapper
+
+
+@needs_speedups
+def test_handle_takes_its_record_by_keyword(logger: logging.Logger) -> None:
+    handler = ExHTTPHandler(url="http://127.0.0.1:9/sink/TEST/app", shutdown_timeout=0.1)
+    logger.handlers[:] = [handler]
+    logger.info("starts the worker")
+    assert handler.handle(record=_record("by keyword", None)) is True
+    assert handler.stats.emitted == 2
+
+
+@needs_speedups
+def test_a_finalizer_that_logs_through_a_handler_in_the_same_garbage_raises_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The garbage collector clears weak references before it runs finalizers: the C handle
+    holds its handler strongly, so a finalizer can still log through it."""
+    errors: List[str] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: errors.append(repr(u.exc_value)))
+    survivors: List[logging.Handler] = []  # the handler its record reopened, to close
+
+    class Service:
+        def __init__(self, handler: logging.Handler) -> None:
+            self.log = logging.Logger("service")  # not in logging's manager: dies with it
+            self.log.addHandler(handler)
+            self.me = self  # a cycle
+
+        def __del__(self) -> None:
+            self.log.warning("service %s going away", "svc")
+            survivors.extend(self.log.handlers)
+
+    def garbage() -> None:
+        handler = ExHTTPHandler(url="http://127.0.0.1:9/sink/TEST/app", shutdown_timeout=0.1)
+        Service(handler).log.warning("starts the worker")
+        handler.close()
+
+    gc.disable()  # the cycle goes at the collection below, with the handler in it
+    try:
+        garbage()
+        gc.collect()
+    finally:
+        gc.enable()
+    for survivor in survivors:
+        survivor.close()
+    assert errors == []
+    assert [h.stats.emitted for h in survivors] == [2]
+
+
+@needs_speedups
+def test_a_sub_interpreter_gets_the_pure_python_package_and_leaves_this_one_s_alone() -> None:
+    testcapi = pytest.importorskip("_testcapi")
+    record = _record("hello %s", ("world",))
+    assert testcapi.run_in_subinterp(
+        "from ex_loghandlers import _queued\n"
+        "assert not _queued.SPEEDUPS\n"
+    ) == 0
+    _queued.common_record(record)
+    assert _queued.common_record(record) == _queued.python_common_record(record)
+
+
+@pytest.mark.parametrize("layout", [0, _native.LAYOUT])
+def test_a_build_left_from_another_version_is_not_used(tmp_path: Path, layout: int) -> None:
+    """An editable install keeps its build when the source changes: one that does not fit
+    this version's Python code (another layout, or a configure() that takes other arguments)
+    is left unused, and the package imports as pure Python."""
+    package = Path(_queued.__file__).parent
+    copy = tmp_path / "ex_loghandlers"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
+    (copy / "_speedups.py").write_text(
+        f"LAYOUT = {layout}\n"
+        "def configure(*args):\n    raise TypeError('takes other arguments')\n"
+        "def usable():\n    return True\n"
+        "def flat_plain(fields):\n    return False\n"
+    )
+    script = "from ex_loghandlers import _queued; print(_queued.SPEEDUPS, _queued.FastHandle)"
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+        timeout=30, check=True,
+    )
+    assert done.stdout.split() == ["False", "None"]
