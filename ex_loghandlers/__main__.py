@@ -37,6 +37,7 @@ from ._check import OK, verdict
 from ._config import MAX_SECONDS, display_url
 from ._env import DEFAULT_ENV_PREFIX, PASSWORD
 from ._handler import ExHTTPHandler
+from ._queued import SPEEDUPS
 from ._spool_file import inspect, spools_in
 from ._stats import SHUTDOWN_DEADLINE
 from ._wire import WIRE_FORMATS
@@ -91,7 +92,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         description="Send log records to a log server, check one, or deliver a spool.",
         epilog=f"'{prog} URL [MESSAGE ...]' without a command is 'send'.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    built = "C speedups" if SPEEDUPS else "pure Python"
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__} ({built})")
     commands = parser.add_subparsers(metavar="COMMAND", required=True)
 
     send = _command(

@@ -27,7 +27,7 @@ import trustme
 from faultserver import Action, FaultServer, sequence
 from recordingserver import RecordingServer
 
-from ex_loghandlers import Stats, __version__
+from ex_loghandlers import Stats, __version__, _queued
 from ex_loghandlers.__main__ import CHECK_MESSAGE, main
 from ex_loghandlers._check import Verdict, verdict
 
@@ -448,7 +448,8 @@ def test_a_usage_error_names_what_the_user_typed(
 
 def test_version(cli: Any) -> None:
     run = cli("--version")
-    assert (run.status, run.out) == (0, f"python -m ex_loghandlers {__version__}\n")
+    built = "C speedups" if _queued.SPEEDUPS else "pure Python"
+    assert (run.status, run.out) == (0, f"python -m ex_loghandlers {__version__} ({built})\n")
 
 
 def test_the_installed_script_runs_the_same_command_line(sink: Any) -> None:

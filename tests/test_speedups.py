@@ -64,6 +64,11 @@ def test_the_pure_python_package_runs_when_asked_for(httpserver: HTTPServer) -> 
     assert done.stdout.split() == ["False", "True"]
     (request, _), = httpserver.log
     assert request.get_json()[0]["message"] == "pure python"
+    version = subprocess.run(
+        [sys.executable, "-m", "ex_loghandlers", "--version"],
+        env=env, capture_output=True, text=True, timeout=30, check=True,
+    )
+    assert version.stdout.endswith("(pure Python)\n")
 
 
 def _record(msg: Any, args: Any, **extra: Any) -> logging.LogRecord:

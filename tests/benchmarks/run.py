@@ -45,6 +45,7 @@ from sink import HOST, SinkProcess
 
 import ex_loghandlers
 from ex_loghandlers import ExHTTPHandler
+from ex_loghandlers._queued import SPEEDUPS
 from ex_loghandlers._spool_file import inspect as inspect_spool
 
 PACKAGE_DIR = Path(ex_loghandlers.__file__).resolve().parent
@@ -1094,6 +1095,7 @@ def machine() -> Dict[str, Any]:
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "platform": platform.platform(),
         "ex_loghandlers": ex_loghandlers.__version__,
+        "speedups": "C speedups" if SPEEDUPS else "pure Python",
         "package_path": str(PACKAGE_DIR),
         "commit": git("rev-parse", "--short", "HEAD") or "n/a (not a git checkout)",
         "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
@@ -1173,7 +1175,7 @@ def compare(old_path: str, new_path: str) -> str:
 def run(plan: Plan, only: Sequence[str], out: Path) -> int:
     info = machine()
     print(f"machine: {info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable), "
-          f"{info['python']}, ex_loghandlers {info['ex_loghandlers']} "
+          f"{info['python']}, ex_loghandlers {info['ex_loghandlers']} ({info['speedups']}) "
           f"@ {info['commit']}{' (dirty)' if info['dirty'] else ''}, "
           f"source {info['source_sha256']}, load {info['loadavg_at_start']}", flush=True)
     results: Dict[str, Any] = {}
