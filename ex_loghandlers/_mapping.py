@@ -10,8 +10,8 @@ no local variable, no object of the application's.
 
 ``to_fields()`` runs on the delivery worker: it adds the enrichment fields and formats the
 traceback from the capture (``traceback_text``), through ``traceback`` itself, which reads the
-source lines with ``linecache``. Nothing here imports the rest of the package, and nothing does
-I/O but those ``linecache`` reads on the worker.
+source lines with ``linecache``. Nothing here imports the rest of the package but its C
+speedups (``_native``), and nothing does I/O but those ``linecache`` reads on the worker.
 """
 
 from __future__ import annotations
@@ -27,7 +27,20 @@ import sys
 import traceback
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Type, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Tuple,
+    Type,
+    Union,
+)
+
+from ._native import SPEEDUPS as _SPEEDUPS
 
 #: Types that are JSON-native and stay as they are (exact types: a str subclass becomes a str).
 _NATIVE = frozenset({str, int, float, bool, type(None)})
@@ -393,9 +406,26 @@ def _node(e: BaseException, tb: Any, limit: Optional[int], style: _Style) -> Lis
             suggest = _suggestion_inputs(e, tb)
         else:
             text = _with_suggestion(e, tb, text)
-    frames: List[Any] = []  # flat: a tuple per frame would be one more level for the GC
+    frames = _frames_of(tb, linecache.cache, linecache.lazycache)
+    if limit is not None:
+        frames = frames[:limit * 3]
+    notes = None
+    if style.notes and (style.notes_errors_ignored or hasattr(e, "__notes__")):
+        notes = _captured_notes(e, style.notes_errors_ignored)
+    syntax = None
+    if kind == _SYNTAX_ERROR:
+        syntax = tuple(_native(getattr(e, name, None)) for name in _SYNTAX_ERROR_FIELDS)
+    return [
+        module, cls.__qualname__, kind, text, notes, syntax, e.__suppress_context__,
+        frames, None, None, None, suggest,
+    ]
+
+
+def python_frames_of(tb: Any, cache: Any, lazycache: Callable[..., Any]) -> Tuple[Any, ...]:
+    """For each frame of traceback ``tb`` in turn its file name, line number and function name,
+    flat: a tuple per frame would be one more level for the garbage collector."""
+    frames: List[Any] = []
     append = frames.append
-    cache = linecache.cache
     while tb is not None:
         frame = tb.tb_frame
         code = frame.f_code
@@ -406,20 +436,15 @@ def _node(e: BaseException, tb: Any, limit: Optional[int], style: _Style) -> Lis
         if filename not in cache:
             # As traceback does: a module whose source only its loader knows (zip, egg)
             # still shows its lines when the worker formats them.
-            linecache.lazycache(filename, frame.f_globals)
+            lazycache(filename, frame.f_globals)
         tb = tb.tb_next
-    if limit is not None:
-        del frames[limit * 3:]
-    notes = None
-    if style.notes and (style.notes_errors_ignored or hasattr(e, "__notes__")):
-        notes = _captured_notes(e, style.notes_errors_ignored)
-    syntax = None
-    if kind == _SYNTAX_ERROR:
-        syntax = tuple(_native(getattr(e, name, None)) for name in _SYNTAX_ERROR_FIELDS)
-    return [
-        module, cls.__qualname__, kind, text, notes, syntax, e.__suppress_context__,
-        tuple(frames), None, None, None, suggest,
-    ]
+    return tuple(frames)
+
+
+#: ``python_frames_of``, or the same in C: the frame walk is most of an exception's capture.
+_frames_of: Callable[[Any, Any, Callable[..., Any]], Tuple[Any, ...]] = (
+    python_frames_of if _SPEEDUPS is None else _SPEEDUPS.frames_of
+)
 
 
 def _native(value: Any) -> Any:

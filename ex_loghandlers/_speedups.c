@@ -26,7 +26,7 @@ Py_NewRef(PyObject *obj)
 
 /* What the Python code expects of this module (_native.LAYOUT): a build left from another
  * version of the package is not used. Raised with every change to what either side calls. */
-#define LAYOUT 1
+#define LAYOUT 2
 
 static PyObject *record_type;      /* logging.LogRecord */
 static PyObject *stdlib_get_message;  /* LogRecord.getMessage as logging defines it, or None */
@@ -313,6 +313,88 @@ common_record(PyObject *module, PyObject *record)
     }
 }
 
+/* Attribute names, interned once. */
+static PyObject *n_filters, *n_closed, *n_unlisted, *n_close_in_emit, *n_thread,
+    *n_buffer_closed, *n_bytes, *n_accepted_total, *n_flag, *n_doorbell, *n_ring,
+    *n_emit_prepared, *n_move_aside_on, *n_fast_handle_failed, *n_emit, *n_tb_frame, *n_f_code,
+    *n_co_filename, *n_tb_lineno, *n_co_name, *n_f_globals, *n_tb_next;
+
+static int
+intern_names(void)
+{
+#define NAME(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return -1;
+    NAME(n_filters, "filters") NAME(n_closed, "_closed") NAME(n_unlisted, "_unlisted")
+    NAME(n_close_in_emit, "_close_in_emit") NAME(n_thread, "thread")
+    NAME(n_buffer_closed, "closed") NAME(n_bytes, "_bytes")
+    NAME(n_accepted_total, "accepted_total") NAME(n_flag, "_flag")
+    NAME(n_doorbell, "doorbell") NAME(n_ring, "_ring")
+    NAME(n_emit_prepared, "_emit_prepared") NAME(n_move_aside_on, "_move_aside_on")
+    NAME(n_fast_handle_failed, "_fast_handle_failed") NAME(n_emit, "emit")
+    NAME(n_tb_frame, "tb_frame") NAME(n_f_code, "f_code") NAME(n_co_filename, "co_filename")
+    NAME(n_tb_lineno, "tb_lineno") NAME(n_co_name, "co_name") NAME(n_f_globals, "f_globals")
+    NAME(n_tb_next, "tb_next")
+#undef NAME
+    return 0;
+}
+
+/* frames_of(tb, cache, lazycache): _mapping.python_frames_of in C. For each frame of a
+ * traceback in turn its file name, line number and function name, flat in one tuple; a file
+ * not in linecache's cache is given to lazycache with the frame's globals, as traceback
+ * does, so that the worker finds its lines. */
+static PyObject *
+frames_of(PyObject *module, PyObject *args)
+{
+    PyObject *tb, *cache, *lazycache;
+    if (!PyArg_ParseTuple(args, "OOO:frames_of", &tb, &cache, &lazycache))
+        return NULL;
+    PyObject *frames = PyList_New(0);
+    if (frames == NULL)
+        return NULL;
+    Py_INCREF(tb);
+    while (tb != Py_None) {
+        PyObject *frame = NULL, *code = NULL, *filename = NULL, *lineno = NULL, *name = NULL,
+            *next = NULL;
+        int ok = (frame = PyObject_GetAttr(tb, n_tb_frame)) != NULL
+            && (code = PyObject_GetAttr(frame, n_f_code)) != NULL
+            && (filename = PyObject_GetAttr(code, n_co_filename)) != NULL
+            && (lineno = PyObject_GetAttr(tb, n_tb_lineno)) != NULL
+            && (name = PyObject_GetAttr(code, n_co_name)) != NULL
+            && PyList_Append(frames, filename) == 0
+            && PyList_Append(frames, lineno) == 0
+            && PyList_Append(frames, name) == 0;
+        if (ok) {
+            int cached = PySequence_Contains(cache, filename);
+            if (cached < 0)
+                ok = 0;
+            else if (!cached) {
+                PyObject *globals = PyObject_GetAttr(frame, n_f_globals);
+                PyObject *done = globals == NULL ? NULL
+                    : PyObject_CallFunctionObjArgs(lazycache, filename, globals, NULL);
+                ok = done != NULL;
+                Py_XDECREF(globals);
+                Py_XDECREF(done);
+            }
+        }
+        if (ok)
+            ok = (next = PyObject_GetAttr(tb, n_tb_next)) != NULL;
+        Py_XDECREF(frame);
+        Py_XDECREF(code);
+        Py_XDECREF(filename);
+        Py_XDECREF(lineno);
+        Py_XDECREF(name);
+        Py_DECREF(tb);
+        if (!ok) {
+            Py_DECREF(frames);
+            return NULL;
+        }
+        tb = next;
+    }
+    Py_DECREF(tb);
+    PyObject *flat = PyList_AsTuple(frames);
+    Py_DECREF(frames);
+    return flat;
+}
+
 /* flat_plain(fields): True if ``fields`` is a dict whose values are all of the classes
  * orjson writes as the standard library's encoder does: str, int, bool, None, and finite
  * floats. ``_wire._fast_enough`` in Python, for the worker's every record. */
@@ -521,25 +603,6 @@ typedef struct {
     PyObject *sizes_append;
     long long max_items, max_bytes, batch_size;
 } FastHandle;
-
-static PyObject *n_filters, *n_closed, *n_unlisted, *n_close_in_emit, *n_thread,
-    *n_buffer_closed, *n_bytes, *n_accepted_total, *n_flag, *n_doorbell, *n_ring,
-    *n_emit_prepared, *n_move_aside_on, *n_fast_handle_failed, *n_emit;
-
-static int
-intern_names(void)
-{
-#define NAME(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return -1;
-    NAME(n_filters, "filters") NAME(n_closed, "_closed") NAME(n_unlisted, "_unlisted")
-    NAME(n_close_in_emit, "_close_in_emit") NAME(n_thread, "thread")
-    NAME(n_buffer_closed, "closed") NAME(n_bytes, "_bytes")
-    NAME(n_accepted_total, "accepted_total") NAME(n_flag, "_flag")
-    NAME(n_doorbell, "doorbell") NAME(n_ring, "_ring")
-    NAME(n_emit_prepared, "_emit_prepared") NAME(n_move_aside_on, "_move_aside_on")
-    NAME(n_fast_handle_failed, "_fast_handle_failed") NAME(n_emit, "emit")
-#undef NAME
-    return 0;
-}
 
 /* 1 if attribute ``name`` of ``obj`` is true, 0 if false, -1 on an error. */
 static int
@@ -951,6 +1014,8 @@ static PyTypeObject FastHandleType = {
 static PyMethodDef methods[] = {
     {"usable", usable, METH_NOARGS, "True if this interpreter may use the module."},
     {"configure", configure, METH_VARARGS, "Give the module _queued's constants."},
+    {"frames_of", frames_of, METH_VARARGS,
+     "A traceback's frames: file name, line number, function name for each, flat."},
     {"flat_plain", flat_plain, METH_O,
      "True if a dict's values are all str, int, bool, None or finite floats."},
     {"common_record", common_record, METH_O,

@@ -17,7 +17,7 @@ import sysconfig
 import threading
 import tracemalloc
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 from unittest import mock
 
 import pytest
@@ -28,7 +28,7 @@ from oddclasses import Hashless
 from pytest_httpserver import HTTPServer
 
 from ex_loghandlers import ExHTTPHandler, _native, _queued
-from ex_loghandlers._mapping import Enrichment
+from ex_loghandlers._mapping import Enrichment, python_frames_of
 from ex_loghandlers._wire import python_fast_enough
 
 
@@ -435,6 +435,7 @@ def test_a_build_left_from_another_version_is_not_used(tmp_path: Path, layout: i
         "def configure(*args):\n    raise TypeError('takes other arguments')\n"
         "def usable():\n    return True\n"
         "def flat_plain(fields):\n    return False\n"
+        "def frames_of(tb, cache, lazycache):\n    return ()\n"
     )
     script = "from ex_loghandlers import _queued; print(_queued.SPEEDUPS, _queued.FastHandle)"
     done = subprocess.run(
@@ -442,3 +443,36 @@ def test_a_build_left_from_another_version_is_not_used(tmp_path: Path, layout: i
         timeout=30, check=True,
     )
     assert done.stdout.split() == ["False", "None"]
+
+
+def _raise_in(depth: int) -> None:
+    if depth:
+        _raise_in(depth - 1)
+    raise ValueError("deep")
+
+
+def _walked(walk: Any, tb: Any, cache: Any) -> Tuple[Tuple[Any, ...], List[Any]]:
+    """What a frame walk gives, and what it gave linecache.lazycache."""
+    given: List[Any] = []
+    return walk(tb, cache, lambda *call: given.append(call)), given
+
+
+@needs_speedups
+def test_the_c_frame_walk_takes_what_python_s_takes() -> None:
+    assert _native.SPEEDUPS is not None
+    try:
+        _raise_in(3)
+    except ValueError as caught:
+        tb = caught.__traceback__
+    first = _raise_in.__code__.co_firstlineno
+    for cache in ({}, {__file__: "cached"}):
+        walked, given = _walked(_native.SPEEDUPS.frames_of, tb, cache)
+        assert (walked, given) == _walked(python_frames_of, tb, cache)
+        assert walked[1::3][-4:] == (first + 2, first + 2, first + 2, first + 3)
+        assert walked[2::3][-4:] == ("_raise_in",) * 4
+        assert [name for name, _ in given] == ([] if cache else [__file__] * 5)
+    names = (_raise_in.__code__.co_filename, _raise_in.__code__.co_name)
+    before = [sys.getrefcount(name) for name in names]
+    for _ in range(100):
+        _native.SPEEDUPS.frames_of(tb, {}, lambda *call: None)
+    assert [sys.getrefcount(name) for name in names] == before
