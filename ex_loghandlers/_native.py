@@ -12,7 +12,7 @@ from typing import Optional
 
 #: What this version of the package expects of the module (its ``LAYOUT``): an editable
 #: install's build left from another version is not used.
-LAYOUT = 2
+LAYOUT = 3
 
 
 def _load() -> Optional[ModuleType]:

@@ -10,6 +10,7 @@ On the worker, ``unpacked`` gives back the snapshot ``to_fields`` reads.
 from __future__ import annotations
 
 import gc
+import linecache
 import logging
 import operator
 import os
@@ -18,7 +19,7 @@ import sys
 from types import TracebackType
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from . import _native
+from . import _mapping, _native
 from ._mapping import (
     _FRAMES,
     _NATIVE,
@@ -516,6 +517,10 @@ def _configured_speedups() -> Any:
             _LogRecord, _STDLIB_GET_MESSAGE, COMMON_KEYS, _COMMON_END, _NO_ARGS_END,
             _known_conversions, _NATIVE, python_common_record,
             SNAPSHOT_OVERHEAD, ARG_OVERHEAD, NUMBER_TEXT, WIDE_TEXT_CHECK,
+        )
+        speedups.configure_exceptions(
+            _mapping._style_cache, _mapping._TracebackException, _mapping._BASE_REPR,
+            linecache, _INLINE, _EXCEPTION, _mapping._PLAIN, FRAME_OVERHEAD,
         )
     except Exception:  # a build that does not fit: the package runs in Python
         return None

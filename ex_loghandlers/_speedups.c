@@ -26,7 +26,7 @@ Py_NewRef(PyObject *obj)
 
 /* What the Python code expects of this module (_native.LAYOUT): a build left from another
  * version of the package is not used. Raised with every change to what either side calls. */
-#define LAYOUT 2
+#define LAYOUT 3
 
 static PyObject *record_type;      /* logging.LogRecord */
 static PyObject *stdlib_get_message;  /* LogRecord.getMessage as logging defines it, or None */
@@ -184,6 +184,525 @@ size_with_args(PyObject *msg, PyObject *args)
     return size;
 }
 
+/* Attribute names, interned once. */
+static PyObject *n_filters, *n_closed, *n_unlisted, *n_close_in_emit, *n_thread,
+    *n_buffer_closed, *n_bytes, *n_accepted_total, *n_flag, *n_doorbell, *n_ring,
+    *n_emit_prepared, *n_move_aside_on, *n_fast_handle_failed, *n_emit, *n_tb_frame, *n_f_code,
+    *n_co_filename, *n_tb_lineno, *n_co_name, *n_f_globals, *n_tb_next;
+
+static int
+intern_names(void)
+{
+#define NAME(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return -1;
+    NAME(n_filters, "filters") NAME(n_closed, "_closed") NAME(n_unlisted, "_unlisted")
+    NAME(n_close_in_emit, "_close_in_emit") NAME(n_thread, "thread")
+    NAME(n_buffer_closed, "closed") NAME(n_bytes, "_bytes")
+    NAME(n_accepted_total, "accepted_total") NAME(n_flag, "_flag")
+    NAME(n_doorbell, "doorbell") NAME(n_ring, "_ring")
+    NAME(n_emit_prepared, "_emit_prepared") NAME(n_move_aside_on, "_move_aside_on")
+    NAME(n_fast_handle_failed, "_fast_handle_failed") NAME(n_emit, "emit")
+    NAME(n_tb_frame, "tb_frame") NAME(n_f_code, "f_code") NAME(n_co_filename, "co_filename")
+    NAME(n_tb_lineno, "tb_lineno") NAME(n_co_name, "co_name") NAME(n_f_globals, "f_globals")
+    NAME(n_tb_next, "tb_next")
+#undef NAME
+    return 0;
+}
+
+/* 1 if attribute ``name`` of ``obj`` is true, 0 if false, -1 on an error. */
+static int
+attribute_true(PyObject *obj, PyObject *name)
+{
+    PyObject *value = PyObject_GetAttr(obj, name);
+    if (value == NULL)
+        return -1;
+    int truth = value == Py_True ? 1 : value == Py_False || value == Py_None ? 0
+        : PyObject_IsTrue(value);
+    Py_DECREF(value);
+    return truth;
+}
+
+/* -- an exception's capture ------------------------------------------------------------------
+ *
+ * The record of a logger.exception() as _queued._with_exception makes it, for the plain case:
+ * an exception raised and caught, with neither cause nor context, no notes, not a group nor
+ * a SyntaxError, and no "Did you mean" to work out; no sys.tracebacklimit; a class whose
+ * metaclass is type; a str() that does not fail, and a repr() written from arguments that
+ * are strings, numbers, booleans or None, or one that does not fail. Most logged exceptions
+ * are that. Any other goes to the Python function, which decides. What runs code of the
+ * program (str(), repr(), an attribute's property) runs after every check that may hand the
+ * exception to Python, so that only a str() or repr() that raises runs twice. */
+
+static PyObject *style_cache;         /* _mapping._style_cache: [(__init__, style)] */
+static PyObject *traceback_exception; /* the TracebackException class _mapping formats with */
+static PyObject *base_repr;           /* BaseException.__repr__ */
+static PyObject *linecache_module;
+static PyObject *inline_mark;         /* _queued._INLINE: where exc_info was */
+static PyObject *exception_end;       /* _queued._EXCEPTION */
+static long long frame_overhead;
+static PyObject *plain_kind;          /* _mapping._PLAIN */
+static int exceptions_configured;
+
+static PyObject *n_init, *n_notes, *n_group, *n_suggesting, *n_cause, *n_context,
+    *n_dunder_notes, *n_suppress_context, *n_repr, *n_args, *n_cache, *n_lazycache,
+    *n_module, *n_qualname, *n_name, *s_builtins, *s_main, *s_empty;
+
+static int
+intern_exception_names(void)
+{
+#define NAME(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return -1;
+    NAME(n_init, "__init__") NAME(n_notes, "notes") NAME(n_group, "group")
+    NAME(n_suggesting, "suggesting") NAME(n_cause, "__cause__") NAME(n_context, "__context__")
+    NAME(n_dunder_notes, "__notes__") NAME(n_suppress_context, "__suppress_context__")
+    NAME(n_repr, "__repr__") NAME(n_args, "args") NAME(n_cache, "cache")
+    NAME(n_lazycache, "lazycache") NAME(n_module, "__module__") NAME(n_qualname, "__qualname__")
+    NAME(n_name, "__name__") NAME(s_builtins, "builtins") NAME(s_main, "__main__")
+    NAME(s_empty, "")
+#undef NAME
+    return 0;
+}
+
+static PyObject *
+configure_exceptions(PyObject *module, PyObject *args)
+{
+    PyObject *cache, *tbe, *brepr, *lc, *inl, *end, *kind;
+    long long fo;
+    if (owner != PyInterpreterState_Get()) {
+        PyErr_SetString(PyExc_RuntimeError, "_speedups belong to another interpreter");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O!OOOOOOL:configure_exceptions", &PyList_Type, &cache,
+                          &tbe, &brepr, &lc, &inl, &end, &kind, &fo))
+        return NULL;
+    Py_XSETREF(style_cache, Py_NewRef(cache));
+    Py_XSETREF(traceback_exception, Py_NewRef(tbe));
+    Py_XSETREF(base_repr, Py_NewRef(brepr));
+    Py_XSETREF(linecache_module, Py_NewRef(lc));
+    Py_XSETREF(inline_mark, Py_NewRef(inl));
+    Py_XSETREF(exception_end, Py_NewRef(end));
+    Py_XSETREF(plain_kind, Py_NewRef(kind));
+    frame_overhead = fo;
+    exceptions_configured = 1;
+    Py_RETURN_NONE;
+}
+
+/* _PyObject_LookupAttr, as hasattr() and getattr() with a default look: 1 with *value set,
+ * 0 if there is no such attribute, -1 on another error. */
+static int
+optional_attribute(PyObject *obj, PyObject *name, PyObject **value)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyObject_GetOptionalAttr(obj, name, value);
+#else
+    return _PyObject_LookupAttr(obj, name, value);
+#endif
+}
+
+/* The frame walk of _mapping.python_frames_of: for each frame of traceback tb in turn its
+ * file name, line number and function name, flat in one tuple; a file not in linecache's
+ * cache is given to lazycache with the frame's globals, as traceback does, so that the worker
+ * finds its lines. A traceback's fields are read from it as its attributes give them (the
+ * line number by its attribute where it is worked out when asked); anything else that
+ * stands for one, by its attributes. */
+static PyObject *
+frames_tuple(PyObject *tb, PyObject *cache, PyObject *lazycache)
+{
+    PyObject *frames = PyList_New(0);
+    if (frames == NULL)
+        return NULL;
+    int cache_is_dict = PyDict_CheckExact(cache);
+    Py_INCREF(tb);
+    while (tb != Py_None) {
+        PyObject *frame = NULL, *code = NULL, *filename = NULL, *lineno = NULL, *name = NULL,
+            *next = NULL;
+        int ok;
+        if (Py_TYPE(tb) == &PyTraceBack_Type) {
+            PyTracebackObject *here = (PyTracebackObject *)tb;
+            frame = Py_NewRef((PyObject *)here->tb_frame);
+            code = (PyObject *)PyFrame_GetCode(here->tb_frame);
+            filename = Py_NewRef(((PyCodeObject *)code)->co_filename);
+            name = Py_NewRef(((PyCodeObject *)code)->co_name);
+            lineno = here->tb_lineno >= 0 ? PyLong_FromLong(here->tb_lineno)
+                : PyObject_GetAttr(tb, n_tb_lineno);
+            ok = lineno != NULL;
+        }
+        else
+            ok = (frame = PyObject_GetAttr(tb, n_tb_frame)) != NULL
+                && (code = PyObject_GetAttr(frame, n_f_code)) != NULL
+                && (filename = PyObject_GetAttr(code, n_co_filename)) != NULL
+                && (lineno = PyObject_GetAttr(tb, n_tb_lineno)) != NULL
+                && (name = PyObject_GetAttr(code, n_co_name)) != NULL;
+        ok = ok && PyList_Append(frames, filename) == 0 && PyList_Append(frames, lineno) == 0
+            && PyList_Append(frames, name) == 0;
+        if (ok) {
+            int cached = cache_is_dict ? PyDict_Contains(cache, filename)
+                : PySequence_Contains(cache, filename);
+            if (cached < 0)
+                ok = 0;
+            else if (!cached) {
+                PyObject *globals = PyObject_GetAttr(frame, n_f_globals);
+                PyObject *done = globals == NULL ? NULL
+                    : PyObject_CallFunctionObjArgs(lazycache, filename, globals, NULL);
+                ok = done != NULL;
+                Py_XDECREF(globals);
+                Py_XDECREF(done);
+            }
+        }
+        if (ok) {
+            if (Py_TYPE(tb) == &PyTraceBack_Type) {
+                PyTracebackObject *here = (PyTracebackObject *)tb;
+                next = Py_NewRef(here->tb_next == NULL ? Py_None : (PyObject *)here->tb_next);
+            }
+            else
+                ok = (next = PyObject_GetAttr(tb, n_tb_next)) != NULL;
+        }
+        Py_XDECREF(frame);
+        Py_XDECREF(code);
+        Py_XDECREF(filename);
+        Py_XDECREF(lineno);
+        Py_XDECREF(name);
+        Py_DECREF(tb);
+        if (!ok) {
+            Py_DECREF(frames);
+            return NULL;
+        }
+        tb = next;
+    }
+    Py_DECREF(tb);
+    PyObject *flat = PyList_AsTuple(frames);
+    Py_DECREF(frames);
+    return flat;
+}
+
+/* frames_of(tb, cache, lazycache): _mapping.python_frames_of in C. */
+static PyObject *
+frames_of(PyObject *module, PyObject *args)
+{
+    PyObject *tb, *cache, *lazycache;
+    if (!PyArg_ParseTuple(args, "OOO:frames_of", &tb, &cache, &lazycache))
+        return NULL;
+    return frames_tuple(tb, cache, lazycache);
+}
+
+/* An error the Python capture would catch (its USER_ERRORS): cleared, and 2 (Python
+ * captures, and says what failed); any other (KeyboardInterrupt) stays set: -1. */
+static int
+hand_to_python(void)
+{
+    if (PyErr_ExceptionMatches(PyExc_Exception) || PyErr_ExceptionMatches(PyExc_SystemExit)
+        || PyErr_ExceptionMatches(PyExc_GeneratorExit)) {
+        PyErr_Clear();
+        return 2;
+    }
+    return -1;
+}
+
+/* 1 if attribute name of obj is missing or None, 0 if it has another value, -1 with an error
+ * set. */
+static int
+missing_or_none(PyObject *obj, PyObject *name, int optional)
+{
+    PyObject *value = NULL;
+    int found = optional ? optional_attribute(obj, name, &value)
+        : (value = PyObject_GetAttr(obj, name)) != NULL ? 1 : -1;
+    if (found <= 0)
+        return found < 0 ? -1 : 1;
+    Py_DECREF(value);
+    return value == Py_None;
+}
+
+/* 1 if the C capture takes this exception, 0 if Python is to, -1 with an error set. Runs no
+ * code of the program but what an attribute of the exception may run. */
+static int
+plain_exception(PyObject *exc_type, PyObject *exc, PyObject *tb)
+{
+    if (!PyType_Check(exc_type) || Py_TYPE(exc_type) != &PyType_Type
+        || (PyObject *)Py_TYPE(exc) != exc_type || !PyExceptionInstance_Check(exc)
+        || (tb != Py_None && Py_TYPE(tb) != &PyTraceBack_Type)
+        || PyType_IsSubtype((PyTypeObject *)exc_type, (PyTypeObject *)PyExc_SyntaxError))
+        return 0;
+    PyObject *limit = PySys_GetObject("tracebacklimit");  /* borrowed; NULL without error */
+    if (limit != NULL && limit != Py_None)
+        return 0;
+    /* The traceback module's style, as _mapping worked it out for its __init__ now */
+    if (PyList_GET_SIZE(style_cache) != 1)
+        return 0;
+    PyObject *cached = PyList_GET_ITEM(style_cache, 0);
+    if (!PyTuple_CheckExact(cached) || PyTuple_GET_SIZE(cached) != 2)
+        return 0;
+    PyObject *init = PyObject_GetAttr(traceback_exception, n_init);
+    if (init == NULL)
+        return -1;
+    Py_DECREF(init);  /* only its identity is compared */
+    if (init != PyTuple_GET_ITEM(cached, 0))
+        return 0;  /* Python works the style out again */
+    PyObject *style = Py_NewRef(PyTuple_GET_ITEM(cached, 1));
+    int plain = 0;
+    PyObject *group = NULL, *suggesting = NULL;
+    int notes = attribute_true(style, n_notes);
+    if (notes < 0 || (group = PyObject_GetAttr(style, n_group)) == NULL
+        || (suggesting = PyObject_GetAttr(style, n_suggesting)) == NULL)
+        goto error;
+    int linked;
+    if ((linked = missing_or_none(exc, n_cause, 0)) <= 0
+        || (linked = missing_or_none(exc, n_context, 0)) <= 0) {
+        plain = linked < 0 ? -1 : 0;
+        goto done;
+    }
+    if (group != Py_None) {
+        int is_group = PyObject_IsInstance(exc, group);
+        if (is_group != 0) {
+            plain = is_group < 0 ? -1 : 0;
+            goto done;
+        }
+    }
+    if (!PyTuple_Check(suggesting))
+        goto done;
+    if (PyTuple_GET_SIZE(suggesting) > 0) {
+        int suggested = PyObject_IsInstance(exc, suggesting);
+        if (suggested != 0) {
+            plain = suggested < 0 ? -1 : 0;
+            goto done;
+        }
+    }
+    plain = notes ? missing_or_none(exc, n_dunder_notes, 1) : 1;
+    goto done;
+error:
+    plain = -1;
+done:
+    Py_DECREF(style);
+    Py_XDECREF(group);
+    Py_XDECREF(suggesting);
+    return plain;
+}
+
+/* The exception's arguments if the worker is to write its repr() from them (a new reference),
+ * as _mapping._deferred_repr: NULL without an error if not, NULL with one on an error. */
+static PyObject *
+deferred_repr(PyObject *exc_type, PyObject *exc)
+{
+    PyObject *repr = PyObject_GetAttr(exc_type, n_repr);
+    if (repr == NULL)
+        return NULL;
+    Py_DECREF(repr);
+    if (repr != base_repr)
+        return NULL;
+    PyObject *args = PyObject_GetAttr(exc, n_args);
+    if (args == NULL)
+        return NULL;
+    if (!PyTuple_Check(args))
+        goto not_deferred;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args); i++) {
+        PyTypeObject *kind = Py_TYPE(PyTuple_GET_ITEM(args, i));
+        if (Py_TYPE(kind) != &PyType_Type)
+            goto not_deferred;
+        int native = PySet_Contains(native_types, (PyObject *)kind);
+        if (native <= 0) {
+            if (native < 0) {
+                Py_DECREF(args);
+                return NULL;
+            }
+            goto not_deferred;
+        }
+    }
+    return args;
+not_deferred:
+    Py_DECREF(args);
+    return NULL;
+}
+
+/* The head of _queued._inline_parts: what exc_info_text needs of the exception's class (the
+ * class itself if built in), as a new reference. */
+static PyObject *
+class_part(PyObject *exc_type, int deferred)
+{
+    if (!PyObject_GC_IsTracked(exc_type))
+        return Py_NewRef(exc_type);
+    PyObject *text = PyObject_Repr(exc_type);
+    if (text == NULL)
+        return NULL;
+    PyObject *name = deferred ? PyObject_GetAttr(exc_type, n_name) : Py_NewRef(s_empty);
+    if (name == NULL) {
+        Py_DECREF(text);
+        return NULL;
+    }
+    PyObject *part = PyTuple_Pack(2, text, name);
+    Py_DECREF(text);
+    Py_DECREF(name);
+    if (part != NULL)
+        PyObject_GC_UnTrack(part);  /* two strings: the first collection would */
+    return part;
+}
+
+/* qualified_name's "module.QualName" (just QualName for builtins and __main__). */
+static PyObject *
+type_name_of(PyObject *module, PyObject *qualname)
+{
+    if (module == Py_None || PyUnicode_Compare(module, s_builtins) == 0
+        || PyUnicode_Compare(module, s_main) == 0)
+        return PyErr_Occurred() ? NULL : Py_NewRef(qualname);
+    return PyUnicode_FromFormat("%U.%U", module, qualname);
+}
+
+/* The capture's parts (_queued._inline_parts of capture_exception's answer) of a plain
+ * exception: 1 with *parts (a new reference) set and *size grown by what the capture holds,
+ * 2 if Python is to capture it, -1 with an error set. */
+static int
+capture_plain(PyObject *exc_info, PyObject **parts, long long *size)
+{
+    if (!exceptions_configured || !PyTuple_CheckExact(exc_info)
+        || PyTuple_GET_SIZE(exc_info) != 3)
+        return 2;
+    PyObject *exc_type = PyTuple_GET_ITEM(exc_info, 0), *exc = PyTuple_GET_ITEM(exc_info, 1),
+        *tb = PyTuple_GET_ITEM(exc_info, 2);
+    int plain = plain_exception(exc_type, exc, tb);
+    if (plain <= 0)
+        return plain < 0 ? hand_to_python() : 2;
+    PyObject *text = NULL, *args = NULL, *repr = NULL, *cache = NULL, *lazycache = NULL,
+        *frames = NULL, *module = NULL, *qualname = NULL, *suppress = NULL, *type_name = NULL,
+        *class_item = NULL, *tb_id = NULL, *numbers[3] = {NULL, NULL, NULL};
+    int status = -1;
+    if ((text = PyObject_Str(exc)) == NULL)
+        goto failed;
+    if (!PyUnicode_CheckExact(text)) {
+        status = 2;
+        goto done;
+    }
+    args = deferred_repr(exc_type, exc);
+    if (args == NULL) {
+        if (PyErr_Occurred() || (repr = PyObject_Repr(exc)) == NULL)
+            goto failed;
+        if (!PyUnicode_CheckExact(repr)) {
+            status = 2;
+            goto done;
+        }
+    }
+    if ((cache = PyObject_GetAttr(linecache_module, n_cache)) == NULL
+        || (lazycache = PyObject_GetAttr(linecache_module, n_lazycache)) == NULL
+        || (frames = frames_tuple(tb, cache, lazycache)) == NULL
+        || (module = PyObject_GetAttr(exc_type, n_module)) == NULL
+        || (qualname = PyObject_GetAttr(exc_type, n_qualname)) == NULL
+        || (suppress = PyObject_GetAttr(exc, n_suppress_context)) == NULL)
+        goto failed;
+    if (!PyUnicode_CheckExact(module))
+        Py_SETREF(module, Py_NewRef(Py_None));
+    if (!PyUnicode_CheckExact(qualname)) {
+        status = 2;
+        goto done;
+    }
+    if ((type_name = type_name_of(module, qualname)) == NULL
+        || (class_item = class_part(exc_type, args != NULL)) == NULL
+        || (tb_id = tb == Py_None ? Py_NewRef(Py_None) : PyLong_FromVoidPtr(tb)) == NULL)
+        goto failed;
+    Py_ssize_t frame_items = PyTuple_GET_SIZE(frames);
+    long long text_length = 4 * (long long)PyUnicode_GET_LENGTH(text);  /* message, repr, str */
+    long long frame_count = frame_items / 3 + 1;
+    if ((numbers[0] = PyLong_FromLongLong(text_length)) == NULL
+        || (numbers[1] = PyLong_FromLongLong(frame_count)) == NULL
+        || (numbers[2] = PyLong_FromSsize_t(args == NULL ? -1 : PyTuple_GET_SIZE(args))) == NULL)
+        goto failed;
+    /* (class, tb id, type name, message, text length, frame count, the root node's slots but
+     * its frames, the count of the repr's arguments and those, or -1 and the repr, the frames):
+     * _inline_parts' order */
+    PyObject *head[] = {
+        class_item, tb_id, type_name, text, numbers[0], numbers[1],
+        module, qualname, plain_kind, text, Py_None, Py_None, suppress,
+        Py_None, Py_None, Py_None, Py_None, numbers[2],
+    };
+    Py_ssize_t n_head = (Py_ssize_t)(sizeof(head) / sizeof(head[0]));
+    Py_ssize_t n_repr = args == NULL ? 1 : PyTuple_GET_SIZE(args);
+    PyObject *made = PyTuple_New(n_head + n_repr + frame_items);
+    if (made == NULL)
+        goto failed;
+    Py_ssize_t at = 0;
+    for (Py_ssize_t i = 0; i < n_head; i++)
+        PyTuple_SET_ITEM(made, at++, Py_NewRef(head[i]));
+    for (Py_ssize_t i = 0; i < n_repr; i++)
+        PyTuple_SET_ITEM(made, at++, Py_NewRef(args == NULL ? repr : PyTuple_GET_ITEM(args, i)));
+    for (Py_ssize_t i = 0; i < frame_items; i++)
+        PyTuple_SET_ITEM(made, at++, Py_NewRef(PyTuple_GET_ITEM(frames, i)));
+    *parts = made;
+    *size += text_length + frame_overhead * frame_count;
+    status = 1;
+    goto done;
+failed:
+    status = hand_to_python();
+done:
+    Py_XDECREF(text);
+    Py_XDECREF(args);
+    Py_XDECREF(repr);
+    Py_XDECREF(cache);
+    Py_XDECREF(lazycache);
+    Py_XDECREF(frames);
+    Py_XDECREF(module);
+    Py_XDECREF(qualname);
+    Py_XDECREF(suppress);
+    Py_XDECREF(type_name);
+    Py_XDECREF(class_item);
+    Py_XDECREF(tb_id);
+    for (int i = 0; i < 3; i++)
+        Py_XDECREF(numbers[i]);
+    return status;
+}
+
+/* A tuple that holds nothing the garbage collector tracks is left alone by it from now on,
+ * as its first collection would decide. */
+static void
+untrack_if_flat(PyObject *tuple)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(tuple); i++)
+        if (PyObject_GC_IsTracked(PyTuple_GET_ITEM(tuple, i)))
+            return;
+    if (PyObject_GC_IsTracked(tuple))
+        PyObject_GC_UnTrack(tuple);
+}
+
+/* pack_common for a record with an exception: its values (exc_info as _INLINE), its
+ * arguments, the capture's parts, the count of arguments (-1: args is None) and _EXCEPTION,
+ * as _queued._with_exception packs them; 1, 2 or -1 as pack_common answers. The values are
+ * borrowed from the record's dict, which the program's code (an exception's str()) could
+ * change: they are held while it runs. */
+static int
+pack_with_exception(PyObject **others, Py_ssize_t n_others, PyObject *args, Py_ssize_t count,
+                    PyObject **packed, long long *size)
+{
+    for (Py_ssize_t i = 0; i < n_others; i++)
+        Py_INCREF(others[i]);
+    Py_INCREF(args);
+    PyObject *parts = NULL;
+    long long grown = *size;
+    int status = capture_plain(others[exc_info_index], &parts, &grown);
+    if (status == 1) {
+        Py_ssize_t n_parts = PyTuple_GET_SIZE(parts);
+        PyObject *made = PyTuple_New(n_others + count + n_parts + 2);
+        PyObject *number = PyLong_FromSsize_t(args == Py_None ? -1 : count);
+        if (made == NULL || number == NULL) {
+            Py_XDECREF(made);
+            Py_XDECREF(number);
+            status = -1;
+            goto done;
+        }
+        Py_ssize_t at = 0;
+        for (Py_ssize_t i = 0; i < n_others; i++)
+            PyTuple_SET_ITEM(made, at++,
+                             Py_NewRef(i == exc_info_index ? inline_mark : others[i]));
+        for (Py_ssize_t i = 0; i < count; i++)
+            PyTuple_SET_ITEM(made, at++, Py_NewRef(PyTuple_GET_ITEM(args, i)));
+        for (Py_ssize_t i = 0; i < n_parts; i++)
+            PyTuple_SET_ITEM(made, at++, Py_NewRef(PyTuple_GET_ITEM(parts, i)));
+        PyTuple_SET_ITEM(made, at++, number);
+        PyTuple_SET_ITEM(made, at++, Py_NewRef(exception_end));
+        untrack_if_flat(made);
+        *packed = made;
+        *size = grown;
+    }
+done:
+    Py_XDECREF(parts);
+    for (Py_ssize_t i = 0; i < n_others; i++)
+        Py_DECREF(others[i]);
+    Py_DECREF(args);
+    return status;
+}
+
 /* What the buffer keeps of a common record, and its size: 1 with *packed (a new reference)
  * and *size set; 0 if not common; 2 if Python is to decide (the record untouched); -1 on an
  * error. A packed tuple holding only objects the garbage collector does not track is
@@ -233,10 +752,6 @@ pack_common(PyObject *record, PyObject **packed, long long *size)
     if (!PyUnicode_CheckExact(msg) || others[exc_text_index] != Py_None
         || others[stack_info_index] != Py_None)
         goto done;
-    if (others[exc_info_index] != Py_None) {  /* an exception: Python captures it */
-        status = 2;
-        goto done;
-    }
     Py_ssize_t count = 0;
     PyObject *end;
     if (PyTuple_CheckExact(args) && PyTuple_GET_SIZE(args) > 0) {
@@ -264,6 +779,10 @@ pack_common(PyObject *record, PyObject **packed, long long *size)
     }
     else
         goto done;
+    if (others[exc_info_index] != Py_None) {
+        status = pack_with_exception(others, n - 1, args, count, packed, size);
+        goto done;
+    }
     PyObject *made = PyTuple_New(n - 1 + count + 1);
     if (made == NULL) {
         status = -1;
@@ -311,88 +830,6 @@ common_record(PyObject *module, PyObject *record)
     default:
         return NULL;
     }
-}
-
-/* Attribute names, interned once. */
-static PyObject *n_filters, *n_closed, *n_unlisted, *n_close_in_emit, *n_thread,
-    *n_buffer_closed, *n_bytes, *n_accepted_total, *n_flag, *n_doorbell, *n_ring,
-    *n_emit_prepared, *n_move_aside_on, *n_fast_handle_failed, *n_emit, *n_tb_frame, *n_f_code,
-    *n_co_filename, *n_tb_lineno, *n_co_name, *n_f_globals, *n_tb_next;
-
-static int
-intern_names(void)
-{
-#define NAME(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return -1;
-    NAME(n_filters, "filters") NAME(n_closed, "_closed") NAME(n_unlisted, "_unlisted")
-    NAME(n_close_in_emit, "_close_in_emit") NAME(n_thread, "thread")
-    NAME(n_buffer_closed, "closed") NAME(n_bytes, "_bytes")
-    NAME(n_accepted_total, "accepted_total") NAME(n_flag, "_flag")
-    NAME(n_doorbell, "doorbell") NAME(n_ring, "_ring")
-    NAME(n_emit_prepared, "_emit_prepared") NAME(n_move_aside_on, "_move_aside_on")
-    NAME(n_fast_handle_failed, "_fast_handle_failed") NAME(n_emit, "emit")
-    NAME(n_tb_frame, "tb_frame") NAME(n_f_code, "f_code") NAME(n_co_filename, "co_filename")
-    NAME(n_tb_lineno, "tb_lineno") NAME(n_co_name, "co_name") NAME(n_f_globals, "f_globals")
-    NAME(n_tb_next, "tb_next")
-#undef NAME
-    return 0;
-}
-
-/* frames_of(tb, cache, lazycache): _mapping.python_frames_of in C. For each frame of a
- * traceback in turn its file name, line number and function name, flat in one tuple; a file
- * not in linecache's cache is given to lazycache with the frame's globals, as traceback
- * does, so that the worker finds its lines. */
-static PyObject *
-frames_of(PyObject *module, PyObject *args)
-{
-    PyObject *tb, *cache, *lazycache;
-    if (!PyArg_ParseTuple(args, "OOO:frames_of", &tb, &cache, &lazycache))
-        return NULL;
-    PyObject *frames = PyList_New(0);
-    if (frames == NULL)
-        return NULL;
-    Py_INCREF(tb);
-    while (tb != Py_None) {
-        PyObject *frame = NULL, *code = NULL, *filename = NULL, *lineno = NULL, *name = NULL,
-            *next = NULL;
-        int ok = (frame = PyObject_GetAttr(tb, n_tb_frame)) != NULL
-            && (code = PyObject_GetAttr(frame, n_f_code)) != NULL
-            && (filename = PyObject_GetAttr(code, n_co_filename)) != NULL
-            && (lineno = PyObject_GetAttr(tb, n_tb_lineno)) != NULL
-            && (name = PyObject_GetAttr(code, n_co_name)) != NULL
-            && PyList_Append(frames, filename) == 0
-            && PyList_Append(frames, lineno) == 0
-            && PyList_Append(frames, name) == 0;
-        if (ok) {
-            int cached = PySequence_Contains(cache, filename);
-            if (cached < 0)
-                ok = 0;
-            else if (!cached) {
-                PyObject *globals = PyObject_GetAttr(frame, n_f_globals);
-                PyObject *done = globals == NULL ? NULL
-                    : PyObject_CallFunctionObjArgs(lazycache, filename, globals, NULL);
-                ok = done != NULL;
-                Py_XDECREF(globals);
-                Py_XDECREF(done);
-            }
-        }
-        if (ok)
-            ok = (next = PyObject_GetAttr(tb, n_tb_next)) != NULL;
-        Py_XDECREF(frame);
-        Py_XDECREF(code);
-        Py_XDECREF(filename);
-        Py_XDECREF(lineno);
-        Py_XDECREF(name);
-        Py_DECREF(tb);
-        if (!ok) {
-            Py_DECREF(frames);
-            return NULL;
-        }
-        tb = next;
-    }
-    Py_DECREF(tb);
-    PyObject *flat = PyList_AsTuple(frames);
-    Py_DECREF(frames);
-    return flat;
 }
 
 /* flat_plain(fields): True if ``fields`` is a dict whose values are all of the classes
@@ -603,19 +1040,6 @@ typedef struct {
     PyObject *sizes_append;
     long long max_items, max_bytes, batch_size;
 } FastHandle;
-
-/* 1 if attribute ``name`` of ``obj`` is true, 0 if false, -1 on an error. */
-static int
-attribute_true(PyObject *obj, PyObject *name)
-{
-    PyObject *value = PyObject_GetAttr(obj, name);
-    if (value == NULL)
-        return -1;
-    int truth = value == Py_True ? 1 : value == Py_False || value == Py_None ? 0
-        : PyObject_IsTrue(value);
-    Py_DECREF(value);
-    return truth;
-}
 
 static long long
 attribute_long(PyObject *obj, PyObject *name, int *error)
@@ -1014,6 +1438,8 @@ static PyTypeObject FastHandleType = {
 static PyMethodDef methods[] = {
     {"usable", usable, METH_NOARGS, "True if this interpreter may use the module."},
     {"configure", configure, METH_VARARGS, "Give the module _queued's constants."},
+    {"configure_exceptions", configure_exceptions, METH_VARARGS,
+     "Give the module what an exception's capture is worked out with."},
     {"frames_of", frames_of, METH_VARARGS,
      "A traceback's frames: file name, line number, function name for each, flat."},
     {"flat_plain", flat_plain, METH_O,
@@ -1031,7 +1457,7 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    if (intern_names() < 0 || PyType_Ready(&FastHandleType) < 0
+    if (intern_names() < 0 || intern_exception_names() < 0 || PyType_Ready(&FastHandleType) < 0
         || PyType_Ready(&WireFieldsType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);

@@ -1,5 +1,6 @@
 import logging
-from typing import AbstractSet, Any, Callable, Dict, Optional, Set, Tuple
+from types import ModuleType
+from typing import AbstractSet, Any, Callable, Dict, List, Optional, Set, Tuple
 
 LAYOUT: int
 
@@ -17,6 +18,17 @@ def configure(
     arg_overhead: int,
     number_text: int,
     wide_text_check: int,
+    /,
+) -> None: ...
+def configure_exceptions(
+    style_cache: List[Tuple[Any, Any]],
+    traceback_exception: type,
+    base_repr: Callable[[BaseException], str],
+    linecache: ModuleType,
+    inline: object,
+    exception_end: object,
+    plain_kind: int,
+    frame_overhead: int,
     /,
 ) -> None: ...
 def common_record(record: logging.LogRecord, /) -> Optional[Tuple[Tuple[Any, ...], int]]: ...

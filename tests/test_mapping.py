@@ -1096,8 +1096,8 @@ def test_queued_records_are_untracked_before_they_reach_the_oldest_generation(
             gc.enable()
         assert len(queued) == 60
         # A young collection untracks all but those holding a class of the program's own:
-        # the text of the class is one level down.
-        assert after_young == [2] * 20
+        # the text of the class is one level down. The C speedups untrack those too at once.
+        assert after_young == ([] if _queued.SPEEDUPS else [2] * 20)
         assert [item for item in queued if gc.is_tracked(item)] == []
         del queued
         release.set()
