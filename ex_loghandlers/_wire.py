@@ -321,6 +321,8 @@ def encode_form(records: Sequence[Fields]) -> List[Payload]:
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 try:  # the optional fast encoder: pip install ex_loghandlers[fast]
+    if not _native.IN_MAIN_INTERPRETER:
+        raise ImportError("orjson is not made for a sub-interpreter")
     import orjson as _ORJSON
 except ImportError:  # pragma: no cover - depends on what is installed
     _ORJSON = None  # type: ignore[assignment]

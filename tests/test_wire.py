@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from oddclasses import Hashless
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from ex_loghandlers import _wire
+from ex_loghandlers import _native, _wire
 from ex_loghandlers._wire import (
     UnusableFields,
     encode_json,
@@ -675,3 +675,17 @@ def test_ndjson_escapes_unicode_line_breaks_that_orjson_writes_raw() -> None:
     messages = [json.loads(line)["message"] for line in lines]
     assert messages == ["a\x85b", "a\u2028b", "a\u2029b", "a\u00e9b"]
     assert b"\\u2028" in payload.body and "\u00e9".encode() in payload.body
+
+
+def test_a_sub_interpreter_does_not_import_orjson() -> None:
+    """``orjson`` keeps state for the whole process: imported in a sub-interpreter (mod_wsgi
+    makes them) it can crash the process at exit (3.9). There the standard encoder writes."""
+    testcapi = pytest.importorskip("_testcapi")
+    assert _native.IN_MAIN_INTERPRETER
+    assert testcapi.run_in_subinterp(
+        "import sys\n"
+        "from ex_loghandlers import _native, _wire\n"
+        "assert not _native.IN_MAIN_INTERPRETER\n"
+        "assert _wire._ORJSON is None and 'orjson' not in sys.modules\n"
+        "assert _wire.record_json({'a': 1}) == '{\"a\":1}'\n"
+    ) == 0
