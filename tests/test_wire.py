@@ -689,3 +689,9 @@ def test_a_sub_interpreter_does_not_import_orjson() -> None:
         "assert _wire._ORJSON is None and 'orjson' not in sys.modules\n"
         "assert _wire.record_json({'a': 1}) == '{\"a\":1}'\n"
     ) == 0
+
+
+@pytest.mark.parametrize("parts", [[], [b"a"], [b"a", b"bc"], [b"x"] * 5])
+def test_a_body_is_joined_as_concatenation_would_join_it(parts: List[bytes]) -> None:
+    assert _wire._joined(b"[", parts, b",", b"]") == b"[" + b",".join(parts) + b"]"
+    assert _wire._joined(b"", parts, b"\n", b"\n") == b"\n".join(parts) + b"\n"
