@@ -475,39 +475,37 @@ done:
     return plain;
 }
 
-/* The exception's arguments if the worker is to write its repr() from them (a new reference),
- * as _mapping._deferred_repr: NULL without an error if not, NULL with one on an error. */
-static PyObject *
-deferred_repr(PyObject *exc_type, PyObject *exc)
+/* As _mapping._deferred_repr: 1 with *deferred (a new reference) set to the exception's
+ * arguments if the worker is to write its repr() from them, 0 if its repr() is to be written
+ * now, 2 if Python is to decide (arguments that are not a tuple: a property's), -1 on an
+ * error. */
+static int
+deferred_repr(PyObject *exc_type, PyObject *exc, PyObject **deferred)
 {
     PyObject *repr = PyObject_GetAttr(exc_type, n_repr);
     if (repr == NULL)
-        return NULL;
+        return -1;
     Py_DECREF(repr);
     if (repr != base_repr)
-        return NULL;
+        return 0;
     PyObject *args = PyObject_GetAttr(exc, n_args);
     if (args == NULL)
-        return NULL;
-    if (!PyTuple_Check(args))
-        goto not_deferred;
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args); i++) {
+        return -1;
+    int found = 1;
+    if (!PyTuple_CheckExact(args))
+        found = 2;
+    for (Py_ssize_t i = 0; found == 1 && i < PyTuple_GET_SIZE(args); i++) {
         PyTypeObject *kind = Py_TYPE(PyTuple_GET_ITEM(args, i));
-        if (Py_TYPE(kind) != &PyType_Type)
-            goto not_deferred;
-        int native = PySet_Contains(native_types, (PyObject *)kind);
-        if (native <= 0) {
-            if (native < 0) {
-                Py_DECREF(args);
-                return NULL;
-            }
-            goto not_deferred;
-        }
+        int native = Py_TYPE(kind) != &PyType_Type ? 0
+            : PySet_Contains(native_types, (PyObject *)kind);
+        if (native <= 0)
+            found = native;
     }
-    return args;
-not_deferred:
-    Py_DECREF(args);
-    return NULL;
+    if (found == 1)
+        *deferred = args;
+    else
+        Py_DECREF(args);
+    return found;
 }
 
 /* The head of _queued._inline_parts: what exc_info_text needs of the exception's class (the
@@ -567,9 +565,15 @@ capture_plain(PyObject *exc_info, PyObject **parts, long long *size)
         status = 2;
         goto done;
     }
-    args = deferred_repr(exc_type, exc);
-    if (args == NULL) {
-        if (PyErr_Occurred() || (repr = PyObject_Repr(exc)) == NULL)
+    int deferred = deferred_repr(exc_type, exc, &args);
+    if (deferred < 0)
+        goto failed;
+    if (deferred == 2) {
+        status = 2;
+        goto done;
+    }
+    if (!deferred) {
+        if ((repr = PyObject_Repr(exc)) == NULL)
             goto failed;
         if (!PyUnicode_CheckExact(repr)) {
             status = 2;

@@ -88,6 +88,22 @@ class WithMeta(Exception, metaclass=Meta):
     pass
 
 
+class ListArgs(Exception):
+    @property  # type: ignore[override]
+    def args(self) -> Any:
+        return ["a", 1]
+
+
+class TupleOfItsOwn(tuple):  # type: ignore[type-arg]
+    pass
+
+
+class SubclassArgs(Exception):
+    @property  # type: ignore[override]
+    def args(self) -> Any:
+        return TupleOfItsOwn(("a", 1))
+
+
 class NotesNone(Exception):
     __notes__ = None
 
@@ -206,6 +222,8 @@ OTHERS: Dict[str, Callable[[], Tuple[ExcInfo, Any, Any]]] = {
     "a repr that fails": lambda: (caught(FailingRepr(object())), "failed", None),
     "a str of a subclass": lambda: (caught(StrSubclassStr()), "failed", None),
     "a class with a metaclass": lambda: (caught(WithMeta("m")), "failed", None),
+    "arguments in a list": lambda: (caught(ListArgs()), "failed", None),
+    "arguments in a tuple of a subclass": lambda: (caught(SubclassArgs()), "failed", None),
     "a SyntaxError": lambda: (caught(SyntaxError("bad", ("f.py", 1, 2, "x y"))), "f", None),
     "exc_info of another class": lambda: (
         (KeyError, caught(ValueError("v"))[1], None), "failed", None),
