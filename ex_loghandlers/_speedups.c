@@ -224,13 +224,16 @@ attribute_true(PyObject *obj, PyObject *name)
 /* -- an exception's capture ------------------------------------------------------------------
  *
  * The record of a logger.exception() as _queued._with_exception makes it, for the plain case:
- * an exception raised and caught, with neither cause nor context, no notes, not a group nor
- * a SyntaxError, and no "Did you mean" to work out; no sys.tracebacklimit; a class whose
- * metaclass is type; a str() that does not fail, and a repr() written from arguments that
- * are strings, numbers, booleans or None, or one that does not fail. Most logged exceptions
- * are that. Any other goes to the Python function, which decides. What runs code of the
- * program (str(), repr(), an attribute's property) runs after every check that may hand the
- * exception to Python, so that only a str() or repr() that raises runs twice. */
+ * an exception with neither cause nor context, no notes (where traceback shows them), not a
+ * group nor a SyntaxError, and no "Did you mean" to work out; no sys.tracebacklimit; a class
+ * whose metaclass is type and that has BaseException's args, __cause__, __context__,
+ * __suppress_context__, __class__ and attribute lookup, and no __notes__ of its own. Most
+ * logged exceptions are that. Any other goes to the Python function, which decides, before
+ * any code of the program has run: what the capture reads of such an exception runs none. The program's code runs as
+ * in Python, in Python's order: the exception's repr() (unless the worker writes it from its
+ * arguments), its str(), then linecache.lazycache. Only a repr() or str() that raises, or
+ * that gives the exception a cause, a context or notes (or sets sys.tracebacklimit), and a
+ * linecache that fails, hand the exception to Python after they ran: they run again there. */
 
 static PyObject *style_cache;         /* _mapping._style_cache: [(__init__, style)] */
 static PyObject *traceback_exception; /* the TracebackException class _mapping formats with */
@@ -244,7 +247,7 @@ static int exceptions_configured;
 
 static PyObject *n_init, *n_notes, *n_group, *n_suggesting, *n_cause, *n_context,
     *n_dunder_notes, *n_suppress_context, *n_repr, *n_args, *n_cache, *n_lazycache,
-    *n_module, *n_qualname, *n_name, *s_builtins, *s_main, *s_empty;
+    *n_module, *n_qualname, *n_name, *s_builtins, *s_main, *s_empty, *n_class;
 
 static int
 intern_exception_names(void)
@@ -256,7 +259,7 @@ intern_exception_names(void)
     NAME(n_repr, "__repr__") NAME(n_args, "args") NAME(n_cache, "cache")
     NAME(n_lazycache, "lazycache") NAME(n_module, "__module__") NAME(n_qualname, "__qualname__")
     NAME(n_name, "__name__") NAME(s_builtins, "builtins") NAME(s_main, "__main__")
-    NAME(s_empty, "")
+    NAME(s_empty, "") NAME(n_class, "__class__")
 #undef NAME
     return 0;
 }
@@ -283,18 +286,6 @@ configure_exceptions(PyObject *module, PyObject *args)
     frame_overhead = fo;
     exceptions_configured = 1;
     Py_RETURN_NONE;
-}
-
-/* _PyObject_LookupAttr, as hasattr() and getattr() with a default look: 1 with *value set,
- * 0 if there is no such attribute, -1 on another error. */
-static int
-optional_attribute(PyObject *obj, PyObject *name, PyObject **value)
-{
-#if PY_VERSION_HEX >= 0x030D0000
-    return PyObject_GetOptionalAttr(obj, name, value);
-#else
-    return _PyObject_LookupAttr(obj, name, value);
-#endif
 }
 
 /* The frame walk of _mapping.python_frames_of: for each frame of traceback tb in turn its
@@ -396,89 +387,124 @@ hand_to_python(void)
     return -1;
 }
 
-/* 1 if attribute name of obj is missing or None, 0 if it has another value, -1 with an error
- * set. */
+/* 1 if class cls has attribute name as BaseException has it (none of its own, which reading
+ * the attribute would run or give), 0 if not. A lookup in the classes' dicts: no code runs. */
 static int
-missing_or_none(PyObject *obj, PyObject *name, int optional)
+inherited(PyObject *cls, PyObject *name)
 {
-    PyObject *value = NULL;
-    int found = optional ? optional_attribute(obj, name, &value)
-        : (value = PyObject_GetAttr(obj, name)) != NULL ? 1 : -1;
-    if (found <= 0)
-        return found < 0 ? -1 : 1;
-    Py_DECREF(value);
-    return value == Py_None;
+    return _PyType_Lookup((PyTypeObject *)cls, name)
+        == _PyType_Lookup((PyTypeObject *)PyExc_BaseException, name);
 }
 
-/* 1 if the C capture takes this exception, 0 if Python is to, -1 with an error set. Runs no
- * code of the program but what an attribute of the exception may run. */
+/* 1 if the exception has neither cause nor context, nor notes where traceback shows them; 0 if
+ * it has; read from the exception itself (its class has these attributes as BaseException has
+ * them), so no code runs. */
 static int
-plain_exception(PyObject *exc_type, PyObject *exc, PyObject *tb)
+unlinked(PyObject *exc, int notes_shown)
+{
+    PyBaseExceptionObject *base = (PyBaseExceptionObject *)exc;
+    if ((base->cause != NULL && base->cause != Py_None)
+        || (base->context != NULL && base->context != Py_None))
+        return 0;
+    if (!notes_shown || base->dict == NULL)
+        return 1;
+    PyObject *notes = PyDict_GetItemWithError(base->dict, n_dunder_notes);  /* borrowed */
+    if (notes == NULL)
+        return PyErr_Occurred() ? -1 : 1;
+    return notes == Py_None;
+}
+
+/* The traceback module's style as _mapping worked it out for its __init__ now (a new
+ * reference), or NULL without an error if Python is to work it out again. */
+static PyObject *
+current_style(void)
+{
+    if (PyList_GET_SIZE(style_cache) != 1)
+        return NULL;
+    PyObject *cached = Py_NewRef(PyList_GET_ITEM(style_cache, 0));
+    PyObject *style = NULL;
+    if (PyTuple_CheckExact(cached) && PyTuple_GET_SIZE(cached) == 2) {
+        PyObject *init = PyObject_GetAttr(traceback_exception, n_init);
+        if (init == NULL)
+            PyErr_Clear();
+        else if (init == PyTuple_GET_ITEM(cached, 0))
+            style = Py_NewRef(PyTuple_GET_ITEM(cached, 1));
+        Py_XDECREF(init);
+    }
+    Py_DECREF(cached);
+    return style;
+}
+
+/* 1 if traceback's style shows notes, 0 if not, -1 with an error set; *plain set to 0 if the
+ * exception is one Python is to capture: a group, or one whose message gets a suggestion. */
+static int
+style_of(PyObject *exc, int *plain)
+{
+    PyObject *style = current_style();
+    if (style == NULL) {
+        *plain = 0;
+        return 0;
+    }
+    PyObject *group = NULL, *suggesting = NULL;
+    int notes = attribute_true(style, n_notes);
+    if (notes < 0 || (group = PyObject_GetAttr(style, n_group)) == NULL
+        || (suggesting = PyObject_GetAttr(style, n_suggesting)) == NULL) {
+        notes = -1;
+        goto done;
+    }
+    int is = 0;
+    if (group != Py_None)
+        is = PyObject_IsInstance(exc, group);
+    if (is == 0 && !PyTuple_Check(suggesting))
+        is = 1;  /* not a style this code knows */
+    else if (is == 0 && PyTuple_GET_SIZE(suggesting) > 0)
+        is = PyObject_IsInstance(exc, suggesting);
+    if (is < 0)
+        notes = -1;
+    else if (is > 0)
+        *plain = 0;
+done:
+    Py_DECREF(style);
+    Py_XDECREF(group);
+    Py_XDECREF(suggesting);
+    return notes;
+}
+
+/* 1 if the C capture takes this exception, 0 if Python is to, -1 with an error set. Looks at
+ * its class and at it without running any code of the program's (see inherited, unlinked). */
+static int
+plain_exception(PyObject *exc_type, PyObject *exc, PyObject *tb, int *notes_shown)
 {
     if (!PyType_Check(exc_type) || Py_TYPE(exc_type) != &PyType_Type
         || (PyObject *)Py_TYPE(exc) != exc_type || !PyExceptionInstance_Check(exc)
         || (tb != Py_None && Py_TYPE(tb) != &PyTraceBack_Type)
         || PyType_IsSubtype((PyTypeObject *)exc_type, (PyTypeObject *)PyExc_SyntaxError))
         return 0;
+    if (((PyBaseExceptionObject *)exc)->args == NULL
+        || Py_TYPE(exc)->tp_getattro != PyObject_GenericGetAttr  /* a __getattribute__ */
+        || !inherited(exc_type, n_cause) || !inherited(exc_type, n_context)
+        || !inherited(exc_type, n_suppress_context) || !inherited(exc_type, n_args)
+        || !inherited(exc_type, n_class)
+        || _PyType_Lookup((PyTypeObject *)exc_type, n_dunder_notes) != NULL)
+        return 0;  /* attributes of its own: Python reads them, as often as it does */
+    PyObject *qualname = ((PyHeapTypeObject *)exc_type)->ht_qualname;
+    if ((((PyTypeObject *)exc_type)->tp_flags & Py_TPFLAGS_HEAPTYPE)
+        && !PyUnicode_CheckExact(qualname))
+        return 0;  /* f"{module}.{qualname}" would call its __format__ */
     PyObject *limit = PySys_GetObject("tracebacklimit");  /* borrowed; NULL without error */
     if (limit != NULL && limit != Py_None)
         return 0;
-    /* The traceback module's style, as _mapping worked it out for its __init__ now */
-    if (PyList_GET_SIZE(style_cache) != 1)
-        return 0;
-    PyObject *cached = PyList_GET_ITEM(style_cache, 0);
-    if (!PyTuple_CheckExact(cached) || PyTuple_GET_SIZE(cached) != 2)
-        return 0;
-    PyObject *init = PyObject_GetAttr(traceback_exception, n_init);
-    if (init == NULL)
+    int plain = 1;
+    *notes_shown = style_of(exc, &plain);
+    if (*notes_shown < 0)
         return -1;
-    Py_DECREF(init);  /* only its identity is compared */
-    if (init != PyTuple_GET_ITEM(cached, 0))
-        return 0;  /* Python works the style out again */
-    PyObject *style = Py_NewRef(PyTuple_GET_ITEM(cached, 1));
-    int plain = 0;
-    PyObject *group = NULL, *suggesting = NULL;
-    int notes = attribute_true(style, n_notes);
-    if (notes < 0 || (group = PyObject_GetAttr(style, n_group)) == NULL
-        || (suggesting = PyObject_GetAttr(style, n_suggesting)) == NULL)
-        goto error;
-    int linked;
-    if ((linked = missing_or_none(exc, n_cause, 0)) <= 0
-        || (linked = missing_or_none(exc, n_context, 0)) <= 0) {
-        plain = linked < 0 ? -1 : 0;
-        goto done;
-    }
-    if (group != Py_None) {
-        int is_group = PyObject_IsInstance(exc, group);
-        if (is_group != 0) {
-            plain = is_group < 0 ? -1 : 0;
-            goto done;
-        }
-    }
-    if (!PyTuple_Check(suggesting))
-        goto done;
-    if (PyTuple_GET_SIZE(suggesting) > 0) {
-        int suggested = PyObject_IsInstance(exc, suggesting);
-        if (suggested != 0) {
-            plain = suggested < 0 ? -1 : 0;
-            goto done;
-        }
-    }
-    plain = notes ? missing_or_none(exc, n_dunder_notes, 1) : 1;
-    goto done;
-error:
-    plain = -1;
-done:
-    Py_DECREF(style);
-    Py_XDECREF(group);
-    Py_XDECREF(suggesting);
-    return plain;
+    return plain ? unlinked(exc, *notes_shown) : 0;
 }
 
 /* As _mapping._deferred_repr: 1 with *deferred (a new reference) set to the exception's
  * arguments if the worker is to write its repr() from them, 0 if its repr() is to be written
- * now, 2 if Python is to decide (arguments that are not a tuple: a property's), -1 on an
- * error. */
+ * now, -1 on an error. Its class has args as BaseException has them (plain_exception): a
+ * tuple. */
 static int
 deferred_repr(PyObject *exc_type, PyObject *exc, PyObject **deferred)
 {
@@ -488,24 +514,33 @@ deferred_repr(PyObject *exc_type, PyObject *exc, PyObject **deferred)
     Py_DECREF(repr);
     if (repr != base_repr)
         return 0;
-    PyObject *args = PyObject_GetAttr(exc, n_args);
-    if (args == NULL)
-        return -1;
-    int found = 1;
-    if (!PyTuple_CheckExact(args))
-        found = 2;
-    for (Py_ssize_t i = 0; found == 1 && i < PyTuple_GET_SIZE(args); i++) {
+    PyObject *args = ((PyBaseExceptionObject *)exc)->args;
+    if (args == NULL || !PyTuple_CheckExact(args))
+        return 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args); i++) {
         PyTypeObject *kind = Py_TYPE(PyTuple_GET_ITEM(args, i));
         int native = Py_TYPE(kind) != &PyType_Type ? 0
             : PySet_Contains(native_types, (PyObject *)kind);
         if (native <= 0)
-            found = native;
+            return native;
     }
-    if (found == 1)
-        *deferred = args;
-    else
-        Py_DECREF(args);
-    return found;
+    *deferred = Py_NewRef(args);
+    return 1;
+}
+
+/* A tuple that holds nothing the garbage collector may track is left alone by it from now on,
+ * as its first collection would decide: only what it does not track at all, and tuples it
+ * stopped tracking (a dict it does not track now may hold a cycle later). */
+static void
+untrack_if_flat(PyObject *tuple)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(tuple); i++) {
+        PyObject *item = PyTuple_GET_ITEM(tuple, i);
+        if (PyObject_IS_GC(item) && (!PyTuple_CheckExact(item) || PyObject_GC_IsTracked(item)))
+            return;
+    }
+    if (PyObject_GC_IsTracked(tuple))
+        PyObject_GC_UnTrack(tuple);
 }
 
 /* The head of _queued._inline_parts: what exc_info_text needs of the exception's class (the
@@ -527,7 +562,7 @@ class_part(PyObject *exc_type, int deferred)
     Py_DECREF(text);
     Py_DECREF(name);
     if (part != NULL)
-        PyObject_GC_UnTrack(part);  /* two strings: the first collection would */
+        untrack_if_flat(part);  /* two strings, most often: the first collection would */
     return part;
 }
 
@@ -552,47 +587,37 @@ capture_plain(PyObject *exc_info, PyObject **parts, long long *size)
         return 2;
     PyObject *exc_type = PyTuple_GET_ITEM(exc_info, 0), *exc = PyTuple_GET_ITEM(exc_info, 1),
         *tb = PyTuple_GET_ITEM(exc_info, 2);
-    int plain = plain_exception(exc_type, exc, tb);
+    int notes_shown = 0;
+    int plain = plain_exception(exc_type, exc, tb, &notes_shown);
     if (plain <= 0)
         return plain < 0 ? hand_to_python() : 2;
     PyObject *text = NULL, *args = NULL, *repr = NULL, *cache = NULL, *lazycache = NULL,
         *frames = NULL, *module = NULL, *qualname = NULL, *suppress = NULL, *type_name = NULL,
         *class_item = NULL, *tb_id = NULL, *numbers[3] = {NULL, NULL, NULL};
     int status = -1;
-    if ((text = PyObject_Str(exc)) == NULL)
-        goto failed;
-    if (!PyUnicode_CheckExact(text)) {
-        status = 2;
-        goto done;
-    }
+    /* The program's code, in Python's order: its repr() (unless written later), its str() */
     int deferred = deferred_repr(exc_type, exc, &args);
-    if (deferred < 0)
+    if (deferred < 0 || (!deferred && (repr = PyObject_Repr(exc)) == NULL)
+        || (text = PyObject_Str(exc)) == NULL)
         goto failed;
-    if (deferred == 2) {
+    /* What they may have changed, which Python reads after them */
+    PyObject *limit = PySys_GetObject("tracebacklimit");
+    int still = limit == NULL || limit == Py_None ? unlinked(exc, notes_shown) : 0;
+    if (still < 0)
+        goto failed;
+    if (!still) {
         status = 2;
         goto done;
-    }
-    if (!deferred) {
-        if ((repr = PyObject_Repr(exc)) == NULL)
-            goto failed;
-        if (!PyUnicode_CheckExact(repr)) {
-            status = 2;
-            goto done;
-        }
     }
     if ((cache = PyObject_GetAttr(linecache_module, n_cache)) == NULL
         || (lazycache = PyObject_GetAttr(linecache_module, n_lazycache)) == NULL
         || (frames = frames_tuple(tb, cache, lazycache)) == NULL
         || (module = PyObject_GetAttr(exc_type, n_module)) == NULL
-        || (qualname = PyObject_GetAttr(exc_type, n_qualname)) == NULL
-        || (suppress = PyObject_GetAttr(exc, n_suppress_context)) == NULL)
+        || (qualname = PyObject_GetAttr(exc_type, n_qualname)) == NULL)
         goto failed;
+    suppress = PyBool_FromLong(((PyBaseExceptionObject *)exc)->suppress_context);
     if (!PyUnicode_CheckExact(module))
         Py_SETREF(module, Py_NewRef(Py_None));
-    if (!PyUnicode_CheckExact(qualname)) {
-        status = 2;
-        goto done;
-    }
     if ((type_name = type_name_of(module, qualname)) == NULL
         || (class_item = class_part(exc_type, args != NULL)) == NULL
         || (tb_id = tb == Py_None ? Py_NewRef(Py_None) : PyLong_FromVoidPtr(tb)) == NULL)
@@ -648,17 +673,6 @@ done:
     return status;
 }
 
-/* A tuple that holds nothing the garbage collector tracks is left alone by it from now on,
- * as its first collection would decide. */
-static void
-untrack_if_flat(PyObject *tuple)
-{
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(tuple); i++)
-        if (PyObject_GC_IsTracked(PyTuple_GET_ITEM(tuple, i)))
-            return;
-    if (PyObject_GC_IsTracked(tuple))
-        PyObject_GC_UnTrack(tuple);
-}
 
 /* pack_common for a record with an exception: its values (exc_info as _INLINE), its
  * arguments, the capture's parts, the count of arguments (-1: args is None) and _EXCEPTION,

@@ -10,7 +10,7 @@ import gc
 import logging
 import sys
 import traceback
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, ClassVar, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 from hypothesis import given, settings
@@ -102,6 +102,41 @@ class SubclassArgs(Exception):
     @property  # type: ignore[override]
     def args(self) -> Any:
         return TupleOfItsOwn(("a", 1))
+
+
+class OwnCause(Exception):
+    reads = 0
+    cause = KeyError("the cause")
+
+    @property  # type: ignore[override]
+    def __cause__(self) -> Any:
+        OwnCause.reads += 1
+        return OwnCause.cause
+
+
+class Watched(Exception):
+    """Every attribute read of it seen by the program's code."""
+
+    reads: ClassVar[List[str]] = []
+
+    def __getattribute__(self, name: str) -> Any:
+        Watched.reads.append(name)
+        return super().__getattribute__(name)
+
+
+class OwnClass(Exception):
+    """A ``__class__`` of its own, which ``isinstance`` reads (to tell a group)."""
+
+    seen: ClassVar[List[str]] = []
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> Any:
+        OwnClass.seen.append("__class__")
+        return type(self)
+
+    def __repr__(self) -> str:
+        OwnClass.seen.append("repr")
+        return "own class"
 
 
 class NotesNone(Exception):
@@ -204,7 +239,7 @@ PLAIN: Dict[str, Callable[[], Tuple[ExcInfo, Any, Any]]] = {
     "an argument of another class": lambda: (caught(ValueError(object())), "failed", None),
     "its own repr": lambda: (caught(OwnRepr("r")), "failed", None),
     "its own str": lambda: (caught(OwnStr("s")), "failed", None),
-    "notes set to None": lambda: (caught(NotesNone("n")), "failed", None),
+    "a str of a subclass": lambda: (caught(StrSubclassStr()), "failed", None),
     "no traceback": lambda: ((ValueError, ValueError("loose"), None), "failed", None),
     "a deep traceback": lambda: (caught(ValueError("deep"), depth=60), "failed", None),
     "a wide message": lambda: (caught(ValueError("\u00e9t\u00e9 " * 50)), "\u4e2d %s", ("\u00e9",)),
@@ -220,8 +255,10 @@ OTHERS: Dict[str, Callable[[], Tuple[ExcInfo, Any, Any]]] = {
     "from None": lambda: (from_none(), "failed", None),
     "a str that fails": lambda: (caught(FailingStr("x")), "failed", None),
     "a repr that fails": lambda: (caught(FailingRepr(object())), "failed", None),
-    "a str of a subclass": lambda: (caught(StrSubclassStr()), "failed", None),
     "a class with a metaclass": lambda: (caught(WithMeta("m")), "failed", None),
+    "notes of its class": lambda: (caught(NotesNone("n")), "failed", None),
+    "a cause of its own": lambda: (caught(OwnCause("c")), "failed", None),
+    "attribute lookup of its own": lambda: (caught(Watched("w")), "failed", None),
     "arguments in a list": lambda: (caught(ListArgs()), "failed", None),
     "arguments in a tuple of a subclass": lambda: (caught(SubclassArgs()), "failed", None),
     "a SyntaxError": lambda: (caught(SyntaxError("bad", ("f.py", 1, 2, "x y"))), "f", None),
@@ -277,7 +314,9 @@ def test_the_c_capture_takes_a_plain_exception_as_python_does(
     got = _queued.common_record(record)
     assert python_captures == []  # taken in C
     assert got is not None and got == python_common_record(record)
-    assert not gc.is_tracked(got[0])  # nothing in it the collector tracks: left alone at once
+    # Nothing in it the collector tracks: left alone at once. But for a message of a str
+    # subclass (with a __dict__), which the collector tracks, as it would the tuple.
+    assert gc.is_tracked(got[0]) == any(type(value) is WideStr for value in got[0])
 
 
 @pytest.mark.parametrize("case", OTHERS.values(), ids=list(OTHERS))
@@ -437,3 +476,120 @@ def test_the_c_capture_agrees_with_python_on_any_exception(
     record = record_of(caught(cls(*exc_args), depth), msg, args)
     for _ in range(2):  # the template unknown, then known
         _agree(record)
+
+
+def test_a_style_cache_changed_while_the_c_code_looks_at_it_is_held(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``TracebackException.__init__`` replaced by a descriptor runs code when looked up: code
+    that may replace the cached style the C code is reading (Python's capture does, on another
+    thread). The C code holds its own reference to what it reads."""
+    from ex_loghandlers import _mapping
+
+    record = record_of(caught(ValueError("x")))
+    _agree(record)
+    original = traceback.TracebackException.__init__
+    seen: List[int] = []
+
+    class Init:
+        def __get__(self, obj: Any, cls: Any = None) -> Any:
+            if obj is None and not seen:
+                seen.append(sys.getrefcount(_mapping._style_cache[0]))
+                _mapping._style_cache[0] = (None, _mapping._STDLIB_STYLE)
+            return original if obj is None else original.__get__(obj, cls)
+
+    _mapping._style_cache[0] = tuple([original, _mapping._STDLIB_STYLE])  # the list's only
+    monkeypatch.setattr(traceback.TracebackException, "__init__", Init())
+    got = _queued.common_record(record)
+    assert seen and seen[0] > 2  # the list's, getrefcount's, and the C code's own
+    monkeypatch.undo()
+    assert got == python_common_record(record)
+
+
+class Ordered:
+    """An argument that notes when its repr() and str() run."""
+
+    calls: ClassVar[List[str]] = []
+
+    def __repr__(self) -> str:
+        Ordered.calls.append("repr")
+        return "ordered"
+
+    def __str__(self) -> str:
+        Ordered.calls.append("str")
+        return "ordered"
+
+
+def test_the_program_s_repr_and_str_run_in_python_s_order() -> None:
+    record = record_of(caught(ValueError(Ordered())))
+    python_common_record(record)  # the template now known
+    Ordered.calls = []
+    expected = python_common_record(record)
+    in_python = Ordered.calls
+    Ordered.calls = []
+    assert _queued.common_record(record) == expected
+    assert Ordered.calls == in_python == ["repr", "str"]
+
+
+class LinksItself(Exception):
+    """A str() that gives the exception a context: Python's capture sees it."""
+
+    def __str__(self) -> str:
+        if self.__context__ is None:
+            self.__context__ = KeyError("set by str()")
+        return "linked"
+
+
+def test_a_str_that_links_the_exception_is_captured_as_python_captures_it() -> None:
+    exc_info = caught(LinksItself())
+    record = record_of(exc_info)
+    expected = python_common_record(record)
+    exc_info[1].__context__ = None
+    assert _queued.common_record(record) == expected
+
+
+def test_an_attribute_of_the_exception_s_own_is_read_as_often_as_python_reads_it(
+    python_captures: List[Any],
+) -> None:
+    record = record_of(caught(OwnCause("c")))
+    python_common_record(record)  # the template now known
+    OwnCause.reads = 0
+    python_common_record(record)
+    in_python = OwnCause.reads
+    OwnCause.reads = 0
+    _queued.common_record(record)
+    assert OwnCause.reads == in_python == 2
+
+
+def test_an_exception_that_sees_its_attributes_read_sees_what_python_reads() -> None:
+    record = record_of(caught(Watched("w")))
+    python_common_record(record)  # the template now known
+    Watched.reads = []
+    python_common_record(record)
+    in_python = Watched.reads
+    Watched.reads = []
+    _queued.common_record(record)
+    assert Watched.reads == in_python
+    assert "__cause__" in in_python
+
+
+def test_an_exception_with_a_class_of_its_own_sees_what_python_reads() -> None:
+    record = record_of(caught(OwnClass()))
+    python_common_record(record)  # the template now known
+    OwnClass.seen = []
+    python_common_record(record)
+    in_python = OwnClass.seen
+    OwnClass.seen = []
+    _queued.common_record(record)
+    assert OwnClass.seen == in_python
+
+
+def test_a_record_holding_a_dict_stays_tracked_by_the_garbage_collector() -> None:
+    """An empty dict is not tracked, but may hold a cycle later: a tuple holding one is
+    tracked for good, as the collector itself decides."""
+    record = record_of(caught(ValueError("x")))
+    record.processName = {}  # type: ignore[assignment]  # a filter's doing
+    expected = python_common_record(record)
+    got = _queued.common_record(record)
+    assert got == expected and got is not None
+    assert gc.is_tracked(got[0])
