@@ -1110,9 +1110,10 @@ def load_average() -> Optional[List[float]]:
 
 
 def source_digest() -> str:
-    """A digest of the package's source as measured (the tree may be dirty), first 16 hex."""
+    """A digest of the package's source as measured (the tree may be dirty), first 16 hex:
+    its Python and its C (the speedups)."""
     digest = hashlib.sha256()
-    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+    for path in sorted([*PACKAGE_DIR.rglob("*.py"), *PACKAGE_DIR.rglob("*.c")]):
         digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0")
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
