@@ -54,15 +54,23 @@ usable(PyObject *module, PyObject *unused)
     return PyBool_FromLong(owner == here);
 }
 
+/* 0 if this interpreter owns the module's state, -1 with an error set if another does. */
+static int
+owned_here_or_error(void)
+{
+    if (owner == PyInterpreterState_Get())
+        return 0;
+    PyErr_SetString(PyExc_RuntimeError, "_speedups belong to another interpreter");
+    return -1;
+}
+
 static PyObject *
 configure(PyObject *module, PyObject *args)
 {
     PyObject *type, *getmsg, *keys, *c_end, *n_end, *known, *native, *fb;
     long long so, ao, nt, wtc;
-    if (owner != PyInterpreterState_Get()) {
-        PyErr_SetString(PyExc_RuntimeError, "_speedups belong to another interpreter");
+    if (owned_here_or_error() < 0)
         return NULL;
-    }
     if (!PyArg_ParseTuple(args, "OOO!O!O!O!OOLLLL", &type, &getmsg, &PyTuple_Type, &keys,
                           &PyTuple_Type, &c_end, &PyTuple_Type, &n_end, &PyDict_Type, &known,
                           &native, &fb, &so, &ao, &nt, &wtc))
@@ -269,10 +277,8 @@ configure_exceptions(PyObject *module, PyObject *args)
 {
     PyObject *cache, *tbe, *brepr, *lc, *inl, *end, *kind;
     long long fo;
-    if (owner != PyInterpreterState_Get()) {
-        PyErr_SetString(PyExc_RuntimeError, "_speedups belong to another interpreter");
+    if (owned_here_or_error() < 0)
         return NULL;
-    }
     if (!PyArg_ParseTuple(args, "O!OOOOOOL:configure_exceptions", &PyList_Type, &cache,
                           &tbe, &brepr, &lc, &inl, &end, &kind, &fo))
         return NULL;
