@@ -239,9 +239,11 @@ attribute_true(PyObject *obj, PyObject *name)
  * logged exceptions are that. Any other goes to the Python function, which decides, before
  * any code of the program has run: what the capture reads of such an exception runs none. The program's code runs as
  * in Python, in Python's order: the exception's repr() (unless the worker writes it from its
- * arguments), its str(), then linecache.lazycache. Only a repr() or str() that raises, or
- * that gives the exception a cause, a context or notes (or sets sys.tracebacklimit), and a
- * linecache that fails, hand the exception to Python after they ran: they run again there. */
+ * arguments), its str(), then linecache.lazycache. The exception is then looked at again as
+ * before they ran. Only such code that raises, that makes the exception other than plain
+ * (gives it a cause, a context or notes, changes its class, sets sys.tracebacklimit), or a
+ * str() that gives a str subclass with a length or truth of its own, hands the exception to
+ * Python after it ran: it runs again there. */
 
 static PyObject *style_cache;         /* _mapping._style_cache: [(__init__, style)] */
 static PyObject *traceback_exception; /* the TracebackException class _mapping formats with */
@@ -255,7 +257,7 @@ static int exceptions_configured;
 
 static PyObject *n_init, *n_notes, *n_group, *n_suggesting, *n_cause, *n_context,
     *n_dunder_notes, *n_suppress_context, *n_repr, *n_args, *n_cache, *n_lazycache,
-    *n_module, *n_qualname, *n_name, *s_builtins, *s_main, *s_empty, *n_class;
+    *n_module, *n_qualname, *n_name, *s_builtins, *s_main, *s_empty, *n_class, *n_len, *n_bool;
 
 static int
 intern_exception_names(void)
@@ -267,7 +269,7 @@ intern_exception_names(void)
     NAME(n_repr, "__repr__") NAME(n_args, "args") NAME(n_cache, "cache")
     NAME(n_lazycache, "lazycache") NAME(n_module, "__module__") NAME(n_qualname, "__qualname__")
     NAME(n_name, "__name__") NAME(s_builtins, "builtins") NAME(s_main, "__main__")
-    NAME(s_empty, "") NAME(n_class, "__class__")
+    NAME(s_empty, "") NAME(n_class, "__class__") NAME(n_len, "__len__") NAME(n_bool, "__bool__")
 #undef NAME
     return 0;
 }
@@ -378,6 +380,17 @@ frames_of(PyObject *module, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOO:frames_of", &tb, &cache, &lazycache))
         return NULL;
     return frames_tuple(tb, cache, lazycache);
+}
+
+/* 1 if str() gave a text whose length Python reads as this code does: a str, or of a
+ * subclass with str's __len__ and no __bool__ (its truth) of its own; 0 if not. */
+static int
+plain_text(PyObject *text)
+{
+    if (PyUnicode_CheckExact(text))
+        return 1;
+    return _PyType_Lookup(Py_TYPE(text), n_len) == _PyType_Lookup(&PyUnicode_Type, n_len)
+        && _PyType_Lookup(Py_TYPE(text), n_bool) == NULL;
 }
 
 /* An error the Python capture would catch (its USER_ERRORS): cleared, and 2 (Python
@@ -493,9 +506,8 @@ plain_exception(PyObject *exc_type, PyObject *exc, PyObject *tb, int *notes_show
         || !inherited(exc_type, n_class)
         || _PyType_Lookup((PyTypeObject *)exc_type, n_dunder_notes) != NULL)
         return 0;  /* attributes of its own: Python reads them, as often as it does */
-    PyObject *qualname = ((PyHeapTypeObject *)exc_type)->ht_qualname;
     if ((((PyTypeObject *)exc_type)->tp_flags & Py_TPFLAGS_HEAPTYPE)
-        && !PyUnicode_CheckExact(qualname))
+        && !PyUnicode_CheckExact(((PyHeapTypeObject *)exc_type)->ht_qualname))
         return 0;  /* f"{module}.{qualname}" would call its __format__ */
     PyObject *limit = PySys_GetObject("tracebacklimit");  /* borrowed; NULL without error */
     if (limit != NULL && limit != Py_None)
@@ -601,25 +613,31 @@ capture_plain(PyObject *exc_info, PyObject **parts, long long *size)
         *frames = NULL, *module = NULL, *qualname = NULL, *suppress = NULL, *type_name = NULL,
         *class_item = NULL, *tb_id = NULL, *numbers[3] = {NULL, NULL, NULL};
     int status = -1;
-    /* The program's code, in Python's order: its repr() (unless written later), its str() */
+    if ((module = PyObject_GetAttr(exc_type, n_module)) == NULL)  /* Python reads it first */
+        goto failed;
+    /* The program's code, in Python's order: its repr() (unless written later), its str(),
+     * linecache.lazycache */
     int deferred = deferred_repr(exc_type, exc, &args);
     if (deferred < 0 || (!deferred && (repr = PyObject_Repr(exc)) == NULL)
         || (text = PyObject_Str(exc)) == NULL)
         goto failed;
-    /* What they may have changed, which Python reads after them */
-    PyObject *limit = PySys_GetObject("tracebacklimit");
-    int still = limit == NULL || limit == Py_None ? unlinked(exc, notes_shown) : 0;
+    if (!plain_text(text)) {
+        status = 2;
+        goto done;
+    }
+    if ((cache = PyObject_GetAttr(linecache_module, n_cache)) == NULL
+        || (lazycache = PyObject_GetAttr(linecache_module, n_lazycache)) == NULL
+        || (frames = frames_tuple(tb, cache, lazycache)) == NULL)
+        goto failed;
+    /* Still plain after what they may have changed, which Python reads after them */
+    int still = plain_exception(exc_type, exc, tb, &notes_shown);
     if (still < 0)
         goto failed;
     if (!still) {
         status = 2;
         goto done;
     }
-    if ((cache = PyObject_GetAttr(linecache_module, n_cache)) == NULL
-        || (lazycache = PyObject_GetAttr(linecache_module, n_lazycache)) == NULL
-        || (frames = frames_tuple(tb, cache, lazycache)) == NULL
-        || (module = PyObject_GetAttr(exc_type, n_module)) == NULL
-        || (qualname = PyObject_GetAttr(exc_type, n_qualname)) == NULL)
+    if ((qualname = PyObject_GetAttr(exc_type, n_qualname)) == NULL)
         goto failed;
     suppress = PyBool_FromLong(((PyBaseExceptionObject *)exc)->suppress_context);
     if (!PyUnicode_CheckExact(module))

@@ -573,3 +573,84 @@ def test_a_record_holding_a_dict_stays_tracked_by_the_garbage_collector() -> Non
     got = _queued.common_record(record)
     assert got == expected and got is not None
     assert gc.is_tracked(got[0])
+
+
+class CountedText(str):
+    """A text whose length is its own: Python's capture reads it."""
+
+    def __len__(self) -> int:
+        return 1000
+
+
+class LongText(Exception):
+    def __str__(self) -> str:
+        return CountedText("long")
+
+
+class NotesItsClass(Exception):
+    """A str() that gives its class notes: Python's capture reads them after it."""
+
+    def __str__(self) -> str:
+        type(self).__notes__ = ["set by str()"]  # type: ignore[attr-defined]
+        return "noted"
+
+
+class MovesItsClass(Exception):
+    """A str() that moves its class to another module: Python read the module before."""
+
+    def __str__(self) -> str:
+        type(self).__module__ = "moved.by.str"
+        return "moved"
+
+
+def _undo_class_changes() -> None:
+    for cls, name, value in ((NotesItsClass, "__notes__", None),
+                             (MovesItsClass, "__module__", __name__)):
+        if value is None:
+            if "__notes__" in vars(cls):
+                delattr(cls, name)
+        else:
+            setattr(cls, name, value)
+
+
+@pytest.mark.parametrize("exc", [LongText(), NotesItsClass(), MovesItsClass()],
+                         ids=["a text with a length of its own", "notes given to its class",
+                              "its class moved"])
+def test_what_the_program_s_str_changes_is_captured_as_python_captures_it(
+    exc: BaseException,
+) -> None:
+    record = record_of(caught(exc))
+    python_common_record(record)  # the template now known
+    _undo_class_changes()
+    expected = python_common_record(record)
+    _undo_class_changes()
+    try:
+        assert _queued.common_record(record) == expected
+    finally:
+        _undo_class_changes()
+
+
+def test_a_lazycache_that_links_the_exception_is_captured_as_python_captures_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``linecache.lazycache`` runs for a file not in its cache; Python reads the exception's
+    cause after it."""
+    import linecache
+
+    exc_info = caught(ValueError("x"))
+    exc = exc_info[1]
+    original = linecache.lazycache
+
+    def linking(filename: str, module_globals: Any) -> Any:
+        exc.__cause__ = KeyError("set by lazycache")
+        return original(filename, module_globals)
+
+    record = record_of(exc_info)
+    python_common_record(record)  # the template now known
+    monkeypatch.setattr(linecache, "cache", {})
+    monkeypatch.setattr(linecache, "lazycache", linking)
+    expected = python_common_record(record)
+    exc.__cause__ = None
+    got = _queued.common_record(record)
+    assert got == expected
+    assert exc.__cause__ is not None
