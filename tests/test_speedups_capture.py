@@ -587,6 +587,18 @@ class LongText(Exception):
         return CountedText("long")
 
 
+class FalseText(str):
+    """A text that is false: Python's capture counts it as no text."""
+
+    def __bool__(self) -> bool:
+        return False
+
+
+class FalseStr(Exception):
+    def __str__(self) -> str:
+        return FalseText("false")
+
+
 class NotesItsClass(Exception):
     """A str() that gives its class notes: Python's capture reads them after it."""
 
@@ -613,9 +625,11 @@ def _undo_class_changes() -> None:
             setattr(cls, name, value)
 
 
-@pytest.mark.parametrize("exc", [LongText(), NotesItsClass(), MovesItsClass()],
-                         ids=["a text with a length of its own", "notes given to its class",
-                              "its class moved"])
+@pytest.mark.parametrize(
+    "exc", [LongText(), FalseStr(), NotesItsClass(), MovesItsClass()],
+    ids=["a text with a length of its own", "a text with a truth of its own",
+         "notes given to its class", "its class moved"],
+)
 def test_what_the_program_s_str_changes_is_captured_as_python_captures_it(
     exc: BaseException,
 ) -> None:
