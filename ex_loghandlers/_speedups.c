@@ -830,17 +830,13 @@ pack_common(PyObject *record, PyObject **packed, long long *size)
         status = -1;
         goto done;
     }
-    int untracked = 1;
     for (i = 0; i < n - 1 + count + 1; i++) {
         PyObject *item = i < n - 1 ? others[i]
             : i < n - 1 + count ? PyTuple_GET_ITEM(args, i - (n - 1))
             : PyTuple_GET_ITEM(end, 0);
-        if (PyObject_IS_GC(item))
-            untracked = 0;
         PyTuple_SET_ITEM(made, i, Py_NewRef(item));
     }
-    if (untracked && PyObject_GC_IsTracked(made))
-        PyObject_GC_UnTrack(made);
+    untrack_if_flat(made);
     *packed = made;
     status = 1;
 done:
