@@ -476,8 +476,8 @@ def _lines(records: Sequence[Fields]) -> bytes:
 
 def _joined(opening: bytes, parts: List[bytes], separator: bytes, closing: bytes) -> bytes:
     """``opening + separator.join(parts) + closing`` in one copy. A body is a few hundred
-    kilobytes: each concatenation copies it again into fresh memory, and that took a batch of
-    500 json records 0.3 ms where one join takes a hundredth of it."""
+    kilobytes: each concatenation copies it again into fresh memory, which took up to 0.3 ms
+    a batch of 500 json records (as the allocator's state has it), where one join took 9 us."""
     if not parts:
         return opening + closing
     pieces = [separator] * (2 * len(parts) + 1)
