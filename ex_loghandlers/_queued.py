@@ -519,8 +519,8 @@ def _configured_speedups() -> Any:
             SNAPSHOT_OVERHEAD, ARG_OVERHEAD, NUMBER_TEXT, WIDE_TEXT_CHECK,
         )
         speedups.configure_exceptions(
-            _mapping._style_cache, _mapping._TracebackException, _mapping._BASE_REPR,
-            linecache, _INLINE, _EXCEPTION, _mapping._PLAIN, FRAME_OVERHEAD,
+            _mapping._style_cache, _mapping._TracebackException, linecache, _INLINE, _EXCEPTION,
+            _mapping._PLAIN, FRAME_OVERHEAD,
         )
     except Exception:  # a build that does not fit: the package runs in Python
         return None

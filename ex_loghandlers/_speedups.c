@@ -237,17 +237,16 @@ attribute_true(PyObject *obj, PyObject *name)
  * whose metaclass is type and that has BaseException's args, __cause__, __context__,
  * __suppress_context__, __class__ and attribute lookup, and no __notes__ of its own. Most
  * logged exceptions are that. Any other goes to the Python function, which decides, before
- * any code of the program has run: what the capture reads of such an exception runs none. The program's code runs as
- * in Python, in Python's order: the exception's repr() (unless the worker writes it from its
- * arguments), its str(), then linecache.lazycache. The exception is then looked at again as
- * before they ran. Only such code that raises, that makes the exception other than plain
+ * any code of the program has run: what the capture reads of such an exception runs none.
+ * The program's code runs as in Python, in Python's order: the exception's repr() (unless the
+ * worker writes it from its arguments), its str(), then linecache.lazycache. The exception is
+ * then looked at again as before they ran. Only such code that raises, that makes the exception other than plain
  * (gives it a cause, a context or notes, changes its class, sets sys.tracebacklimit), or a
  * str() that gives a str subclass with a length or truth of its own, hands the exception to
  * Python after it ran: it runs again there. */
 
 static PyObject *style_cache;         /* _mapping._style_cache: [(__init__, style)] */
 static PyObject *traceback_exception; /* the TracebackException class _mapping formats with */
-static PyObject *base_repr;           /* BaseException.__repr__ */
 static PyObject *linecache_module;
 static PyObject *inline_mark;         /* _queued._INLINE: where exc_info was */
 static PyObject *exception_end;       /* _queued._EXCEPTION */
@@ -277,16 +276,15 @@ intern_exception_names(void)
 static PyObject *
 configure_exceptions(PyObject *module, PyObject *args)
 {
-    PyObject *cache, *tbe, *brepr, *lc, *inl, *end, *kind;
+    PyObject *cache, *tbe, *lc, *inl, *end, *kind;
     long long fo;
     if (owned_here_or_error() < 0)
         return NULL;
-    if (!PyArg_ParseTuple(args, "O!OOOOOOL:configure_exceptions", &PyList_Type, &cache,
-                          &tbe, &brepr, &lc, &inl, &end, &kind, &fo))
+    if (!PyArg_ParseTuple(args, "O!OOOOOL:configure_exceptions", &PyList_Type, &cache,
+                          &tbe, &lc, &inl, &end, &kind, &fo))
         return NULL;
     Py_XSETREF(style_cache, Py_NewRef(cache));
     Py_XSETREF(traceback_exception, Py_NewRef(tbe));
-    Py_XSETREF(base_repr, Py_NewRef(brepr));
     Py_XSETREF(linecache_module, Py_NewRef(lc));
     Py_XSETREF(inline_mark, Py_NewRef(inl));
     Py_XSETREF(exception_end, Py_NewRef(end));
@@ -526,11 +524,7 @@ plain_exception(PyObject *exc_type, PyObject *exc, PyObject *tb, int *notes_show
 static int
 deferred_repr(PyObject *exc_type, PyObject *exc, PyObject **deferred)
 {
-    PyObject *repr = PyObject_GetAttr(exc_type, n_repr);
-    if (repr == NULL)
-        return -1;
-    Py_DECREF(repr);
-    if (repr != base_repr)
+    if (!inherited(exc_type, n_repr))
         return 0;
     PyObject *args = ((PyBaseExceptionObject *)exc)->args;
     if (args == NULL || !PyTuple_CheckExact(args))

@@ -23,7 +23,6 @@ def configure(
 def configure_exceptions(
     style_cache: List[Tuple[Any, Any]],
     traceback_exception: type,
-    base_repr: Callable[[BaseException], str],
     linecache: ModuleType,
     inline: object,
     exception_end: object,
