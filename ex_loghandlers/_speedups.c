@@ -607,12 +607,11 @@ capture_plain(PyObject *exc_info, PyObject **parts, long long *size)
         *frames = NULL, *module = NULL, *qualname = NULL, *suppress = NULL, *type_name = NULL,
         *class_item = NULL, *tb_id = NULL, *numbers[3] = {NULL, NULL, NULL};
     int status = -1;
-    if ((module = PyObject_GetAttr(exc_type, n_module)) == NULL)  /* Python reads it first */
-        goto failed;
     /* The program's code, in Python's order: its repr() (unless written later), its str(),
-     * linecache.lazycache */
+     * linecache.lazycache; the class's module is read between the first two, as Python does */
     int deferred = deferred_repr(exc_type, exc, &args);
     if (deferred < 0 || (!deferred && (repr = PyObject_Repr(exc)) == NULL)
+        || (module = PyObject_GetAttr(exc_type, n_module)) == NULL
         || (text = PyObject_Str(exc)) == NULL)
         goto failed;
     if (!plain_text(text)) {
@@ -690,7 +689,6 @@ done:
         Py_XDECREF(numbers[i]);
     return status;
 }
-
 
 /* pack_common for a record with an exception: its values (exc_info as _INLINE), its
  * arguments, the capture's parts, the count of arguments (-1: args is None) and _EXCEPTION,

@@ -615,9 +615,18 @@ class MovesItsClass(Exception):
         return "moved"
 
 
+class MovedByRepr(Exception):
+    """A repr() that moves its class to another module: Python reads the module after it."""
+
+    def __repr__(self) -> str:
+        type(self).__module__ = "moved.by.repr"
+        return "moved by repr"
+
+
 def _undo_class_changes() -> None:
     for cls, name, value in ((NotesItsClass, "__notes__", None),
-                             (MovesItsClass, "__module__", __name__)):
+                             (MovesItsClass, "__module__", __name__),
+                             (MovedByRepr, "__module__", __name__)):
         if value is None:
             if "__notes__" in vars(cls):
                 delattr(cls, name)
@@ -626,11 +635,11 @@ def _undo_class_changes() -> None:
 
 
 @pytest.mark.parametrize(
-    "exc", [LongText(), FalseStr(), NotesItsClass(), MovesItsClass()],
+    "exc", [LongText(), FalseStr(), NotesItsClass(), MovesItsClass(), MovedByRepr()],
     ids=["a text with a length of its own", "a text with a truth of its own",
-         "notes given to its class", "its class moved"],
+         "notes given to its class", "its class moved", "its class moved by repr()"],
 )
-def test_what_the_program_s_str_changes_is_captured_as_python_captures_it(
+def test_what_the_program_s_repr_and_str_change_is_captured_as_python_captures_it(
     exc: BaseException,
 ) -> None:
     record = record_of(caught(exc))
