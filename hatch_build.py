@@ -1,4 +1,5 @@
-"""Builds the optional C speedups (``ex_loghandlers/_speedups.c``) into the wheel.
+"""Builds the optional C speedups (``ex_loghandlers/_speedups.c`` and ``_json_records.c``) into
+the wheel.
 
 The package is whole without them: where no C compiler is at hand (or
 ``EX_LOGHANDLERS_PURE_PYTHON=1`` is set), the wheel is built pure Python, with a warning, and
@@ -19,7 +20,7 @@ from typing import Any, Dict, Optional
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-SOURCE = Path("ex_loghandlers") / "_speedups.c"
+SOURCES = [str(Path("ex_loghandlers") / name) for name in ("_speedups.c", "_json_records.c")]
 MODULE = "ex_loghandlers._speedups"
 
 
@@ -29,7 +30,9 @@ def compile_speedups(root: Path, out_dir: Path) -> Optional[Path]:
         from setuptools import Distribution, Extension
         from setuptools.command.build_ext import build_ext
 
-        extension = Extension(MODULE, [str(SOURCE)], optional=False)
+        extension = Extension(
+            MODULE, SOURCES, depends=["ex_loghandlers/_speedups.h"], optional=False
+        )
         command = build_ext(Distribution({"name": "ex_loghandlers", "ext_modules": [extension]}))
         with tempfile.TemporaryDirectory() as temp:
             command.build_lib = str(out_dir)

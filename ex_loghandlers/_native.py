@@ -14,7 +14,7 @@ from typing import Optional
 
 #: What this version of the package expects of the module (its ``LAYOUT``): an editable
 #: install's build left from another version is not used.
-LAYOUT = 3
+LAYOUT = 4
 
 
 def _in_main_interpreter() -> bool:

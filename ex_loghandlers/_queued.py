@@ -10,6 +10,7 @@ On the worker, ``unpacked`` gives back the snapshot ``to_fields`` reads.
 from __future__ import annotations
 
 import gc
+import json
 import linecache
 import logging
 import operator
@@ -37,6 +38,7 @@ from ._mapping import (
     snapshot,
     to_fields,
 )
+from ._wire import Record
 
 #: What a queued record holds beyond the characters of its strings, measured with tracemalloc
 #: on CPython 3.9, 3.11 and 3.13 (``tests/test_reliability.py`` checks both, and the bound
@@ -461,6 +463,11 @@ def wire_fields_maker(
     as much as inserting them into an empty dict, which grows as it fills. With the C
     speedups (unless ``speedups`` is False), a common record without an exception is written
     in C, the same fields in the same order; any other item by the Python function.
+
+    With the C speedups, the function has a ``ready(item, seq)`` too, for the JSON formats: a
+    common record without an exception as a ``Ready``, which ``_wire`` writes as JSON in C with
+    no dict made (``Ready.fields()`` makes it when one is needed); any other item's fields, as
+    above, with ``seq`` under ``<prefix>seq``. See ``ready_maker``.
     """
     prefix = enrichment.prefix
     hostname_key, username_key, pid_key, app_key = (
@@ -498,11 +505,74 @@ def wire_fields_maker(
         return fields
 
     if speedups and _SPEEDUPS is not None:  # the same in C, unless told not to (for tests)
+        seq_key = prefix + "seq"
+        layout = json_layout(template, pid_key, seq_key)
         made: Callable[[Any], Dict[str, Any]] = _SPEEDUPS.WireFields(
-            template, _OTHER_KEYS, "args", "message", pid_key, wire_fields, process, _MSG
+            template, _OTHER_KEYS, "args", "message", pid_key, wire_fields, process, _MSG,
+            seq_key=seq_key,
+            **({} if layout is None else {"literals": layout[0], "sources": layout[1]}),
         )
         return made
     return wire_fields
+
+
+def ready_maker(
+    wire_fields: Callable[[Any], Dict[str, Any]]
+) -> Optional[Callable[[Any, int], Record]]:
+    """``wire_fields``' ``ready(item, seq)``, if it has one (see ``wire_fields_maker``)."""
+    ready: Optional[Callable[[Any, int], Record]] = getattr(wire_fields, "ready", None)
+    return ready
+
+
+#: Where a value of a record written as JSON in C comes from, beside an index into its item
+#: (``_speedups.h``'s ``SOURCE_`` numbers).
+_ARGS_TEXT, _MESSAGE_TEXT, _SEQ = -1, -2, -3
+
+#: The values a layout writes as they are, the same for every record (the enrichment's).
+_CONSTANT_KINDS = (str, type(None), bool)
+
+
+def json_layout(
+    template: Dict[str, Any], pid_key: str, seq_key: str
+) -> Optional[Tuple[Tuple[bytes, ...], Tuple[int, ...]]]:
+    """How ``_speedups.write_json`` writes the fields ``wire_fields`` makes of a common record,
+    and then ``seq_key``: (literals, sources), the JSON being ``literals[0]``, the value from
+    ``sources[0]``, ``literals[1]``, and so on. The literals hold the keys and the values of
+    the template that no record changes, as orjson and ``json`` write them; a source is an
+    index into the item or ``_ARGS_TEXT``, ``_MESSAGE_TEXT``, ``_SEQ``. A key set later wins,
+    as in the dict. None where the template holds a value of another kind, or ``seq_key`` is
+    one of its keys: such records are written the usual way.
+    """
+    if seq_key in template:
+        return None
+    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+    literals: List[str] = []
+    sources: List[int] = []
+    text = "{"
+    for key, value in [*template.items(), (seq_key, None)]:
+        text += ("" if text == "{" else ",") + encode(key) + ":"
+        if key == seq_key:
+            source = _SEQ
+        elif key == pid_key:
+            source = _OTHER_KEYS.index("process")
+        elif key == "message":
+            source = _MESSAGE_TEXT
+        elif key == "args":
+            source = _ARGS_TEXT
+        elif key in _OTHER_KEYS:
+            source = _OTHER_KEYS.index(key)
+        elif type(value) in _CONSTANT_KINDS:
+            text += encode(value)
+            continue
+        else:
+            return None
+        literals.append(text)
+        sources.append(source)
+        text = ""
+    try:
+        return tuple(t.encode("utf-8") for t in [*literals, text + "}"]), tuple(sources)
+    except UnicodeEncodeError:  # a lone surrogate in the enrichment: the usual way
+        return None
 
 
 def _configured_speedups() -> Any:

@@ -10,23 +10,16 @@
  * to the Python function (``fallback``), which decides: so the two can only agree.
  *
  * ``configure()`` gives it ``_queued``'s constants once, at import.
+ *
+ * On the worker: ``WireFields``, a common record's fields (``_queued.wire_fields_maker``), and
+ * its ``Ready`` records, which ``write_json`` (_json_records.c) writes as JSON with no dict.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <math.h>
+#include "_speedups.h"
 
-#if PY_VERSION_HEX < 0x030A0000
-static inline PyObject *
-Py_NewRef(PyObject *obj)
-{
-    Py_INCREF(obj);
-    return obj;
-}
-#endif
 
 /* What the Python code expects of this module (_native.LAYOUT): a build left from another
  * version of the package is not used. Raised with every change to what either side calls. */
-#define LAYOUT 3
+#define LAYOUT 4
 
 static PyObject *record_type;      /* logging.LogRecord */
 static PyObject *stdlib_get_message;  /* LogRecord.getMessage as logging defines it, or None */
@@ -868,45 +861,37 @@ common_record(PyObject *module, PyObject *record)
 static PyObject *
 flat_plain(PyObject *module, PyObject *fields)
 {
-    if (!PyDict_CheckExact(fields))
-        Py_RETURN_FALSE;
-    Py_ssize_t pos = 0;
-    PyObject *key, *value;
-    while (PyDict_Next(fields, &pos, &key, &value)) {
-        PyTypeObject *kind = Py_TYPE(value);
-        if (kind == &PyUnicode_Type || kind == &PyLong_Type || kind == &PyBool_Type
-            || value == Py_None)
-            continue;
-        if (kind == &PyFloat_Type && isfinite(PyFloat_AS_DOUBLE(value)))
-            continue;
-        Py_RETURN_FALSE;
-    }
-    Py_RETURN_TRUE;
+    return PyBool_FromLong(PyDict_CheckExact(fields) && plain_values(fields));
 }
 
 /* WireFields: _queued.wire_fields_maker's function for a common record without an exception,
  * in C: a copy of the template (every wire key in order, the enrichment's values), the
  * record's values, ``args`` as its text, the message made, the process id. Any other item,
  * and any step that fails (a message that does not format, a text that cannot be made), goes
- * to the Python function, which writes what it writes of it. */
+ * to the Python function, which writes what it writes of it.
+ *
+ * Given a sequence key and a JSON layout, its ready(item, seq) makes of such a record a Ready,
+ * for write_json (_json_records.c) to write with no dict made; any other item it makes fields
+ * of, as above, with the sequence number. */
 typedef struct {
     PyObject_HEAD
     PyObject *template;     /* dict */
     PyObject *other_keys;   /* tuple: the keys of a packed record's values, in order */
     PyObject *args_key, *message_key, *pid_key;
+    PyObject *seq_key;      /* str, or NULL: no ready() */
     PyObject *python;       /* the Python function, for any other item */
     Py_ssize_t process_index, msg_index;
+    JsonLayout layout;
 } WireFields;
 
-static PyObject *
-wire_fields_call(WireFields *self, PyObject *call_args, PyObject *kwargs)
+/* 1 with ``args_text`` and ``message`` made if ``item`` is a common record without an
+ * exception that C writes, 0 if the Python function is to, -1 with an error set. */
+static int
+common_texts(WireFields *self, PyObject *item, PyObject **args_text, PyObject **message)
 {
-    if (kwargs != NULL || PyTuple_GET_SIZE(call_args) != 1)
-        return PyObject_Call(self->python, call_args, kwargs);
-    PyObject *item = PyTuple_GET_ITEM(call_args, 0);
     Py_ssize_t n = PyTuple_GET_SIZE(self->other_keys);
     if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) < n + 1)
-        return PyObject_CallOneArg(self->python, item);
+        return 0;
     Py_ssize_t length = PyTuple_GET_SIZE(item);
     PyObject *last = PyTuple_GET_ITEM(item, length - 1);
     PyObject *args;
@@ -915,48 +900,108 @@ wire_fields_call(WireFields *self, PyObject *call_args, PyObject *kwargs)
     else if (last == PyTuple_GET_ITEM(no_args_end, 0) && length == n + 1)
         args = Py_NewRef(Py_None);
     else  /* an exception's capture inline, or a snapshot */
-        return PyObject_CallOneArg(self->python, item);
+        return 0;
     if (args == NULL)
-        return NULL;
+        return -1;
     PyObject *msg = PyTuple_GET_ITEM(item, self->msg_index);
-    PyObject *pid = PyTuple_GET_ITEM(item, self->process_index);
-    PyObject *fields = NULL, *args_text = NULL, *message = NULL;
-    if (!PyUnicode_CheckExact(msg) || pid == Py_None)
+    *args_text = *message = NULL;
+    if (!PyUnicode_CheckExact(msg) || PyTuple_GET_ITEM(item, self->process_index) == Py_None)
         goto python;
     if (args == Py_None)
-        args_text = Py_NewRef(Py_None);
-    else if ((args_text = PyObject_Str(args)) == NULL)
+        *args_text = Py_NewRef(Py_None);
+    else if ((*args_text = PyObject_Str(args)) == NULL)
         goto python;
     if (args == Py_None || PyTuple_GET_SIZE(args) == 0)
-        message = Py_NewRef(msg);
-    else if ((message = PyUnicode_Format(msg, args)) == NULL)
+        *message = Py_NewRef(msg);
+    else if ((*message = PyUnicode_Format(msg, args)) == NULL)
         goto python;
-    if ((fields = PyDict_Copy(self->template)) == NULL)
-        goto failed;
+    Py_DECREF(args);
+    return 1;
+python:  /* Python writes what it writes of it: a failed message's account, this process's id */
+    PyErr_Clear();
+    Py_DECREF(args);
+    Py_CLEAR(*args_text);
+    Py_CLEAR(*message);
+    return 0;
+}
+
+/* The fields of a record common_texts() took, as the Python function makes them. */
+static PyObject *
+common_fields(WireFields *self, PyObject *item, PyObject *args_text, PyObject *message)
+{
+    PyObject *fields = PyDict_Copy(self->template);
+    if (fields == NULL)
+        return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(self->other_keys);
     for (Py_ssize_t i = 0; i < n; i++)
         if (PyDict_SetItem(fields, PyTuple_GET_ITEM(self->other_keys, i),
                            PyTuple_GET_ITEM(item, i)) < 0)
             goto failed;
     if (PyDict_SetItem(fields, self->args_key, args_text) < 0
         || PyDict_SetItem(fields, self->message_key, message) < 0
-        || PyDict_SetItem(fields, self->pid_key, pid) < 0)
+        || PyDict_SetItem(fields, self->pid_key,
+                          PyTuple_GET_ITEM(item, self->process_index)) < 0)
         goto failed;
-    Py_DECREF(args);
+    return fields;
+failed:
+    Py_DECREF(fields);
+    return NULL;
+}
+
+static PyObject *
+wire_fields_call(WireFields *self, PyObject *call_args, PyObject *kwargs)
+{
+    if (kwargs != NULL || PyTuple_GET_SIZE(call_args) != 1)
+        return PyObject_Call(self->python, call_args, kwargs);
+    PyObject *item = PyTuple_GET_ITEM(call_args, 0);
+    PyObject *args_text, *message;
+    int common = common_texts(self, item, &args_text, &message);
+    if (common <= 0)
+        return common < 0 ? NULL : PyObject_CallOneArg(self->python, item);
+    PyObject *fields = common_fields(self, item, args_text, message);
     Py_DECREF(args_text);
     Py_DECREF(message);
     return fields;
-python:  /* Python writes what it writes of it: a failed message's account, this process's id */
-    PyErr_Clear();
-    Py_DECREF(args);
-    Py_XDECREF(args_text);
-    Py_XDECREF(message);
-    return PyObject_CallOneArg(self->python, item);
-failed:
-    Py_DECREF(args);
-    Py_XDECREF(args_text);
-    Py_XDECREF(message);
-    Py_XDECREF(fields);
-    return NULL;
+}
+
+/* ready(item, seq): a Ready if the item is a common record whose values write_json may
+ * write, else its fields (the Python function's, for any other item) with ``seq``. */
+static PyObject *
+wire_fields_ready(WireFields *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyLong_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "ready() takes an item and an int");
+        return NULL;
+    }
+    if (self->seq_key == NULL) {
+        PyErr_SetString(PyExc_TypeError, "this WireFields was made without a seq_key");
+        return NULL;
+    }
+    PyObject *item = args[0], *seq = args[1];
+    PyObject *args_text = NULL, *message = NULL;
+    int common = self->layout.literals == NULL ? 0
+                 : common_texts(self, item, &args_text, &message);
+    if (common < 0)
+        return NULL;
+    if (common > 0) {
+        Ready *ready = PyObject_New(Ready, &ReadyType);
+        if (ready == NULL) {
+            Py_DECREF(args_text);
+            Py_DECREF(message);
+            return NULL;
+        }
+        ready->maker = Py_NewRef(self);
+        ready->layout = &self->layout;
+        ready->item = Py_NewRef(item);
+        ready->args_text = args_text;
+        ready->message = message;
+        ready->seq = Py_NewRef(seq);
+        return (PyObject *)ready;
+    }
+    PyObject *fields = PyObject_CallOneArg((PyObject *)self, item);
+    if (fields != NULL && PyObject_SetItem(fields, self->seq_key, seq) < 0)
+        Py_CLEAR(fields);
+    return fields;
 }
 
 static PyObject *
@@ -964,32 +1009,43 @@ wire_fields_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *keywords[] = {
         "template", "other_keys", "args_key", "message_key", "pid_key", "python",
-        "process_index", "msg_index", NULL,
+        "process_index", "msg_index", "seq_key", "literals", "sources", NULL,
     };
     PyObject *template, *other_keys, *args_key, *message_key, *pid_key, *python;
+    PyObject *seq_key = NULL, *literals = NULL, *sources = NULL;
     Py_ssize_t process_index, msg_index;
     if (!configured) {
         PyErr_SetString(PyExc_RuntimeError, "_speedups is not configured");
         return NULL;
     }
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwargs, "O!O!UUUOnn:WireFields", keywords, &PyDict_Type, &template,
+            args, kwargs, "O!O!UUUOnn|$UO!O!:WireFields", keywords, &PyDict_Type, &template,
             &PyTuple_Type, &other_keys, &args_key, &message_key, &pid_key, &python,
-            &process_index, &msg_index))
+            &process_index, &msg_index, &seq_key, &PyTuple_Type, &literals, &PyTuple_Type,
+            &sources))
         return NULL;
     Py_ssize_t n = PyTuple_GET_SIZE(other_keys);
     if (process_index < 0 || process_index >= n || msg_index < 0 || msg_index >= n) {
         PyErr_SetString(PyExc_ValueError, "an index beyond the keys");
         return NULL;
     }
+    if ((literals == NULL) != (sources == NULL) || (literals != NULL && seq_key == NULL)) {
+        PyErr_SetString(PyExc_TypeError, "a layout needs literals, sources and a seq_key");
+        return NULL;
+    }
     WireFields *self = (WireFields *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
+    if (literals != NULL && json_layout_init(&self->layout, literals, sources, n) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
     self->template = Py_NewRef(template);
     self->other_keys = Py_NewRef(other_keys);
     self->args_key = Py_NewRef(args_key);
     self->message_key = Py_NewRef(message_key);
     self->pid_key = Py_NewRef(pid_key);
+    self->seq_key = seq_key == NULL ? NULL : Py_NewRef(seq_key);
     self->python = Py_NewRef(python);
     self->process_index = process_index;
     self->msg_index = msg_index;
@@ -1012,6 +1068,7 @@ wire_fields_clear(WireFields *self)
     Py_CLEAR(self->args_key);
     Py_CLEAR(self->message_key);
     Py_CLEAR(self->pid_key);
+    Py_CLEAR(self->seq_key);
     Py_CLEAR(self->python);
     return 0;
 }
@@ -1021,8 +1078,15 @@ wire_fields_dealloc(WireFields *self)
 {
     PyObject_GC_UnTrack(self);
     wire_fields_clear(self);
+    json_layout_clear(&self->layout);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
+
+static PyMethodDef wire_fields_methods[] = {
+    {"ready", (PyCFunction)(void (*)(void))wire_fields_ready, METH_FASTCALL,
+     "ready(item, seq): a record write_json writes, or its fields with seq."},
+    {NULL, NULL, 0, NULL},
+};
 
 static PyTypeObject WireFieldsType = {
     PyVarObject_HEAD_INIT(NULL, 0)
@@ -1032,9 +1096,49 @@ static PyTypeObject WireFieldsType = {
     .tp_doc = "The wire fields of a common record without an exception, in C.",
     .tp_new = wire_fields_new,
     .tp_call = (ternaryfunc)wire_fields_call,
+    .tp_methods = wire_fields_methods,
     .tp_traverse = (traverseproc)wire_fields_traverse,
     .tp_clear = (inquiry)wire_fields_clear,
     .tp_dealloc = (destructor)wire_fields_dealloc,
+};
+
+/* Ready: see _speedups.h. Not tracked by the garbage collector: no code of the program's ever
+ * holds one, so no cycle can pass through it. */
+static PyObject *
+ready_fields(Ready *self, PyObject *unused)
+{
+    WireFields *maker = (WireFields *)self->maker;
+    PyObject *fields = common_fields(maker, self->item, self->args_text, self->message);
+    if (fields != NULL && PyDict_SetItem(fields, maker->seq_key, self->seq) < 0)
+        Py_CLEAR(fields);
+    return fields;
+}
+
+static void
+ready_dealloc(Ready *self)
+{
+    Py_DECREF(self->maker);
+    Py_DECREF(self->item);
+    Py_DECREF(self->args_text);
+    Py_DECREF(self->message);
+    Py_DECREF(self->seq);
+    PyObject_Free(self);
+}
+
+static PyMethodDef ready_methods[] = {
+    {"fields", (PyCFunction)ready_fields, METH_NOARGS,
+     "The record's fields, as WireFields makes them, with its sequence number."},
+    {NULL, NULL, 0, NULL},
+};
+
+PyTypeObject ReadyType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "ex_loghandlers._speedups.Ready",
+    .tp_basicsize = sizeof(Ready),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A common record ready to be written as JSON (write_json); fields() as a dict.",
+    .tp_methods = ready_methods,
+    .tp_dealloc = (destructor)ready_dealloc,
 };
 
 /* FastHandle: ExHTTPHandler.handle() for a record on the common path, in one C call.
@@ -1476,6 +1580,8 @@ static PyMethodDef methods[] = {
      "True if a dict's values are all str, int, bool, None or finite floats."},
     {"common_record", common_record, METH_O,
      "What the buffer keeps of a common record, and its size; None if not common."},
+    {"write_json", write_json, METH_VARARGS,
+     "write_json(records, separator, dumps): Ready records as JSON, joined; None if not."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1488,8 +1594,9 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     if (intern_names() < 0 || intern_exception_names() < 0 || PyType_Ready(&FastHandleType) < 0
-        || PyType_Ready(&WireFieldsType) < 0)
+        || PyType_Ready(&WireFieldsType) < 0 || PyType_Ready(&ReadyType) < 0)
         return NULL;
+    json_records_init();
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
