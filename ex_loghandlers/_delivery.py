@@ -52,7 +52,7 @@ from ._spooler import Prepare, Spooler, prepare_each
 from ._stats import IN_FLIGHT_AT_DEADLINE, SHUTDOWN_DEADLINE, Counters, Stats
 from ._threads import threads_started_deaf
 from ._transport import MAY_HAVE_ARRIVED, HTTPTransport
-from ._wire import FORM_CONTENT_TYPE, Encoder, Fields, Payload
+from ._wire import FORM_CONTENT_TYPE, Encoder, Payload, Record
 
 #: Of the time close() has, the part kept back from the worker for joining it (at most).
 JOIN_GRACE = 0.25
@@ -65,6 +65,9 @@ INTERNAL_ERROR_PAUSE = 1.0
 
 #: A payload, and the positions of its records in the batch it comes from.
 Placed = Tuple[Payload, List[Optional[int]]]
+#: How the worker makes a record to send of a queued item: its fields (a ``Prepare``), or for
+#: the JSON formats a record ready to write (``_queued.ready_maker``).
+PrepareToSend = Callable[[Any, Optional[int]], Record]
 
 
 def idempotency_key(payload: Payload) -> Optional[Dict[str, str]]:
@@ -99,6 +102,7 @@ class Delivery:
         buffer: RecordBuffer[Any],
         prepare: Prepare,
         encode: Encoder,
+        prepare_to_send: Optional[PrepareToSend] = None,
         transport: HTTPTransport,
         method: Callable[[], str],
         policy: RetryPolicy,
@@ -119,7 +123,8 @@ class Delivery:
             self._folder = Folder(options.collapse_repeats, options.prefix, clock)
         self.ledger = Ledger(counters, buffer, self._folder)
         self._notice = notice
-        self._prepare = prepare
+        #: The spool stores fields; what goes from memory to the server may be ready to write.
+        self._prepare_to_send: PrepareToSend = prepare_to_send or prepare
         self._encode = encode
         self._transport = transport
         self._method = method
@@ -422,10 +427,10 @@ class Delivery:
         return self._deadline is not None and now >= self._deadline
 
     def _send_batch(self, taken: Taken) -> None:
-        records: List[Fields] = list(taken.items)
+        records: List[Record] = list(taken.items)
         at: Sequence[Optional[int]] = range(len(records))
         if not taken.prepared:
-            records, _, unmappable = prepare_each(self._prepare, taken, self._give_way)
+            records, _, unmappable = prepare_each(self._prepare_to_send, taken, self._give_way)
             at = range(len(records))
             for reason, count in unmappable.items():
                 self.ledger.failed(reason, count)
@@ -457,7 +462,7 @@ class Delivery:
                 return
 
     def _encoded(
-        self, records: Sequence[Fields], at: Sequence[Optional[int]]
+        self, records: Sequence[Record], at: Sequence[Optional[int]]
     ) -> List[Placed]:
         """``records`` (at positions ``at`` of the batch: for a batch from the spool, its
         records are the batch) encoded, each payload with the positions of its records."""

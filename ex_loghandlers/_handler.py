@@ -29,7 +29,7 @@ from ._config import (
     check_option_names,
     checked_method,
 )
-from ._delivery import Delivery, DeliveryOptions
+from ._delivery import Delivery, DeliveryOptions, PrepareToSend
 from ._env import DEFAULT_ENV_PREFIX, handler_from_env
 from ._lifecycle import exiting
 from ._lifecycle import register as register_live_handler
@@ -39,6 +39,7 @@ from ._queued import (
     FastHandle,
     estimated_size,
     queued,
+    ready_maker,
     unpacked,
     wire_fields_maker,
 )
@@ -47,7 +48,7 @@ from ._retry import RetryPolicy
 from ._sizing import limited
 from ._stats import HANDLER_CLOSED, QUEUE_FULL, Counters, Stats
 from ._transport import HTTPTransport, TransportOptions
-from ._wire import encoder_for, fields_of
+from ._wire import READY_FORMATS, Record, encoder_for, fields_of
 
 #: Wire formats with fields of their own for an exception's type and message.
 EXCEPTION_DETAIL_FORMATS = frozenset({"otlp", "loki", "elasticsearch"})
@@ -604,9 +605,16 @@ class ExHTTPHandler(logging.Handler):
             fields[seq_key] = next(_WIRE_SEQ)
             return fields
 
+        prepare_to_send: PrepareToSend = prepare
+        ready = ready_maker(wire_fields)
+        if ready is not None and config.wire_format in READY_FORMATS and not self._user_mapping:
+            def prepare_to_send(item: Any, seq: Optional[int]) -> Record:
+                return ready(item, next(_WIRE_SEQ))  # written as JSON in C, with no dict
+
         self._delivery = Delivery(
             buffer=buffer,
             prepare=prepare,
+            prepare_to_send=prepare_to_send,
             encode=encoder_for(
                 config.wire_format, config.compress, config.prefix,
                 limit=lambda encode: limited(encode, config.max_batch_bytes, config.prefix),

@@ -14,11 +14,11 @@ from __future__ import annotations
 from operator import is_
 from typing import Dict, List, Optional, Sequence, Set
 
-from ._wire import Fields, Payload
+from ._wire import Payload, Record
 
 
 def placed(
-    given: Sequence[Fields], at: Sequence[Optional[int]], payloads: Sequence[Payload]
+    given: Sequence[Record], at: Sequence[Optional[int]], payloads: Sequence[Payload]
 ) -> List[List[Optional[int]]]:
     """The position of each record of each payload, ``payloads`` being the encoding of
     ``given`` and ``at`` the positions of ``given``; None for a record found nowhere (none, as

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, List, Sequence
 
-from ._wire import Encoder, Fields, Payload
+from ._wire import Encoder, Fields, Payload, Record, as_fields
 
 #: What a cut text ends with.
 CUT_MARK = "…[truncated]"
@@ -25,7 +25,7 @@ _LOGGING_FIELDS = frozenset(
 def limited(encode: Encoder, max_bytes: int, prefix: str) -> Encoder:
     """``encode``, with every body at most ``max_bytes`` (before any gzip)."""
 
-    def encode_within(records: Sequence[Fields]) -> List[Payload]:
+    def encode_within(records: Sequence[Record]) -> List[Payload]:
         fitted: List[Payload] = []
         for payload in encode(records):
             fitted.extend(_fit(encode, payload, max_bytes, prefix))
@@ -49,10 +49,10 @@ def _fit(encode: Encoder, payload: Payload, max_bytes: int, prefix: str) -> List
     return _cut(encode, records[0], max_bytes, prefix)
 
 
-def _cut(encode: Encoder, fields: Fields, max_bytes: int, prefix: str) -> List[Payload]:
+def _cut(encode: Encoder, record: Record, max_bytes: int, prefix: str) -> List[Payload]:
     """One record too large on its own: its texts cut (``_cut_texts``), after as many of its
     extra fields as must go, the largest first (their characters count as cut)."""
-    kept = dict(fields)
+    kept = dict(as_fields(record))
     extras = sorted((key for key in kept if key not in _LOGGING_FIELDS
                      and not (isinstance(key, str) and key.startswith(prefix))),
                     key=lambda key: len(str(kept[key])))

@@ -24,7 +24,7 @@ from there.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, TypeVar
 
 from ._buffer import RecordBuffer, Taken
 from ._clock import Clock
@@ -37,6 +37,8 @@ from ._threads import threads_started_deaf
 from ._wire import UnusableFields
 
 Prepare = Callable[[Any, Optional[int]], Dict[str, Any]]
+#: What a ``Prepare`` makes, or any other preparation (``Delivery``'s ``prepare_to_send``).
+R = TypeVar("R")
 
 #: Reads of a batch the disk may refuse in a row before what is on it is left for the next
 #: start; and the pause after the first refusal, doubled after each next one (0.5 s to 4 s:
@@ -54,12 +56,13 @@ RECORDS_PER_WRITE = 500
 
 
 def prepare_each(
-    prepare: Prepare, taken: Taken, give_way: Callable[[], None] = lambda: None
-) -> Tuple[List[Dict[str, Any]], List[Optional[int]], Dict[str, int]]:
+    prepare: Callable[[Any, Optional[int]], R], taken: Taken,
+    give_way: Callable[[], None] = lambda: None,
+) -> Tuple[List[R], List[Optional[int]], Dict[str, int]]:
     """Map a batch to wire fields: (the fields, their sequence numbers, how many records could
     not be mapped, by reason). Whatever a user's code raises (``SystemExit`` included) is one
     record's failure, never the batch's or the thread's."""
-    items: List[Dict[str, Any]] = []
+    items: List[R] = []
     seqs: List[Optional[int]] = []
     unmappable: Dict[str, int] = {}
     for item, seq in zip(taken.items, taken.seqs):

@@ -26,7 +26,20 @@ import re
 import time
 from collections.abc import Sequence as AnySequence
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, TypeVar
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Optional,
+    Protocol,
+    Sequence,
+    Set,
+    Tuple,
+    TypeVar,
+    Union,
+)
 from urllib.parse import quote_plus
 
 from . import _native
@@ -38,7 +51,25 @@ from ._text import safe_text
 
 Fields = Dict[str, Any]
 
+
+class ReadyRecord(Protocol):
+    """A common record the C speedups write as JSON with no dict made (``_queued.ready_maker``):
+    the JSON formats' encoders write it as it is; every other use asks for its fields."""
+
+    def fields(self) -> Fields: ...
+
+
+#: What the encoders take: fields, or a record ready to write (the JSON formats' own).
+Record = Union[Fields, ReadyRecord]
+
+
+def as_fields(record: Record) -> Fields:
+    """The fields of a record, as the handler would send them in any format."""
+    return record if isinstance(record, dict) else record.fields()
+
 WIRE_FORMATS = ("form", "json", "ndjson", "otlp", "loki", "elasticsearch")
+#: The formats whose encoders write a ``ReadyRecord`` as it is.
+READY_FORMATS = ("json", "ndjson")
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded; charset=utf-8"
 JSON_CONTENT_TYPE = "application/json"
@@ -145,53 +176,55 @@ class Payload:
 
     body: bytes
     content_type: str
-    records: Sequence[Fields]
+    records: Sequence[Record]
     gzipped: bool = False
     failure: Optional[str] = None
     read_answer: Optional[AnswerReader] = None
 
 
-Encoder = Callable[[Sequence[Fields]], List[Payload]]
+Encoder = Callable[[Sequence[Record]], List[Payload]]
 
 
 def _each_record(
-    records: Sequence[Fields], encode: Callable[[Fields], T]
-) -> Tuple[List[Fields], List[T], List[Payload]]:
+    records: Sequence[Record], encode: Callable[[Fields], T]
+) -> Tuple[List[Record], List[T], List[Payload]]:
     """Encode records one by one: (the records encoded, their encodings, failure payloads).
 
     A record that ``encode`` cannot take is encoded again as ``plain_fields``; one that fails
     even then is left out and returned in a failure payload naming the error. The records
     returned are the ones actually encoded, so a batch split later encodes the same way.
     """
-    kept: List[Fields] = []
+    kept: List[Record] = []
     encoded: List[T] = []
-    failed: Dict[str, List[Fields]] = {}
+    failed: Dict[str, List[Record]] = {}
     _encode_each(records, encode, kept, encoded, failed)
     return kept, encoded, _failure_payloads(failed)
 
 
 def _encode_each(
-    records: Sequence[Fields], encode: Callable[[Fields], T],
-    kept: List[Fields], encoded: List[T], failed: Dict[str, List[Fields]],
+    records: Sequence[Record], encode: Callable[[Fields], T],
+    kept: List[Record], encoded: List[T], failed: Dict[str, List[Record]],
 ) -> None:
-    """``_each_record``, adding to the lists it returns (the failed records by reason)."""
-    for fields in records:
+    """``_each_record``, adding to the lists it returns (the failed records by reason). A
+    record ready to write is kept as it is, to be found by identity (``_placement``)."""
+    for record in records:
         try:
+            fields = as_fields(record)
             result = encode(fields)
         except Exception:
             try:
-                plain = plain_fields(fields)
+                plain = plain_fields(as_fields(record))
                 result = encode(plain)
             except Exception as exc:
                 reason = f"record could not be encoded: {type(exc).__name__}"
-                failed.setdefault(reason, []).append(fields)
+                failed.setdefault(reason, []).append(record)
                 continue
-            fields = plain
-        kept.append(fields)
+            record = plain
+        kept.append(record)
         encoded.append(result)
 
 
-def _failure_payloads(failed: Dict[str, List[Fields]]) -> List[Payload]:
+def _failure_payloads(failed: Dict[str, List[Record]]) -> List[Payload]:
     return [Payload(b"", "", recs, failure=reason) for reason, recs in failed.items()]
 
 
@@ -306,7 +339,7 @@ def form_body(fields: Fields) -> bytes:
     return "&".join(parts).encode("ascii")
 
 
-def encode_form(records: Sequence[Fields]) -> List[Payload]:
+def encode_form(records: Sequence[Record]) -> List[Payload]:
     kept, bodies, failures = _each_record(records, form_body)
     return failures + [
         Payload(body, FORM_CONTENT_TYPE, (fields,)) for fields, body in zip(kept, bodies)
@@ -416,24 +449,29 @@ FAST_SLICE_BYTES = 256 * 1024
 
 
 def _in_slices(
-    records: Sequence[Fields], fast: Callable[[Sequence[Fields]], bytes], separator: str
-) -> Tuple[List[Fields], List[bytes], List[Payload]]:
+    records: Sequence[Record], fast: Callable[[Sequence[Fields]], bytes], separator: str
+) -> Tuple[List[Record], List[bytes], List[Payload]]:
     """Records as JSON, a slice at a time: (the records encoded, each slice's records joined
     by ``separator``, failure payloads).
 
-    A slice goes in one orjson call (``fast``, see ``_fast_slice``): calling it record by
-    record, decoding each text and encoding the body again took about twice as long. Any other
-    slice goes record by record, as ``_each_record`` encodes. Slices grow from one record to
-    ``FAST_SLICE``, and shrink to what writes about ``FAST_SLICE_BYTES``.
+    A slice of records ready to write goes to the C speedups' ``write_json`` in one call,
+    which writes no dict; a slice it does not write, in one orjson call (``fast``, see
+    ``_fast_slice``): calling it record by record, decoding each text and encoding the body
+    again took about twice as long. Any other slice goes record by record, as
+    ``_each_record`` encodes. Slices grow from one record to ``FAST_SLICE``, and shrink to
+    what writes about ``FAST_SLICE_BYTES``.
     """
-    kept: List[Fields] = []
+    kept: List[Record] = []
     parts: List[bytes] = []
-    failed: Dict[str, List[Fields]] = {}
+    failed: Dict[str, List[Record]] = {}
+    joiner = separator.encode("ascii")
     start, size = 0, 1
     while start < len(records):
-        part = records[start:start + size]
+        part = list(records[start:start + size])
         start += len(part)
-        encoded = _fast_slice(part, fast)
+        encoded = _written(part, joiner)
+        if encoded is None:
+            encoded = _fast_slice(part, fast)
         if encoded is not None:
             parts.append(encoded)
             kept.extend(part)
@@ -448,8 +486,28 @@ def _in_slices(
     return kept, parts, _failure_payloads(failed)
 
 
+#: The C speedups' writer of records ready to write.
+_WRITE_JSON: Optional[Callable[[List[Record], bytes, Any], Optional[bytes]]] = getattr(
+    _native.SPEEDUPS, "write_json", None
+)
+
+
+def _written(part: List[Record], separator: bytes) -> Optional[bytes]:
+    """The C speedups' JSON of a slice holding records ready to write, joined by
+    ``separator``: what ``record_json`` writes of each (floats as orjson writes them where it
+    is installed, else as ``json``; a dict among them as ``_fast_slice`` would). None if the
+    slice holds anything it does not write that way, or no record ready to write: the slice
+    is then encoded as fields."""
+    if _WRITE_JSON is None:
+        return None
+    try:
+        return _WRITE_JSON(part, separator, None if _ORJSON is None else _ORJSON.dumps)
+    except Exception:
+        return None
+
+
 def _fast_slice(
-    part: Sequence[Fields], fast: Callable[[Sequence[Fields]], bytes]
+    part: Sequence[Record], fast: Callable[[Sequence[Fields]], bytes]
 ) -> Optional[bytes]:
     """orjson's JSON of a slice of records (``fast``), when orjson is installed and writes each
     record as ``record_json`` would; else None, and the slice goes record by record. So does a
@@ -458,7 +516,8 @@ def _fast_slice(
     if _ORJSON is None:
         return None
     try:
-        return fast(part) if all(map(_fast_enough, part)) else None
+        fields = [as_fields(record) for record in part]
+        return fast(fields) if all(map(_fast_enough, fields)) else None
     except Exception:
         return None
 
@@ -486,7 +545,7 @@ def _joined(opening: bytes, parts: List[bytes], separator: bytes, closing: bytes
     return b"".join(pieces)
 
 
-def encode_json(records: Sequence[Fields]) -> List[Payload]:
+def encode_json(records: Sequence[Record]) -> List[Payload]:
     """A JSON array of records, encoded a slice at a time (``_in_slices``).
 
     One C call for a whole batch would hold the GIL for milliseconds; slice by slice, the
@@ -508,7 +567,7 @@ _UTF8_LINE_BREAKS = [
 ]
 
 
-def encode_ndjson(records: Sequence[Fields]) -> List[Payload]:
+def encode_ndjson(records: Sequence[Record]) -> List[Payload]:
     kept, parts, failures = _in_slices(records, _lines, "\n")
     if not kept:
         return failures
@@ -530,7 +589,7 @@ def otlp_encoder(prefix: str) -> Encoder:
             json_text(log_record(fields, prefix), fields),
         )
 
-    def encode_otlp(records: Sequence[Fields]) -> List[Payload]:
+    def encode_otlp(records: Sequence[Record]) -> List[Payload]:
         kept, encoded, failures = _each_record(records, one_record)
         if not kept:
             return failures
@@ -564,7 +623,7 @@ def _otlp_request_text(groups: Dict[ResourceKey, Dict[str, List[str]]]) -> str:
 def loki_encoder(prefix: str, clock: Callable[[], float] = time.time) -> Encoder:
     """Grafana Loki's push request; ``clock`` stamps a record that has no usable time."""
 
-    def encode_loki(records: Sequence[Fields]) -> List[Payload]:
+    def encode_loki(records: Sequence[Record]) -> List[Payload]:
         now_ns = int(clock() * 1e9)
 
         def one_record(fields: Fields) -> Tuple[StreamKey, int, str]:
@@ -616,7 +675,7 @@ def _nanos_of(value: Tuple[int, str]) -> int:
 def elasticsearch_encoder(prefix: str, clock: Callable[[], float] = time.time) -> Encoder:
     """Elasticsearch's bulk request; ``clock`` stamps a record that has no usable time."""
 
-    def encode_bulk(records: Sequence[Fields]) -> List[Payload]:
+    def encode_bulk(records: Sequence[Record]) -> List[Payload]:
         now = clock()
         kept, docs, failures = _each_record(
             records, lambda fields: json_text(document(fields, prefix, now), fields)
@@ -653,7 +712,7 @@ def encoder_for(
     if not compress:
         return encode
 
-    def encode_gzipped(records: Sequence[Fields]) -> List[Payload]:
+    def encode_gzipped(records: Sequence[Record]) -> List[Payload]:
         return [
             p if p.failure is not None else
             replace(p, body=gzip.compress(p.body, compresslevel=6), gzipped=True)
