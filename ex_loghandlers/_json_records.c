@@ -278,6 +278,12 @@ typedef struct {
 } FloatTexts;
 
 static int
+number_character(char c)
+{
+    return (c >= '0' && c <= '9') || c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-';
+}
+
+static int
 put_float(Out *out, PyObject *number, FloatTexts *texts)
 {
     if (texts->written == NULL) {
@@ -290,10 +296,10 @@ put_float(Out *out, PyObject *number, FloatTexts *texts)
         return result;
     }
     const char *start = texts->next, *p = start;
-    while (p < texts->end && *p != ',' && *p != ']')
+    while (p < texts->end && number_character(*p))
         p++;
-    if (p == start || p == texts->end)
-        return 1;  /* fewer texts than floats: not orjson's list */
+    if (p == start || p == texts->end || (*p != ',' && *p != ']'))
+        return 1;  /* not a number, or fewer texts than floats: not orjson's list */
     texts->next = p + 1;
     return put(out, start, p - start);
 }
@@ -338,8 +344,11 @@ floats_of(PyObject *records, PyObject *floats, PyObject *dumps, Py_ssize_t *coun
             if (kind == &PyFloat_Type) {
                 if (!isfinite(PyFloat_AS_DOUBLE(value)))
                     return 1;
-                if (floats != NULL)
+                if (floats != NULL) {
+                    if (*count >= PyList_GET_SIZE(floats))
+                        return 1;
                     PyList_SET_ITEM(floats, *count, Py_NewRef(value));
+                }
                 ++*count;
             }
             else if (kind != &PyUnicode_Type && kind != &PyLong_Type && kind != &PyBool_Type
@@ -360,7 +369,13 @@ float_texts(PyObject *records, PyObject *dumps, FloatTexts *texts)
     PyObject *floats = PyList_New(count);
     if (floats == NULL)
         return -1;
-    floats_of(records, floats, dumps, &count);  /* the same walk: it finds the same floats */
+    /* Again, to fill the list: making it may have run a finalizer that changed a dict */
+    Py_ssize_t filled;
+    checked = floats_of(records, floats, dumps, &filled);
+    if (checked != 0 || filled != count) {
+        Py_DECREF(floats);  /* slots not filled are NULL: a list lets go of those */
+        return checked < 0 ? -1 : 1;
+    }
     PyObject *written = PyObject_CallOneArg(dumps, floats);
     Py_DECREF(floats);
     if (written == NULL)
@@ -402,8 +417,12 @@ static int
 put_dumped(Out *out, PyObject *fields, PyObject *dumps)
 {
     PyObject *written = PyObject_CallOneArg(dumps, fields);
-    if (written == NULL)
-        return -1;
+    if (written == NULL) {  /* a key or text orjson refuses: the caller's way decides */
+        if (!PyErr_ExceptionMatches(PyExc_Exception))
+            return -1;
+        PyErr_Clear();
+        return 1;
+    }
     int result = 1;
     if (PyBytes_CheckExact(written))
         result = put(out, PyBytes_AS_STRING(written), PyBytes_GET_SIZE(written));
@@ -438,6 +457,11 @@ write_json(PyObject *module, PyObject *args)
     if (!PyArg_ParseTuple(args, "O!O!O:write_json", &PyList_Type, &given, &PyBytes_Type,
                           &separator, &dumps))
         return NULL;
+    Py_ssize_t r = 0;
+    while (r < PyList_GET_SIZE(given) && Py_TYPE(PyList_GET_ITEM(given, r)) != &ReadyType)
+        r++;
+    if (r == PyList_GET_SIZE(given))  /* dicts alone: the caller writes them in one call */
+        Py_RETURN_NONE;
     /* A list of its own: nothing dumps runs can change what floats_of saw */
     PyObject *records = PyList_GetSlice(given, 0, PyList_GET_SIZE(given));
     if (records == NULL)

@@ -990,7 +990,7 @@ wire_fields_ready(WireFields *self, PyObject *const *args, Py_ssize_t nargs)
             Py_DECREF(message);
             return NULL;
         }
-        ready->maker = Py_NewRef(self);
+        ready->maker = Py_NewRef((PyObject *)self);
         ready->layout = &self->layout;
         ready->item = Py_NewRef(item);
         ready->args_text = args_text;

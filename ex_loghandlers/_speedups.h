@@ -15,6 +15,14 @@ Py_NewRef(PyObject *obj)
 }
 #endif
 
+/* What the two files share is seen by nothing outside the module: a library loaded before it
+ * with symbols of the same names does not take their place. */
+#if defined(__GNUC__)
+#define SHARED_HERE __attribute__((visibility("hidden")))
+#else
+#define SHARED_HERE
+#endif
+
 /* Where a value written between two literals comes from: an index into the record's item
  * (0 and up), or one of these. The same numbers as _queued's _ARGS_TEXT, _MESSAGE_TEXT,
  * _SEQ. */
@@ -43,22 +51,22 @@ typedef struct {
     PyObject *seq;               /* int */
 } Ready;
 
-extern PyTypeObject ReadyType;
+SHARED_HERE extern PyTypeObject ReadyType;
 
 /* 0, or -1 with an error set if ``literals`` and ``sources`` do not make a layout for items
  * of at least ``item_length`` values. */
-int json_layout_init(JsonLayout *layout, PyObject *literals, PyObject *sources,
-                     Py_ssize_t item_length);
-void json_layout_clear(JsonLayout *layout);
+SHARED_HERE int json_layout_init(JsonLayout *layout, PyObject *literals, PyObject *sources,
+                                 Py_ssize_t item_length);
+SHARED_HERE void json_layout_clear(JsonLayout *layout);
 
 /* 1 if every value of the dict ``fields`` is a str, int, bool, None or finite float: what
  * orjson writes as the standard library's encoder does. */
-int plain_values(PyObject *fields);
+SHARED_HERE int plain_values(PyObject *fields);
 
 /* Once, before write_json is called. */
-void json_records_init(void);
+SHARED_HERE void json_records_init(void);
 
 /* write_json(records, separator, dumps) -> bytes or None: see _json_records.c. */
-PyObject *write_json(PyObject *module, PyObject *args);
+SHARED_HERE PyObject *write_json(PyObject *module, PyObject *args);
 
 #endif

@@ -4,9 +4,11 @@ every record the C writer does not write sent as its fields are."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import math
+import subprocess
 import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -15,7 +17,7 @@ from faultserver import Action, FaultServer, ReceivedRequest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ex_loghandlers import ExHTTPHandler, _queued, _wire
+from ex_loghandlers import ExHTTPHandler, _native, _queued, _wire
 from ex_loghandlers._mapping import Enrichment
 
 pytestmark = pytest.mark.skipif(not _queued.SPEEDUPS, reason="the C speedups were not built")
@@ -200,6 +202,70 @@ def test_a_slice_of_ready_records_is_one_c_call_and_dicts_keep_their_own_way(
     [payload] = _wire.encode_json([dicts[0], readies[0], dicts[1]])  # slices of 1, then 2
     assert calls == [(1, False), (2, True)]  # a dict beside a ready record: written in C too
     assert [r["_ex_seq"] for r in json.loads(payload.body)] == [0, 0, 1]
+
+
+def test_a_dict_orjson_refuses_beside_a_ready_record_leaves_the_slice_to_the_encoders() -> None:
+    _, ready = _maker()
+    record = ready(_item(), 1)
+    for refused in ({"k": "\udc80"}, {"k": 2**64}, {"\udc80": 1}, {1: "v"}):
+        assert _wire._WRITE_JSON([record, refused], b",", orjson.dumps) is None
+    [payload] = _wire.encode_json([record, {"k": "\udc80"}])
+    assert json.loads(payload.body)[1] == {"k": "\\udc80"}
+
+
+@pytest.mark.parametrize("odd", [
+    b'[1.5,2.5,"x"]', b"[1.5,2.5,3.5 ]", b"[1.5;2.5;3.5]", b"[1.5]", b"{}", "[1.5,2.5,3.5]",
+])
+def test_float_texts_that_are_not_a_list_of_numbers_are_not_written(odd: Any) -> None:
+    _, ready = _maker()
+    records = [ready(_item(), 1)]  # three floats: created, msecs, relativeCreated
+    assert _wire._WRITE_JSON(records, b",", lambda floats: odd) is None
+
+
+def test_a_finalizer_that_changes_a_dict_of_the_slice_while_it_is_written_is_harmless() -> None:
+    """Making the list of a slice's floats may run the garbage collector, and a finalizer of
+    the program's: one that makes a dict of the slice unfit for orjson leaves the slice to the
+    encoders (on 3.11 and before it left empty places in the list orjson was given)."""
+    script = """if True:
+        import gc, logging, orjson
+        from ex_loghandlers import _queued, _wire
+        from ex_loghandlers._mapping import Enrichment
+        wire_fields = _queued.wire_fields_maker(Enrichment("_ex_", "h", "u", "a"), False)
+        record = logging.LogRecord("app", 20, "/a.py", 1, "m", None, None)
+        ready = wire_fields.ready(_queued.queued(record)[0], 1)
+        fields, state = {"k": 1.5}, {"n": 0}
+        class Cycle:
+            def __init__(self):
+                self.me = self
+            def __del__(self):
+                state["n"] += 1
+                fields["k"] = 1.5 if state["n"] % 2 else object()
+                Cycle()
+        Cycle()
+        written = set()
+        for i in range(200):
+            gc.collect()
+            gc.set_threshold(1 + i % 8, 10**6, 10**6)
+            out = _wire._WRITE_JSON([fields, ready], b",", orjson.dumps)
+            gc.set_threshold(700, 10, 10)
+            written.add(out is not None)
+            assert out is None or orjson.loads(b"[" + out + b"]")[0] == {"k": 1.5}
+        print(sorted(written), state["n"] > 0)
+    """
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["[False,", "True]", "True"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's loader")
+def test_the_module_exports_nothing_but_its_init_function() -> None:
+    """A library loaded before it with a function of the same name as one the module's files
+    share does not take its place."""
+    library = ctypes.CDLL(_native.SPEEDUPS.__file__)
+    assert hasattr(library, "PyInit__speedups")
+    for name in ("write_json", "plain_values", "json_layout_init", "ReadyType"):
+        assert not hasattr(library, name), name
 
 
 def test_an_enrichment_the_c_writer_cannot_hold_leaves_records_as_fields() -> None:
