@@ -11,8 +11,9 @@
  * given and its values are plain (``plain_values``), as ``_wire._fast_slice`` writes it.
  *
  * A slice holding anything else (a value of another class, a float that is not finite, an int
- * beyond 64 bits, a lone surrogate, a dict without ``dumps``) is not written: None, and the
- * caller encodes it the usual way, which decides what such a value becomes.
+ * beyond 64 bits, a lone surrogate, a dict without ``dumps`` or one it refuses), or no Ready
+ * at all, is not written: None, and the caller encodes it the usual way, which decides what
+ * such a value becomes.
  */
 #include "_speedups.h"
 
