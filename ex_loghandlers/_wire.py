@@ -67,6 +67,7 @@ def as_fields(record: Record) -> Fields:
     """The fields of a record, as the handler would send them in any format."""
     return record if isinstance(record, dict) else record.fields()
 
+
 WIRE_FORMATS = ("form", "json", "ndjson", "otlp", "loki", "elasticsearch")
 #: The formats whose encoders write a ``ReadyRecord`` as it is.
 READY_FORMATS = ("json", "ndjson")
