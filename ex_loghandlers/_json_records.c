@@ -324,20 +324,17 @@ plain_values(PyObject *fields)
 
 /* 0 with ``*count`` the number of floats of the Ready ``records``, each put in ``floats`` (if
  * not NULL: a list that long) in writing order; 1 if a record holds a value not written here,
- * or is neither a Ready nor a dict ``dumps`` writes, or if none is a Ready (a slice of dicts
- * is the caller's to write, in one dumps call). */
+ * or is neither a Ready nor a dict ``dumps`` writes. */
 static int
 floats_of(PyObject *records, PyObject *floats, PyObject *dumps, Py_ssize_t *count)
 {
     *count = 0;
-    int readies = 0;
     for (Py_ssize_t r = 0; r < PyList_GET_SIZE(records); r++) {
         PyObject *record = PyList_GET_ITEM(records, r);
         if (PyDict_CheckExact(record) && dumps != Py_None && plain_values(record))
             continue;
         if (Py_TYPE(record) != &ReadyType)
             return 1;
-        readies = 1;
         const JsonLayout *layout = ((Ready *)record)->layout;
         for (Py_ssize_t i = 0; i < layout->n; i++) {
             PyObject *value = value_of((Ready *)record, layout->sources[i]);
@@ -357,7 +354,7 @@ floats_of(PyObject *records, PyObject *floats, PyObject *dumps, Py_ssize_t *coun
                 return 1;
         }
     }
-    return readies ? 0 : 1;
+    return 0;
 }
 
 static int
