@@ -76,6 +76,7 @@ def test_ready_records_are_written_byte_for_byte_as_their_fields_are(dumps: Any)
         ready(_item("wide \xe9 \u4e2d \U0001f600 %r", (3.05e-06,)), 3),
         ready(_item("no args", None), 4),
         ready(_item("m", None, lineno=-(2**63), created=1e16, msecs=0.0), 5),
+        ready(_item("long %s", ("x" * 70_000 + '"\u4e2d',)), 6),  # past the first reserve
     ]
     written = _wire._WRITE_JSON(records, b"\n", dumps)
     assert written is not None
@@ -85,6 +86,24 @@ def test_ready_records_are_written_byte_for_byte_as_their_fields_are(dumps: Any)
     else:
         assert written == b"\n".join(map(orjson.dumps, fields))
     assert [json.loads(line) for line in written.split(b"\n")] == fields
+
+
+#: Where UTF-8 changes length, and the ends of the surrogates, with a character that makes the
+#: text one, two or four bytes a character inside.
+EDGES = [0x7F, 0x80, 0xFF, 0x100, 0x7FF, 0x800, 0xD7FF, 0xE000, 0xFFFF, 0x10000, 0x10FFFF]
+SURROGATE_ENDS = [0xD800, 0xDBFF, 0xDC00, 0xDFFF]
+
+
+@pytest.mark.parametrize("kind", ["a", "\xe9", "\u0100", "\U00010000"])
+def test_text_at_every_edge_of_utf_8_is_written_as_orjson_writes_it(kind: str) -> None:
+    _, ready = _maker()
+    records = [ready(_item(kind + chr(c) + " %s", (kind + chr(c),)), c) for c in EDGES]
+    written = _wire._WRITE_JSON(records, b"\n", orjson.dumps)
+    assert written == b"\n".join(orjson.dumps(r.fields()) for r in records)
+    for c in SURROGATE_ENDS:
+        record = ready(_item(kind + chr(c), None), 1)
+        assert type(record).__name__ == "Ready"
+        assert _wire._WRITE_JSON([record], b",", orjson.dumps) is None
 
 
 ODD_VALUES = st.one_of(
