@@ -87,8 +87,11 @@ value_of(Ready *record, Py_ssize_t source)
 
 /* -- the bytes written --------------------------------------------------------------------- */
 
+/* Written straight into the bytes object returned, cut to its length at the end: the text is
+ * not copied once more, which for a large message would take as much memory again. */
 typedef struct {
-    char *data;
+    PyObject *bytes;       /* NULL until the first reserve() */
+    char *data;            /* its buffer */
     Py_ssize_t length, capacity;
 } Out;
 
@@ -105,13 +108,28 @@ reserve(Out *out, Py_ssize_t more)
     Py_ssize_t capacity = out->capacity > 0 ? out->capacity : 4096;
     while (capacity < needed)
         capacity = capacity <= PY_SSIZE_T_MAX / 2 ? 2 * capacity : needed;
-    char *grown = PyMem_Realloc(out->data, (size_t)capacity);
-    if (grown == NULL) {
-        PyErr_NoMemory();
+    if (out->bytes == NULL)
+        out->bytes = PyBytes_FromStringAndSize(NULL, capacity);
+    else if (_PyBytes_Resize(&out->bytes, capacity) < 0)  /* it let go of the bytes */
+        out->bytes = NULL;
+    if (out->bytes == NULL) {
+        out->data = NULL;
+        out->length = out->capacity = 0;
         return -1;
     }
-    out->data = grown;
+    out->data = PyBytes_AS_STRING(out->bytes);
     out->capacity = capacity;
+    return 0;
+}
+
+/* reserve() for a writer holding ``*p``, a place in the buffer, which it moves with it. */
+static int
+room_at(Out *out, char **p, Py_ssize_t more)
+{
+    out->length = *p - out->data;
+    if (reserve(out, more) < 0)
+        return -1;
+    *p = out->data + out->length;
     return 0;
 }
 
@@ -189,16 +207,20 @@ put_text(Out *out, PyObject *text)
         return -1;
 #endif
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
-    if (n > (PY_SSIZE_T_MAX - 2) / 6) {
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    /* Room for each character's UTF-8, the most a character of this text may take; an
+     * escape (at most six) makes room for itself and the rest as it comes. */
+    Py_ssize_t unit = PyUnicode_IS_ASCII(text) ? 1 : kind == PyUnicode_1BYTE_KIND ? 2
+                      : kind == PyUnicode_2BYTE_KIND ? 3 : 4;
+    if (n > (PY_SSIZE_T_MAX - 8) / 6) {
         PyErr_NoMemory();
         return -1;
     }
-    if (reserve(out, 6 * n + 2) < 0)  /* the most any character takes: \u00XX */
+    if (reserve(out, unit * n + 2) < 0)
         return -1;
     char *p = out->data + out->length;
     *p++ = '"';
-    int kind = PyUnicode_KIND(text);
-    const void *data = PyUnicode_DATA(text);
     if (PyUnicode_IS_ASCII(text)) {
         const Py_UCS1 *s = data;
         Py_ssize_t start = 0, i = 0;
@@ -207,7 +229,10 @@ put_text(Out *out, PyObject *text)
             if (i == n)
                 break;
             memcpy(p, s + start, (size_t)(i - start));
-            p = escaped(p + (i - start), s[i]);
+            p += i - start;
+            if (room_at(out, &p, 6 + (n - i - 1) + 1) < 0)
+                return -1;
+            p = escaped(p, s[i]);
             start = ++i;
         }
         memcpy(p, s + start, (size_t)(n - start));
@@ -217,10 +242,12 @@ put_text(Out *out, PyObject *text)
         for (Py_ssize_t i = 0; i < n; i++) {
             Py_UCS4 c = PyUnicode_READ(kind, data, i);
             if (c < 0x80) {
-                if (escapes[c])
-                    p = escaped(p, c);
-                else
+                if (escapes[c] == 0)
                     *p++ = (char)c;
+                else if (room_at(out, &p, 6 + unit * (n - i - 1) + 1) < 0)
+                    return -1;
+                else
+                    p = escaped(p, c);
             }
             else if (c < 0x800) {
                 *p++ = (char)(0xC0 | (c >> 6));
@@ -455,10 +482,11 @@ write_json(PyObject *module, PyObject *args)
     if (!PyArg_ParseTuple(args, "O!O!O:write_json", &PyList_Type, &given, &PyBytes_Type,
                           &separator, &dumps))
         return NULL;
-    Py_ssize_t r = 0;
-    while (r < PyList_GET_SIZE(given) && Py_TYPE(PyList_GET_ITEM(given, r)) != &ReadyType)
-        r++;
-    if (r == PyList_GET_SIZE(given))  /* dicts alone: the caller writes them in one call */
+    Py_ssize_t first = 0;
+    while (first < PyList_GET_SIZE(given)
+           && Py_TYPE(PyList_GET_ITEM(given, first)) != &ReadyType)
+        first++;
+    if (first == PyList_GET_SIZE(given))  /* dicts alone: the caller writes them in one call */
         Py_RETURN_NONE;
     /* A list of its own: nothing dumps runs can change what floats_of saw */
     PyObject *records = PyList_GetSlice(given, 0, PyList_GET_SIZE(given));
@@ -466,7 +494,7 @@ write_json(PyObject *module, PyObject *args)
         return NULL;
     FloatTexts texts = {NULL, NULL, NULL};
     int result = float_texts(records, dumps, &texts);
-    Out out = {NULL, 0, 0};
+    Out out = {NULL, NULL, 0, 0};
     Py_ssize_t count = PyList_GET_SIZE(records);
     if (result == 0 && count < PY_SSIZE_T_MAX / 1024)
         result = reserve(&out, 640 * count);  /* a common record's JSON: about 500 bytes */
@@ -480,11 +508,8 @@ write_json(PyObject *module, PyObject *args)
     }
     Py_XDECREF(texts.written);
     Py_DECREF(records);
-    PyObject *written = NULL;
-    if (result == 0)
-        written = PyBytes_FromStringAndSize(out.data, out.length);
-    else if (result > 0)
-        written = Py_NewRef(Py_None);
-    PyMem_Free(out.data);
-    return written;
+    if (result == 0 && _PyBytes_Resize(&out.bytes, out.length) == 0)
+        return out.bytes;
+    Py_XDECREF(out.bytes);  /* NULL if the resize failed: it let go of it */
+    return result > 0 ? Py_NewRef(Py_None) : NULL;
 }

@@ -77,6 +77,8 @@ def test_ready_records_are_written_byte_for_byte_as_their_fields_are(dumps: Any)
         ready(_item("no args", None), 4),
         ready(_item("m", None, lineno=-(2**63), created=1e16, msecs=0.0), 5),
         ready(_item("long %s", ("x" * 70_000 + '"\u4e2d',)), 6),  # past the first reserve
+        ready(_item("\x01" * 9_000 + "%s", ("\n\xe9" * 5_000,)), 7),  # six bytes a character
+        ready(_item("\x1f\u4e2d" * 5_000 + "%s", ("\t\U0001f600" * 5_000,)), 8),
     ]
     written = _wire._WRITE_JSON(records, b"\n", dumps)
     assert written is not None
@@ -298,10 +300,12 @@ def test_an_enrichment_the_c_writer_cannot_hold_leaves_records_as_fields() -> No
 
 def test_a_layout_is_none_where_the_sequence_key_is_a_field_already() -> None:
     template = {"name": None, "_ex_seq": None}
-    assert _queued.json_layout(template, "_ex_pid", "_ex_seq") is None
-    literals, sources = _queued.json_layout({"name": None, "k": "v\n"}, "_ex_pid", "s")
+    assert _wire.json_layout(template, _queued._OTHER_KEYS, "_ex_pid", "_ex_seq") is None
+    literals, sources = _wire.json_layout(
+        {"name": None, "k": "v\n"}, _queued._OTHER_KEYS, "_ex_pid", "s"
+    )
     assert literals == (b'{"name":', b',"k":"v\\n","s":', b"}")
-    assert sources == (_queued._OTHER_KEYS.index("name"), _queued._SEQ)
+    assert sources == (_queued._OTHER_KEYS.index("name"), _wire._SEQ)
 
 
 def test_items_other_than_common_records_are_prepared_as_fields_with_their_sequence() -> None:
