@@ -4,13 +4,14 @@ On the application's thread, inside ``emit()``: the record as a flat tuple of st
 numbers, which the garbage collector soon stops tracking (``packed``), and its size, the
 memory it keeps alive (``estimated_size``). The common record (``common_record``) takes a
 shorter way: its attributes are copied as they are and its message is made on the worker.
-On the worker, ``unpacked`` gives back the snapshot ``to_fields`` reads.
+On the worker, ``unpacked`` gives back the snapshot ``to_fields`` reads, and
+``wire_fields_maker`` (with ``ready_maker``) makes a queued item's fields, or its record ready
+to write as JSON.
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import linecache
 import logging
 import operator
@@ -38,7 +39,7 @@ from ._mapping import (
     snapshot,
     to_fields,
 )
-from ._wire import Record
+from ._wire import Record, json_layout
 
 #: What a queued record holds beyond the characters of its strings, measured with tracemalloc
 #: on CPython 3.9, 3.11 and 3.13 (``tests/test_reliability.py`` checks both, and the bound
@@ -506,7 +507,7 @@ def wire_fields_maker(
 
     if speedups and _SPEEDUPS is not None:  # the same in C, unless told not to (for tests)
         seq_key = prefix + "seq"
-        layout = json_layout(template, pid_key, seq_key)
+        layout = json_layout(template, _OTHER_KEYS, pid_key, seq_key)
         made: Callable[[Any], Dict[str, Any]] = _SPEEDUPS.WireFields(
             template, _OTHER_KEYS, "args", "message", pid_key, wire_fields, process, _MSG,
             seq_key=seq_key,
@@ -522,57 +523,6 @@ def ready_maker(
     """``wire_fields``' ``ready(item, seq)``, if it has one (see ``wire_fields_maker``)."""
     ready: Optional[Callable[[Any, int], Record]] = getattr(wire_fields, "ready", None)
     return ready
-
-
-#: Where a value of a record written as JSON in C comes from, beside an index into its item
-#: (``_speedups.h``'s ``SOURCE_`` numbers).
-_ARGS_TEXT, _MESSAGE_TEXT, _SEQ = -1, -2, -3
-
-#: The values a layout writes as they are, the same for every record (the enrichment's).
-_CONSTANT_KINDS = (str, type(None), bool)
-
-
-def json_layout(
-    template: Dict[str, Any], pid_key: str, seq_key: str
-) -> Optional[Tuple[Tuple[bytes, ...], Tuple[int, ...]]]:
-    """How ``_speedups.write_json`` writes the fields ``wire_fields`` makes of a common record,
-    and then ``seq_key``: (literals, sources), the JSON being ``literals[0]``, the value from
-    ``sources[0]``, ``literals[1]``, and so on. The literals hold the keys and the values of
-    the template that no record changes, as orjson and ``json`` write them; a source is an
-    index into the item or ``_ARGS_TEXT``, ``_MESSAGE_TEXT``, ``_SEQ``. A key set later wins,
-    as in the dict. None where the template holds a value of another kind, or ``seq_key`` is
-    one of its keys: such records are written the usual way.
-    """
-    if seq_key in template:
-        return None
-    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
-    literals: List[str] = []
-    sources: List[int] = []
-    text = "{"
-    for key, value in [*template.items(), (seq_key, None)]:
-        text += ("" if text == "{" else ",") + encode(key) + ":"
-        if key == seq_key:
-            source = _SEQ
-        elif key == pid_key:
-            source = _OTHER_KEYS.index("process")
-        elif key == "message":
-            source = _MESSAGE_TEXT
-        elif key == "args":
-            source = _ARGS_TEXT
-        elif key in _OTHER_KEYS:
-            source = _OTHER_KEYS.index(key)
-        elif type(value) in _CONSTANT_KINDS:
-            text += encode(value)
-            continue
-        else:
-            return None
-        literals.append(text)
-        sources.append(source)
-        text = ""
-    try:
-        return tuple(t.encode("utf-8") for t in [*literals, text + "}"]), tuple(sources)
-    except UnicodeEncodeError:  # a lone surrogate in the enrichment: the usual way
-        return None
 
 
 def _configured_speedups() -> Any:

@@ -24,7 +24,7 @@ Py_NewRef(PyObject *obj)
 #endif
 
 /* Where a value written between two literals comes from: an index into the record's item
- * (0 and up), or one of these. The same numbers as _queued's _ARGS_TEXT, _MESSAGE_TEXT,
+ * (0 and up), or one of these. The same numbers as _wire's _ARGS_TEXT, _MESSAGE_TEXT,
  * _SEQ. */
 #define SOURCE_ARGS_TEXT (-1)
 #define SOURCE_MESSAGE (-2)

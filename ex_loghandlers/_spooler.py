@@ -59,9 +59,10 @@ def prepare_each(
     prepare: Callable[[Any, Optional[int]], R], taken: Taken,
     give_way: Callable[[], None] = lambda: None,
 ) -> Tuple[List[R], List[Optional[int]], Dict[str, int]]:
-    """Map a batch to wire fields: (the fields, their sequence numbers, how many records could
-    not be mapped, by reason). Whatever a user's code raises (``SystemExit`` included) is one
-    record's failure, never the batch's or the thread's."""
+    """Map a batch to wire fields, or to what ``prepare`` makes (records ready to write):
+    (those, their sequence numbers, how many records could not be mapped, by reason).
+    Whatever a user's code raises (``SystemExit`` included) is one record's failure, never
+    the batch's or the thread's."""
     items: List[R] = []
     seqs: List[Optional[int]] = []
     unmappable: Dict[str, int] = {}

@@ -1,4 +1,8 @@
-"""Batches of field dicts -> request bodies, one module per concern: pure, no I/O.
+"""Batches of records -> request bodies, one module per concern: pure, no I/O.
+
+A record is its fields (a dict) or, for ``json`` and ``ndjson`` with the C speedups, a common
+record ready to write (``ReadyRecord``), whose JSON the speedups write with no dict made
+(``json_layout``, ``_written``); every other use asks for its fields (``as_fields``).
 
 ``form``   one urlencoded UTF-8 body per record (Logy, the stdlib ``HTTPHandler``);
 ``json``   one JSON array per batch;
@@ -405,6 +409,58 @@ def json_text(value: Any, made_from: Fields) -> str:
         except Exception:  # lone surrogates, integers beyond 64 bits: the standard way
             pass
     return _JSON.encode(value)
+
+
+#: Where a value of a record written as JSON in C comes from, beside an index into its item
+#: (``_speedups.h``'s ``SOURCE_`` numbers).
+_ARGS_TEXT, _MESSAGE_TEXT, _SEQ = -1, -2, -3
+
+#: The values a layout writes as they are, the same for every record (the enrichment's).
+_CONSTANT_KINDS = (str, type(None), bool)
+
+
+def json_layout(
+    template: Dict[str, Any], other_keys: Tuple[str, ...], pid_key: str, seq_key: str
+) -> Optional[Tuple[Tuple[bytes, ...], Tuple[int, ...]]]:
+    """How ``_speedups.write_json`` writes the fields ``_queued.wire_fields_maker`` makes of a
+    common record (its ``template`` filled in with the item's values, named ``other_keys``),
+    and then ``seq_key``: (literals, sources), the JSON being ``literals[0]``, the value from
+    ``sources[0]``, ``literals[1]``, and so on. The literals hold the keys and the values of
+    the template that no record changes, as orjson and ``_JSON`` write them; a source is an
+    index into the item or ``_ARGS_TEXT``, ``_MESSAGE_TEXT``, ``_SEQ``. A key set later wins,
+    as in the dict. None where the template holds a value of another kind, or ``seq_key`` is
+    one of its keys: such records are written the usual way.
+    """
+    if seq_key in template:
+        return None
+    encode = _JSON.encode
+    literals: List[str] = []
+    sources: List[int] = []
+    text = "{"
+    for key, value in [*template.items(), (seq_key, None)]:
+        text += ("" if text == "{" else ",") + encode(key) + ":"
+        if key == seq_key:
+            source = _SEQ
+        elif key == pid_key:
+            source = other_keys.index("process")
+        elif key == "message":
+            source = _MESSAGE_TEXT
+        elif key == "args":
+            source = _ARGS_TEXT
+        elif key in other_keys:
+            source = other_keys.index(key)
+        elif type(value) in _CONSTANT_KINDS:
+            text += encode(value)
+            continue
+        else:
+            return None
+        literals.append(text)
+        sources.append(source)
+        text = ""
+    try:
+        return tuple(t.encode("utf-8") for t in [*literals, text + "}"]), tuple(sources)
+    except UnicodeEncodeError:  # a lone surrogate in the enrichment: the usual way
+        return None
 
 
 def record_json(fields: Fields) -> str:
