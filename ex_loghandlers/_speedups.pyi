@@ -66,8 +66,20 @@ class WireFields:
         process_index: int,
         msg_index: int,
         /,
+        *,
+        seq_key: str = ...,
+        literals: Tuple[bytes, ...] = ...,
+        sources: Tuple[int, ...] = ...,
     ) -> None: ...
     def __call__(self, item: Any, /) -> Dict[str, Any]: ...
+    def ready(self, item: Any, seq: int, /) -> Any: ...
+
+class Ready:
+    def fields(self) -> Dict[str, Any]: ...
+
+def write_json(
+    records: List[Any], separator: bytes, dumps: Optional[Callable[[Any], bytes]], /
+) -> Optional[bytes]: ...
 
 def flat_plain(fields: object, /) -> bool: ...
 def frames_of(
